@@ -1,0 +1,186 @@
+//! The binary contract between a hotswap host and a hotswap module.
+//!
+//! A module is a `cdylib` built by a different compilation than the host (maybe
+//! a different `rustc`, always its own copy of `std` and possibly its own
+//! allocator). The only things that cross the boundary are the `#[repr(C)]`
+//! types and `extern "C"` function pointers defined here.
+//!
+//! Rules both sides follow:
+//!
+//! * The module exports one symbol, [`DESCRIPTOR_SYMBOL`], a function that
+//!   returns a pointer to a static [`ModuleDescriptor`].
+//! * The descriptor starts with a [`DescriptorHeader`] whose layout never
+//!   changes, so a host can read the magic and ABI version of a module built
+//!   against any version of this crate and refuse it with a clear message.
+//! * A buffer is freed by the side that allocated it: [`ModuleBuf`]s are
+//!   allocated by the module and given back to its `free_buf`; borrowed
+//!   [`RawStr`]/[`RawBytes`] views are only valid for the duration of the call.
+//! * No entry point unwinds: the SDK catches every panic and reports it as
+//!   [`CallStatus::PANIC`] with the message in the output buffer.
+//!
+//! Module authors never use this crate directly; `hotswap-module` does.
+
+#![no_std]
+
+use core::ffi::c_void;
+
+/// First eight bytes of every descriptor.
+pub const MAGIC: [u8; 8] = *b"HOTSWAP\x01";
+
+/// Version of the layout that follows the header. Bump it on any change to
+/// [`ModuleDescriptor`] or to the entry point signatures.
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the exported descriptor function, NUL-terminated for `dlsym`.
+pub const DESCRIPTOR_SYMBOL: &[u8] = b"hotswap_module_descriptor\0";
+
+/// Borrowed UTF-8 string: valid only for the duration of the call it is passed to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawStr {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl RawStr {
+    pub const fn new(s: &str) -> Self {
+        Self { ptr: s.as_ptr(), len: s.len() }
+    }
+
+    /// # Safety
+    /// `ptr`/`len` must describe valid UTF-8 that outlives `'a`.
+    pub unsafe fn as_str<'a>(self) -> &'a str {
+        if self.len == 0 {
+            return "";
+        }
+        // SAFETY: the caller guarantees ptr/len point at live UTF-8 for 'a.
+        unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(self.ptr, self.len)) }
+    }
+}
+
+/// Borrowed bytes: valid only for the duration of the call they are passed to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawBytes {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl RawBytes {
+    pub const fn new(b: &[u8]) -> Self {
+        Self { ptr: b.as_ptr(), len: b.len() }
+    }
+
+    /// # Safety
+    /// `ptr`/`len` must describe readable memory that outlives `'a`.
+    pub unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller guarantees ptr/len point at live bytes for 'a.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A byte buffer allocated by the module (a `Vec<u8>` taken apart). The host
+/// copies what it needs and hands it back to the module's `free_buf`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ModuleBuf {
+    pub ptr: *mut u8,
+    pub len: usize,
+    pub cap: usize,
+}
+
+impl ModuleBuf {
+    pub const EMPTY: ModuleBuf = ModuleBuf { ptr: core::ptr::null_mut(), len: 0, cap: 0 };
+}
+
+/// What the previous version hands to `init`: its name, version and snapshot.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawPrevious {
+    pub name: RawStr,
+    pub version: RawStr,
+    pub state: RawBytes,
+}
+
+/// Outcome of an entry point.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallStatus(pub u32);
+
+impl CallStatus {
+    /// Success; the output buffer holds the result.
+    pub const OK: CallStatus = CallStatus(0);
+    /// The module returned an error; the output buffer holds its message.
+    pub const ERROR: CallStatus = CallStatus(1);
+    /// The module panicked and the SDK caught it; the output buffer holds the message.
+    pub const PANIC: CallStatus = CallStatus(2);
+}
+
+/// `init(previous, state_out, out)`: `previous` is null for a fresh start.
+/// On `OK`, `*state_out` is the new state; otherwise `out` holds the message.
+pub type InitFn = unsafe extern "C" fn(
+    previous: *const RawPrevious,
+    state_out: *mut *mut c_void,
+    out: *mut ModuleBuf,
+) -> CallStatus;
+
+/// `handle(state, method, payload, out)`: `out` holds the reply or the message.
+pub type HandleFn = unsafe extern "C" fn(
+    state: *mut c_void,
+    method: RawStr,
+    payload: RawBytes,
+    out: *mut ModuleBuf,
+) -> CallStatus;
+
+/// `snapshot(state, out)`: `out` holds the snapshot or the message.
+pub type SnapshotFn = unsafe extern "C" fn(state: *const c_void, out: *mut ModuleBuf) -> CallStatus;
+
+/// `drop_state(state, out)`: runs the state's destructor.
+pub type DropStateFn = unsafe extern "C" fn(state: *mut c_void, out: *mut ModuleBuf) -> CallStatus;
+
+/// `free_buf(buf)`: returns a buffer to the allocator that made it.
+pub type FreeBufFn = unsafe extern "C" fn(buf: ModuleBuf);
+
+/// Signature of the exported [`DESCRIPTOR_SYMBOL`].
+pub type DescriptorFn = unsafe extern "C" fn() -> *const DescriptorHeader;
+
+/// The part of the descriptor whose layout is frozen forever.
+#[repr(C)]
+#[derive(Debug)]
+pub struct DescriptorHeader {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 8],
+    /// The [`ABI_VERSION`] the module was built against.
+    pub abi_version: u32,
+    /// `size_of` the full descriptor, as the module saw it.
+    pub descriptor_size: u32,
+}
+
+/// Everything a host needs to run a module (ABI version 1).
+#[repr(C)]
+#[derive(Debug)]
+pub struct ModuleDescriptor {
+    pub header: DescriptorHeader,
+    /// `Module::NAME`.
+    pub name: RawStr,
+    /// `Module::VERSION`.
+    pub version: RawStr,
+    /// Version of the `hotswap-module` crate the module was built with.
+    pub sdk_version: RawStr,
+    /// `rustc --version` of the compiler that built the module.
+    pub rustc_version: RawStr,
+    /// 1 when built with `panic = "unwind"`: only then can the SDK catch panics.
+    pub panic_unwind: u8,
+    pub init: InitFn,
+    pub handle: HandleFn,
+    pub snapshot: SnapshotFn,
+    pub drop_state: DropStateFn,
+    pub free_buf: FreeBufFn,
+}
+
+// SAFETY: a descriptor is an immutable static: its pointers refer to string
+// literals and functions, which are valid from any thread.
+unsafe impl Sync for ModuleDescriptor {}

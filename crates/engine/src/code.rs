@@ -1,0 +1,286 @@
+//! One loaded version of a module: its private copy, its library handle and
+//! safe wrappers around its entry points.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hotswap_abi::{
+    ABI_VERSION, CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, DropStateFn, FreeBufFn, HandleFn, InitFn,
+    MAGIC, ModuleBuf, ModuleDescriptor, RawBytes, RawPrevious, RawStr, SnapshotFn,
+};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+
+use crate::error::{Fault, SwapError};
+
+/// What a module says about itself, copied out of its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// `Module::NAME`.
+    pub name: String,
+    /// `Module::VERSION`.
+    pub version: String,
+    /// Version of `hotswap-module` the module was built with.
+    pub sdk_version: String,
+    /// `rustc --version` of the compiler that built the module.
+    pub rustc_version: String,
+    /// The file the module was loaded from.
+    pub file: PathBuf,
+}
+
+/// The entry points of a verified module, copied out of its descriptor.
+#[derive(Clone, Copy)]
+struct EntryPoints {
+    init: InitFn,
+    handle: HandleFn,
+    snapshot: SnapshotFn,
+    drop_state: DropStateFn,
+    free_buf: FreeBufFn,
+}
+
+/// A state object owned by a module (a `Box<T>` it handed out from `init`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatePtr(*mut c_void);
+
+// SAFETY: the SDK requires `Module: Send`, so the state behind the pointer may
+// move between threads; the engine gives each state to one thread at a time
+// (it lives under the instance mutex).
+unsafe impl Send for StatePtr {}
+
+/// How long each step of opening a module took.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OpenTimings {
+    pub copy: Duration,
+    pub open_and_verify: Duration,
+}
+
+/// A loaded, verified module version. Its entry points stay valid for as long
+/// as this value lives; dropping it closes the library.
+pub(crate) struct Code {
+    pub info: ModuleInfo,
+    pub private_copy: PathBuf,
+    entry: EntryPoints,
+    library: Option<Library>,
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Code").field("info", &self.info).field("private_copy", &self.private_copy).finish()
+    }
+}
+
+impl Code {
+    /// Copies `source` to `private_copy`, opens the copy and verifies that it
+    /// is module `expected_name` built for this host's ABI.
+    ///
+    /// The copy has a name no other version uses: `dlopen` of a path that is
+    /// already loaded returns the already-loaded library, and rewriting a
+    /// mapped file in place (a compiler writing the next build) can crash the
+    /// process with SIGBUS. We map only our own copy, which nobody rewrites.
+    pub fn open(
+        expected_name: &str,
+        source: &Path,
+        private_copy: PathBuf,
+    ) -> Result<(Code, OpenTimings), SwapError> {
+        let started = Instant::now();
+        check_looks_like_elf(source)?;
+        fs::copy(source, &private_copy).map_err(|source_err| SwapError::Copy {
+            path: source.to_owned(),
+            to: private_copy.clone(),
+            source: source_err,
+        })?;
+        let copied = Instant::now();
+        let result = Self::open_copy(expected_name, source, &private_copy);
+        if result.is_err() {
+            let _ = fs::remove_file(&private_copy);
+        }
+        let timings = OpenTimings { copy: copied - started, open_and_verify: copied.elapsed() };
+        result.map(|code| (code, timings))
+    }
+
+    fn open_copy(expected_name: &str, source: &Path, private_copy: &Path) -> Result<Code, SwapError> {
+        // SAFETY: dlopen runs the library's initialisers. A hotswap module is
+        // a Rust cdylib whose only initialisers are std's; the operator chose
+        // to load this file. RTLD_LOCAL keeps its symbols out of the global
+        // namespace so versions never resolve each other's symbols.
+        let library = unsafe { Library::open(Some(private_copy), RTLD_NOW | RTLD_LOCAL) }
+            .map_err(|err| SwapError::Open { path: source.to_owned(), message: err.to_string() })?;
+
+        // SAFETY: every hotswap module exports this symbol with the
+        // `DescriptorFn` signature; a library that exports something else
+        // under this name is not one we can run safely anyway.
+        let describe: DescriptorFn = unsafe { library.get::<DescriptorFn>(DESCRIPTOR_SYMBOL) }
+            .map(|symbol| *symbol)
+            .map_err(|_| SwapError::NotAModule { path: source.to_owned() })?;
+
+        // SAFETY: the descriptor function only returns a pointer to a static.
+        let header_ptr = unsafe { describe() };
+        // SAFETY: the pointer is null or points at a static descriptor whose
+        // header layout is frozen for every ABI version.
+        let header = unsafe { header_ptr.as_ref() }.ok_or_else(|| SwapError::BadDescriptor {
+            path: source.to_owned(),
+            reason: "the descriptor pointer is null".into(),
+        })?;
+        if header.magic != MAGIC {
+            return Err(SwapError::BadMagic {
+                path: source.to_owned(),
+                found: header.magic,
+                expected: MAGIC,
+            });
+        }
+        if header.abi_version != ABI_VERSION {
+            return Err(SwapError::AbiMismatch {
+                path: source.to_owned(),
+                module_abi: header.abi_version,
+                host_abi: ABI_VERSION,
+            });
+        }
+        let expected_size = size_of::<ModuleDescriptor>();
+        if (header.descriptor_size as usize) < expected_size {
+            return Err(SwapError::BadDescriptor {
+                path: source.to_owned(),
+                reason: format!(
+                    "the descriptor is {} bytes, ABI {ABI_VERSION} needs {expected_size}",
+                    header.descriptor_size
+                ),
+            });
+        }
+        // SAFETY: magic, ABI version and size match, so the header is the
+        // first field of a full ABI-1 descriptor in the library's statics.
+        let descriptor = unsafe { &*header_ptr.cast::<ModuleDescriptor>() };
+        let text = |field: &str, raw: RawStr| -> Result<String, SwapError> {
+            // SAFETY: descriptor strings point at string literals in the
+            // library, valid while it is loaded; we validate the UTF-8.
+            let bytes = unsafe { RawBytes { ptr: raw.ptr, len: raw.len }.as_slice() };
+            String::from_utf8(bytes.to_vec()).map_err(|_| SwapError::BadDescriptor {
+                path: source.to_owned(),
+                reason: format!("its {field} is not valid UTF-8"),
+            })
+        };
+        let info = ModuleInfo {
+            name: text("name", descriptor.name)?,
+            version: text("version", descriptor.version)?,
+            sdk_version: text("sdk version", descriptor.sdk_version)?,
+            rustc_version: text("rustc version", descriptor.rustc_version)?,
+            file: source.to_owned(),
+        };
+        if descriptor.panic_unwind != 1 {
+            return Err(SwapError::PanicAbort {
+                path: source.to_owned(),
+                module: info.name,
+                version: info.version,
+            });
+        }
+        if info.name != expected_name {
+            return Err(SwapError::NameMismatch {
+                path: source.to_owned(),
+                expected: expected_name.to_owned(),
+                found: info.name,
+            });
+        }
+        let entry = EntryPoints {
+            init: descriptor.init,
+            handle: descriptor.handle,
+            snapshot: descriptor.snapshot,
+            drop_state: descriptor.drop_state,
+            free_buf: descriptor.free_buf,
+        };
+        Ok(Code { info, private_copy: private_copy.to_owned(), entry, library: Some(library) })
+    }
+
+    /// Starts a state: fresh, or from a previous version's snapshot.
+    pub fn init(&self, previous: Option<(&ModuleInfo, &[u8])>) -> Result<StatePtr, Fault> {
+        let raw_previous = previous.map(|(info, state)| RawPrevious {
+            name: RawStr::new(&info.name),
+            version: RawStr::new(&info.version),
+            state: RawBytes::new(state),
+        });
+        let previous_ptr = raw_previous.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+        let mut state = std::ptr::null_mut();
+        let mut out = ModuleBuf::EMPTY;
+        // SAFETY: `init` is this library's entry point, valid while `self`
+        // lives; every pointer refers to a live local for the whole call.
+        let status = unsafe { (self.entry.init)(previous_ptr, &mut state, &mut out) };
+        self.finish(status, out).map(|_| StatePtr(state))
+    }
+
+    /// One call on `state`, which must have come from this version's `init`.
+    pub fn handle(&self, state: StatePtr, method: &str, payload: &[u8]) -> Result<Vec<u8>, Fault> {
+        let mut out = ModuleBuf::EMPTY;
+        // SAFETY: `state` belongs to this version and the caller holds its
+        // instance lock; method and payload outlive the call.
+        let status =
+            unsafe { (self.entry.handle)(state.0, RawStr::new(method), RawBytes::new(payload), &mut out) };
+        self.finish(status, out)
+    }
+
+    pub fn snapshot(&self, state: StatePtr) -> Result<Vec<u8>, Fault> {
+        let mut out = ModuleBuf::EMPTY;
+        // SAFETY: as for `handle`.
+        let status = unsafe { (self.entry.snapshot)(state.0, &mut out) };
+        self.finish(status, out)
+    }
+
+    /// Runs the state's destructor. The state must not be used afterwards.
+    pub fn drop_state(&self, state: StatePtr) -> Result<(), Fault> {
+        let mut out = ModuleBuf::EMPTY;
+        // SAFETY: `state` came from this version's `init` and the caller
+        // gives up its only handle to it.
+        let status = unsafe { (self.entry.drop_state)(state.0, &mut out) };
+        self.finish(status, out).map(drop)
+    }
+
+    /// Copies the module's output buffer into host memory and gives the
+    /// buffer back to the module's allocator (each side frees what it made).
+    fn finish(&self, status: CallStatus, out: ModuleBuf) -> Result<Vec<u8>, Fault> {
+        let bytes = if out.ptr.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: a non-null ModuleBuf describes a live Vec the module
+            // just handed us; we copy before returning it.
+            unsafe { std::slice::from_raw_parts(out.ptr, out.len) }.to_vec()
+        };
+        // SAFETY: `out` came from this module and is returned exactly once.
+        unsafe { (self.entry.free_buf)(out) };
+        match status {
+            CallStatus::OK => Ok(bytes),
+            CallStatus::ERROR => Err(Fault::Error(String::from_utf8_lossy(&bytes).into_owned())),
+            CallStatus::PANIC => Err(Fault::Panic(String::from_utf8_lossy(&bytes).into_owned())),
+            CallStatus(other) => Err(Fault::Panic(format!("module returned unknown status {other}"))),
+        }
+    }
+
+    /// Closes the library. Whether its code really left memory is a separate
+    /// question (see `maps`); dlclose is a no-op when the library registered
+    /// a thread-local destructor that has not run yet.
+    pub fn close(mut self) -> Result<(), String> {
+        match self.library.take() {
+            Some(library) => library.close().map_err(|err| err.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Refuses files the dynamic loader should never see: missing, empty, or not ELF.
+fn check_looks_like_elf(path: &Path) -> Result<(), SwapError> {
+    let unreadable = |source| SwapError::Unreadable { path: path.to_owned(), source };
+    let mut file = fs::File::open(path).map_err(unreadable)?;
+    let mut magic = [0u8; 4];
+    let mut read = 0;
+    while read < magic.len() {
+        match file.read(&mut magic[read..]).map_err(unreadable)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    if read == 0 {
+        return Err(SwapError::EmptyFile { path: path.to_owned() });
+    }
+    if magic[..read] != b"\x7fELF"[..read] || read < magic.len() {
+        return Err(SwapError::NotElf { path: path.to_owned(), found: magic[..read].to_vec() });
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Errors a host can match on, with messages a person can act on.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a module entry point failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The module returned `Err(ModuleError)` with this message.
+    Error(String),
+    /// The module panicked; the SDK caught it. This is the panic message.
+    Panic(String),
+}
+
+impl Fault {
+    /// The module's own message.
+    pub fn message(&self) -> &str {
+        match self {
+            Fault::Error(message) | Fault::Panic(message) => message,
+        }
+    }
+
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Fault::Panic(_))
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Error(message) => write!(f, "returned an error: {message}"),
+            Fault::Panic(message) => write!(f, "panicked: {message}"),
+        }
+    }
+}
+
+/// Why a load, swap, rollback or unload was refused. In every case the
+/// version that was serving before keeps serving, with its state untouched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SwapError {
+    #[error("a swap of module '{module}' is already in progress; wait for it to finish and try again")]
+    SwapInProgress { module: String },
+
+    #[error("module '{module}' is not loaded")]
+    UnknownModule { module: String },
+
+    #[error("module '{module}' has no previous version to roll back to (it has been loaded only once)")]
+    NothingToRollBack { module: String },
+
+    #[error("cannot read module file {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+
+    #[error("module file {} is empty; was it still being written?", path.display())]
+    EmptyFile { path: PathBuf },
+
+    #[error(
+        "{} is not a shared library: it starts with {found:02x?}, an ELF file starts with [7f, 45, 4c, 46]",
+        path.display()
+    )]
+    NotElf { path: PathBuf, found: Vec<u8> },
+
+    #[error("cannot create the private directory for module copies: {source}")]
+    PrivateDir { source: io::Error },
+
+    #[error("cannot copy {} to {}: {source}", path.display(), to.display())]
+    Copy { path: PathBuf, to: PathBuf, source: io::Error },
+
+    #[error("the dynamic loader refused {}: {message}", path.display())]
+    Open { path: PathBuf, message: String },
+
+    #[error(
+        "{} is not a hotswap module: it exports no `hotswap_module_descriptor` \
+         (a module crate calls hotswap_module::export_module!)",
+        path.display()
+    )]
+    NotAModule { path: PathBuf },
+
+    #[error("{} has descriptor magic {found:02x?}, the host expects {expected:02x?}", path.display())]
+    BadMagic { path: PathBuf, found: [u8; 8], expected: [u8; 8] },
+
+    #[error(
+        "{} was built for module ABI {module_abi}, this host expects ABI {host_abi}; \
+         rebuild the module against the hotswap-module version that matches this host",
+        path.display()
+    )]
+    AbiMismatch { path: PathBuf, module_abi: u32, host_abi: u32 },
+
+    #[error("{} has an unusable descriptor: {reason}", path.display())]
+    BadDescriptor { path: PathBuf, reason: String },
+
+    #[error(
+        "{} (module '{module}' {version}) was built with panic = \"abort\", so a panic in it would \
+         abort this whole process; build it with panic = \"unwind\" (the default)",
+        path.display()
+    )]
+    PanicAbort { path: PathBuf, module: String, version: String },
+
+    #[error(
+        "{} is module '{found}', not '{expected}': a file can only be loaded as the module it names \
+         in Module::NAME",
+        path.display()
+    )]
+    NameMismatch { path: PathBuf, expected: String, found: String },
+
+    #[error(
+        "{resident} retired versions of module '{module}' are still mapped (limit {limit}): their code \
+         could not be unloaded, usually because it registered thread-local destructors on threads \
+         that are still running; raise EngineConfig::max_resident_retired or restart to reclaim them"
+    )]
+    TooManyResident { module: String, resident: usize, limit: usize },
+
+    #[error(
+        "swap of module '{module}' to {to_version} gave up after {waited:?} waiting for {waiting_for} \
+         to finish its call; every instance stays on {from_version}"
+    )]
+    Timeout {
+        module: String,
+        from_version: String,
+        to_version: String,
+        waiting_for: String,
+        waited: Duration,
+    },
+
+    #[error(
+        "module '{module}' {from_version} could not snapshot instance '{instance}': it {fault}; \
+         every instance stays on {from_version}"
+    )]
+    SnapshotFailed { module: String, instance: String, from_version: String, fault: Fault },
+
+    #[error(
+        "module '{module}' {to_version} could not take over instance '{instance}' from {from_version}: \
+         its init {fault}; every instance stays on {from_version}"
+    )]
+    MigrationFailed {
+        module: String,
+        instance: String,
+        from_version: String,
+        to_version: String,
+        fault: Fault,
+    },
+
+    #[error("module '{module}' {version} failed to start: its init {fault}")]
+    InitFailed { module: String, version: String, fault: Fault },
+}
+
+/// Why a call did not return a reply.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    #[error("module '{module}' is not loaded")]
+    UnknownModule { module: String },
+
+    /// The module's `handle` returned `Err`: a refusal the caller should see.
+    #[error("{module} {version} refused '{method}': {message}")]
+    Refused { module: String, version: String, method: String, message: String },
+
+    /// The module's `handle` panicked. The instance keeps the state as the
+    /// panic left it; other instances are unaffected.
+    #[error("{module} {version} panicked in '{method}': {message}")]
+    Panicked { module: String, version: String, method: String, message: String },
+
+    /// The instance did not exist yet and the module's `init(None)` failed.
+    #[error("{module} {version} could not start instance '{instance}': its init {fault}")]
+    InitFailed { module: String, version: String, instance: String, fault: Fault },
+}
+
+/// Why a snapshot of a module's instances could not be taken.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    #[error("module '{module}' is not loaded")]
+    UnknownModule { module: String },
+
+    #[error("module '{module}' {version} could not snapshot instance '{instance}': it {fault}")]
+    Failed { module: String, version: String, instance: String, fault: Fault },
+}

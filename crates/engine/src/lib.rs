@@ -1,0 +1,98 @@
+//! Embed hotswap in a server: load native Rust modules, call them, and
+//! replace them with new versions while calls keep arriving, without losing
+//! their state.
+//!
+//! # Guarantees
+//!
+//! 1. **A call runs entirely on one version.** Calls that arrive during a
+//!    swap wait for it and then run on the new version; they do not fail.
+//! 2. **A failed swap changes nothing.** Whatever step fails (missing, empty
+//!    or non-ELF file, a library that is not a hotswap module, wrong magic
+//!    or ABI version, a different module `NAME`, a module built with
+//!    `panic = "abort"`, `init` returning an error or panicking, a snapshot
+//!    the new version cannot read, a busy instance past
+//!    [`EngineConfig::swap_timeout`]), every instance stays on the old
+//!    version with its state untouched, and [`Engine::load`] returns a
+//!    [`SwapError`] that says what and why. A swap moves all instances or none.
+//! 3. **One swap per module at a time.** A second `load`, `rollback` or
+//!    `unload` of a module being swapped gets [`SwapError::SwapInProgress`]
+//!    at once; it is not queued.
+//! 4. **Old code is unloaded once no call uses it** — that is, as soon as
+//!    the swap publishes, since calls hold their instance for their whole
+//!    duration. Whether its mapping really left memory is checked in
+//!    `/proc/self/maps` and reported ([`SwapReport::old_code_unmapped`],
+//!    [`ModuleStatus::resident_retired`]); versions that could not leave
+//!    are capped by [`EngineConfig::max_resident_retired`].
+//! 5. **A panic in a module never crosses the FFI boundary.** The SDK
+//!    catches it inside the module; the call returns
+//!    [`CallError::Panicked`], it is counted, and every other instance
+//!    carries on.
+//!
+//! # How a swap works
+//!
+//! The new file is copied to a private name (so `dlopen` really loads it,
+//! and nobody can overwrite the mapped file), opened beside the old version
+//! and verified. Then the engine holds every instance of the module once its
+//! current call ends, and for each one calls `snapshot` on the old version
+//! and `init(Some(previous))` on the new one. If all succeed, every instance
+//! is republished on the new version and released; otherwise the new states
+//! are dropped and the instances are released unchanged. The time instances
+//! are held is [`SwapReport::pause`]: the migration time of all instances
+//! of the module, since they move together.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Arc::new(hotswap::Engine::new(hotswap::EngineConfig::default()));
+//! engine.load("ledger", "target/release/libledger.so")?; // first load
+//! let reply = engine.call("ledger", "alice", "deposit", b"10")?; // module, instance, method, payload
+//! println!("balance: {}", String::from_utf8_lossy(&reply));
+//!
+//! // Later, while other threads keep calling: swap to the new build.
+//! match engine.load("ledger", "target/release/libledger.so") {
+//!     Ok(report) => println!("swapped: {report}"),
+//!     Err(refused) => eprintln!("kept the old version: {refused}"),
+//! }
+//! engine.rollback("ledger")?; // back to the version before, as an ordinary swap
+//! for module in engine.status().modules {
+//!     println!("{} {}: {} calls", module.name, module.current.version, module.calls);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Modules are written with the `hotswap-module` crate; see its docs and
+//! `docs/writing-a-module.md`.
+
+// Swap errors carry both sides of what went wrong (module, instance, both
+// versions, the module's message); they are built once per failed swap, a
+// cold path, so their size does not matter and matching on plain fields is
+// worth more than boxing them.
+#![allow(clippy::result_large_err)]
+
+mod code;
+mod config;
+mod engine;
+mod error;
+mod maps;
+mod status;
+
+pub use code::ModuleInfo;
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use error::{CallError, Fault, SnapshotError, SwapError};
+pub use status::{EngineStatus, ModuleSnapshot, ModuleStatus, RetiredVersion, SwapReport};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+    }
+}

@@ -1,0 +1,125 @@
+//! What the engine reports: per-swap timings and per-module status.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::code::ModuleInfo;
+
+/// What a successful load or swap did and how long each phase took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapReport {
+    pub module: String,
+    /// The version that was replaced; `None` for a first load.
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub file: PathBuf,
+    /// Instances whose state was migrated to the new version.
+    pub instances: usize,
+    /// Copying the file to its private name.
+    pub copy: Duration,
+    /// `dlopen` and descriptor checks.
+    pub open_and_verify: Duration,
+    /// Waiting for every instance's current call to finish.
+    pub wait_for_calls: Duration,
+    /// Snapshot on the old version plus `init` on the new one, all instances.
+    pub migrate_total: Duration,
+    /// The same, for the slowest single instance.
+    pub migrate_max: Duration,
+    /// The longest any instance was held (calls to it waited): from the
+    /// moment the first instance was held until all were released.
+    pub pause: Duration,
+    /// From the call to `load` until calls run on the new version.
+    pub total: Duration,
+    pub snapshot_bytes_total: u64,
+    pub snapshot_bytes_max: u64,
+    /// Whether the replaced version's code left memory: `Some(true)` if it
+    /// is unmapped, `Some(false)` if it is still mapped (see
+    /// [`ModuleStatus::resident_retired`]), `None` for a first load or where
+    /// `/proc/self/maps` cannot be read.
+    pub old_code_unmapped: Option<bool>,
+}
+
+impl fmt::Display for SwapReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.from_version {
+            Some(from) => write!(f, "{} {} -> {}", self.module, from, self.to_version)?,
+            None => write!(f, "{} {} loaded", self.module, self.to_version)?,
+        }
+        write!(
+            f,
+            " from {}: {} instance(s) migrated, {} snapshot bytes; total {:?} \
+             (copy {:?}, open+verify {:?}, wait {:?}, migrate {:?}), longest pause {:?}",
+            self.file.display(),
+            self.instances,
+            self.snapshot_bytes_total,
+            self.total,
+            self.copy,
+            self.open_and_verify,
+            self.wait_for_calls,
+            self.migrate_total,
+            self.pause,
+        )?;
+        match self.old_code_unmapped {
+            Some(true) => write!(f, "; old code unmapped"),
+            Some(false) => write!(f, "; old code still mapped"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A retired version whose code is still mapped in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredVersion {
+    pub version: String,
+    pub file: PathBuf,
+    /// The private copy that is still mapped.
+    pub private_copy: PathBuf,
+}
+
+/// The state of one loaded module.
+#[derive(Debug, Clone)]
+pub struct ModuleStatus {
+    pub name: String,
+    /// The version serving now.
+    pub current: ModuleInfo,
+    /// When the serving version was published.
+    pub since: SystemTime,
+    pub instances: usize,
+    /// Calls since the module was first loaded, across versions.
+    pub calls: u64,
+    /// Calls the module refused (`Err`), including failed instance starts.
+    pub errors: u64,
+    /// Calls in which the module panicked.
+    pub panics: u64,
+    /// Successful swaps after the first load.
+    pub swaps: u64,
+    pub last_swap: Option<SwapReport>,
+    /// The version [`Engine::rollback`](crate::Engine::rollback) would restore.
+    pub rollback_version: Option<String>,
+    /// Retired versions still mapped (their code could not be unloaded).
+    pub resident_retired: Vec<RetiredVersion>,
+    /// Retired versions whose code left memory.
+    pub reclaimed: u64,
+}
+
+/// Every loaded module, sorted by name.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStatus {
+    pub modules: Vec<ModuleStatus>,
+}
+
+impl EngineStatus {
+    pub fn module(&self, name: &str) -> Option<&ModuleStatus> {
+        self.modules.iter().find(|module| module.name == name)
+    }
+}
+
+/// The state of every instance of a module, taken at one moment per instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSnapshot {
+    pub module: String,
+    pub version: String,
+    /// Instance key and snapshot bytes, sorted by key.
+    pub instances: Vec<(String, Vec<u8>)>,
+}

@@ -1,0 +1,349 @@
+//! Write a module that a hotswap host can load, swap and unload while it runs.
+//!
+//! # What a module gets, and what it promises
+//!
+//! * **Every entry point is panic-safe.** A panic in `init`, `handle` or
+//!   `snapshot` is caught here, inside the module, and reported to the host
+//!   as an error; it never unwinds across the `extern "C"` boundary (which
+//!   would abort the whole process). Build modules with `panic = "unwind"`
+//!   (the default); the host refuses modules built with `panic = "abort"`.
+//! * **State moves between versions through bytes.** When a new version
+//!   replaces yours, the host asks your [`Module::snapshot`] for the state
+//!   and hands it to the new version's [`Module::init`] as [`Previous`].
+//!   Migrations between state layouts live in `init`, like Erlang's
+//!   `code_change/3`. If `init` returns an error, the swap is refused and
+//!   the old version keeps serving with its state untouched.
+//! * **Calls to one instance are serialized.** The host owns the state and
+//!   gives `handle` exclusive access to it; different instances (keys) run in
+//!   parallel on the host's threads.
+//! * **A module owns no threads, runtimes or statics.** Its code is unmapped
+//!   once the next version takes over, so a thread or task it started would
+//!   run freed code, and state kept in a `static` would be lost. Keep all
+//!   state in your `Module` value. See `docs/writing-a-module.md`.
+//!
+//! # Example
+//!
+//! A `cdylib` crate that depends on `hotswap-module`:
+//!
+//! ```
+//! use hotswap_module::{export_module, Module, ModuleError, Previous};
+//!
+//! #[derive(Default)]
+//! pub struct Ledger {
+//!     balance: i64,
+//! }
+//!
+//! impl Module for Ledger {
+//!     const NAME: &'static str = "ledger";
+//!     const VERSION: &'static str = "1.0.0";
+//!
+//!     fn init(previous: Option<Previous<'_>>) -> Result<Self, ModuleError> {
+//!         let Some(previous) = previous else { return Ok(Ledger::default()) };
+//!         let bytes: [u8; 8] = previous.state().try_into().map_err(|_| {
+//!             ModuleError::new(format!(
+//!                 "cannot read a {}-byte snapshot from {} {}: expected 8 bytes",
+//!                 previous.state().len(), previous.name(), previous.version()
+//!             ))
+//!         })?;
+//!         Ok(Ledger { balance: i64::from_le_bytes(bytes) })
+//!     }
+//!
+//!     fn handle(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, ModuleError> {
+//!         match method {
+//!             "deposit" => {
+//!                 let amount: i64 = std::str::from_utf8(payload)
+//!                     .ok()
+//!                     .and_then(|s| s.trim().parse().ok())
+//!                     .ok_or("deposit takes a decimal amount")?;
+//!                 self.balance += amount;
+//!                 Ok(self.balance.to_string().into_bytes())
+//!             }
+//!             "balance" => Ok(self.balance.to_string().into_bytes()),
+//!             other => Err(ModuleError::new(format!("unknown method {other:?}"))),
+//!         }
+//!     }
+//!
+//!     fn snapshot(&self) -> Result<Vec<u8>, ModuleError> {
+//!         Ok(self.balance.to_le_bytes().to_vec())
+//!     }
+//! }
+//!
+//! export_module!(Ledger);
+//! # fn main() {}
+//! ```
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::ffi::c_void;
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawPrevious, RawStr};
+
+/// A versioned state machine that a hotswap host can run and replace.
+///
+/// The value of the implementing type *is* the state of one instance.
+pub trait Module: Sized + Send + 'static {
+    /// Name the host loads this module under. Must stay the same across
+    /// versions: the host refuses a file whose `NAME` differs from the
+    /// module it is replacing.
+    const NAME: &'static str;
+    /// Version string, reported by the host and handed to the next version.
+    const VERSION: &'static str;
+
+    /// Start an instance: fresh (`None`) or from the previous version's
+    /// snapshot (`Some`), which may come from an older or newer version, a
+    /// process that restarted, or a snapshot on disk. Migrations live here.
+    fn init(previous: Option<Previous<'_>>) -> Result<Self, ModuleError>;
+
+    /// Handle one call. An `Err` is returned to the caller; the state stays
+    /// as this method left it.
+    fn handle(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, ModuleError>;
+
+    /// Serialize the state, for the next version, a new process or disk.
+    fn snapshot(&self) -> Result<Vec<u8>, ModuleError>;
+}
+
+/// The version being replaced: its name, version and snapshot bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    name: &'a str,
+    version: &'a str,
+    state: &'a [u8],
+}
+
+impl<'a> Previous<'a> {
+    /// Build one by hand, for testing a migration without a host.
+    pub fn new(name: &'a str, version: &'a str, state: &'a [u8]) -> Self {
+        Self { name, version, state }
+    }
+
+    /// `NAME` of the previous version (the same as yours, for a swap the host accepted).
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// `VERSION` of the previous version.
+    pub fn version(&self) -> &'a str {
+        self.version
+    }
+
+    /// What the previous version's `snapshot` returned.
+    pub fn state(&self) -> &'a [u8] {
+        self.state
+    }
+}
+
+/// An error a module returns to the host, with a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleError {
+    message: String,
+}
+
+impl ModuleError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ModuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ModuleError {}
+
+impl From<&str> for ModuleError {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<String> for ModuleError {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+/// Export `$module` (a type that implements [`Module`]) from this `cdylib`.
+///
+/// Use it once per crate; the crate must have `crate-type = ["cdylib"]`.
+#[macro_export]
+macro_rules! export_module {
+    ($module:ty) => {
+        /// Entry point the hotswap host looks up: describes this module.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn hotswap_module_descriptor() -> *const $crate::__private::abi::DescriptorHeader {
+            static DESCRIPTOR: $crate::__private::abi::ModuleDescriptor =
+                $crate::__private::descriptor::<$module>(cfg!(panic = "unwind"));
+            // The header is the first field of a #[repr(C)] struct, so a
+            // pointer to the whole descriptor is a pointer to its header.
+            ::core::ptr::from_ref(&DESCRIPTOR).cast()
+        }
+    };
+}
+
+/// Used by [`export_module!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use hotswap_abi as abi;
+
+    use super::*;
+    use hotswap_abi::{ABI_VERSION, DescriptorHeader, MAGIC, ModuleDescriptor};
+
+    pub const fn descriptor<T: Module>(panic_unwind: bool) -> ModuleDescriptor {
+        ModuleDescriptor {
+            header: DescriptorHeader {
+                magic: MAGIC,
+                abi_version: ABI_VERSION,
+                descriptor_size: size_of::<ModuleDescriptor>() as u32,
+            },
+            name: RawStr::new(T::NAME),
+            version: RawStr::new(T::VERSION),
+            sdk_version: RawStr::new(env!("CARGO_PKG_VERSION")),
+            rustc_version: RawStr::new(env!("HOTSWAP_RUSTC_VERSION")),
+            panic_unwind: panic_unwind as u8,
+            init: init::<T>,
+            handle: handle::<T>,
+            snapshot: snapshot::<T>,
+            drop_state: drop_state::<T>,
+            free_buf,
+        }
+    }
+}
+
+/// Hands `bytes` to the host; the host gives them back through `free_buf`.
+fn give(out: *mut ModuleBuf, bytes: Vec<u8>) {
+    let mut bytes = ManuallyDrop::new(bytes);
+    let buf = ModuleBuf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() };
+    // SAFETY: the host passes a valid, writable `out` to every entry point.
+    unsafe { out.write(buf) };
+}
+
+/// Turns the outcome of a guarded entry point into a status and output bytes.
+fn finish(outcome: std::thread::Result<Result<Vec<u8>, ModuleError>>, out: *mut ModuleBuf) -> CallStatus {
+    match outcome {
+        Ok(Ok(bytes)) => {
+            give(out, bytes);
+            CallStatus::OK
+        }
+        Ok(Err(error)) => {
+            give(out, error.message.into_bytes());
+            CallStatus::ERROR
+        }
+        Err(payload) => {
+            give(out, panic_message(payload).into_owned().into_bytes());
+            CallStatus::PANIC
+        }
+    }
+}
+
+/// The message of a caught panic. Payloads other than strings are leaked
+/// rather than dropped: their destructor could panic again, and a second
+/// panic here would unwind across `extern "C"` and abort the host.
+fn panic_message(payload: Box<dyn Any + Send>) -> Cow<'static, str> {
+    match payload.downcast::<String>() {
+        Ok(message) => Cow::Owned(*message),
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(message) => Cow::Borrowed(*message),
+            Err(other) => {
+                std::mem::forget(other);
+                Cow::Borrowed("panic with a non-string payload")
+            }
+        },
+    }
+}
+
+unsafe extern "C" fn init<T: Module>(
+    previous: *const RawPrevious,
+    state_out: *mut *mut c_void,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    let outcome = catch_unwind(|| {
+        // SAFETY: `previous` is null or points at a RawPrevious whose strings
+        // and bytes the host keeps alive and unchanged during this call.
+        let previous = unsafe { previous.as_ref() }.map(|raw| unsafe {
+            Previous { name: raw.name.as_str(), version: raw.version.as_str(), state: raw.state.as_slice() }
+        });
+        T::init(previous)
+    });
+    match outcome {
+        Ok(Ok(state)) => {
+            // SAFETY: the host passes a valid, writable `state_out`.
+            unsafe { state_out.write(Box::into_raw(Box::new(state)).cast()) };
+            CallStatus::OK
+        }
+        Ok(Err(error)) => finish(Ok(Err(error)), out),
+        Err(payload) => finish(Err(payload), out),
+    }
+}
+
+unsafe extern "C" fn handle<T: Module>(
+    state: *mut c_void,
+    method: RawStr,
+    payload: RawBytes,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `state` came from our own `init::<T>` and the host holds
+        // the instance lock, so this is the only reference to it. The method
+        // and payload are borrowed from the caller for the duration of the call.
+        let (state, method, payload) =
+            unsafe { (&mut *state.cast::<T>(), method.as_str(), payload.as_slice()) };
+        state.handle(method, payload)
+    }));
+    finish(outcome, out)
+}
+
+unsafe extern "C" fn snapshot<T: Module>(state: *const c_void, out: *mut ModuleBuf) -> CallStatus {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `state` came from our own `init::<T>` and is not mutated
+        // while the host holds the instance lock for this snapshot.
+        let state = unsafe { &*state.cast::<T>() };
+        state.snapshot()
+    }));
+    finish(outcome, out)
+}
+
+unsafe extern "C" fn drop_state<T: Module>(state: *mut c_void, out: *mut ModuleBuf) -> CallStatus {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `state` came from `Box::into_raw` in our `init::<T>`, and
+        // the host calls drop_state exactly once, after its last use.
+        drop(unsafe { Box::from_raw(state.cast::<T>()) });
+        Ok(Vec::new())
+    }));
+    finish(outcome, out)
+}
+
+unsafe extern "C" fn free_buf(buf: ModuleBuf) {
+    if !buf.ptr.is_null() {
+        // SAFETY: every non-null ModuleBuf was made by `give` from a Vec<u8>
+        // of this module's allocator, and the host returns each one once.
+        drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len, buf.cap) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_error_converts_from_strings() {
+        assert_eq!(ModuleError::from("bad").message(), "bad");
+        assert_eq!(ModuleError::from(String::from("worse")).to_string(), "worse");
+    }
+
+    #[test]
+    fn panic_messages_are_recovered() {
+        let caught = catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(panic_message(caught), "boom 7");
+        let caught = catch_unwind(|| std::panic::panic_any(42u8)).unwrap_err();
+        assert_eq!(panic_message(caught), "panic with a non-string payload");
+    }
+}

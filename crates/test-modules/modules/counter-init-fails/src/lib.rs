@@ -1,0 +1,25 @@
+//! A `counter` whose `init` returns an error: the host must refuse it and keep serving.
+
+use hotswap_module::{Module, ModuleError, Previous, export_module};
+
+#[derive(Debug)]
+pub struct Counter;
+
+impl Module for Counter {
+    const NAME: &'static str = "counter";
+    const VERSION: &'static str = "9.0.0-init-fails";
+
+    fn init(_previous: Option<Previous<'_>>) -> Result<Self, ModuleError> {
+        Err(ModuleError::new("this version refuses to start"))
+    }
+
+    fn handle(&mut self, _method: &str, _payload: &[u8]) -> Result<Vec<u8>, ModuleError> {
+        Ok(Vec::new())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, ModuleError> {
+        Ok(Vec::new())
+    }
+}
+
+export_module!(Counter);
