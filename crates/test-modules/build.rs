@@ -18,8 +18,10 @@ const MODULES: &[&str] = &[
     "counter-init-fails",
     "counter-handle-panics",
     "counter-wrong-abi",
+    "counter-panic-abort",
     "not-a-module",
     "tls-counter",
+    "blob",
 ];
 
 fn main() {

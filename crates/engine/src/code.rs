@@ -50,6 +50,14 @@ pub(crate) struct StatePtr(*mut c_void);
 // (it lives under the instance mutex).
 unsafe impl Send for StatePtr {}
 
+/// What `init` is handed when a state is taken over: who wrote the snapshot, and the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Previous<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub state: &'a [u8],
+}
+
 /// How long each step of opening a module took.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct OpenTimings {
@@ -93,15 +101,23 @@ impl Code {
             source: source_err,
         })?;
         let copied = Instant::now();
-        let result = Self::open_copy(expected_name, source, &private_copy);
-        if result.is_err() {
-            let _ = fs::remove_file(&private_copy);
-        }
+        let code = Self::open_copy(expected_name, source, &private_copy)?;
         let timings = OpenTimings { copy: copied - started, open_and_verify: copied.elapsed() };
-        result.map(|code| (code, timings))
+        Ok((code, timings))
     }
 
-    fn open_copy(expected_name: &str, source: &Path, private_copy: &Path) -> Result<Code, SwapError> {
+    /// Opens and verifies a private copy made by [`Code::open`]; removes the
+    /// copy if it is refused.
+    pub fn open_copy(expected_name: &str, source: &Path, private_copy: &Path) -> Result<Code, SwapError> {
+        let result = check_segments_fit(source, private_copy)
+            .and_then(|()| Self::open_checked_copy(expected_name, source, private_copy));
+        if result.is_err() {
+            let _ = fs::remove_file(private_copy);
+        }
+        result
+    }
+
+    fn open_checked_copy(expected_name: &str, source: &Path, private_copy: &Path) -> Result<Code, SwapError> {
         // SAFETY: dlopen runs the library's initialisers. A hotswap module is
         // a Rust cdylib whose only initialisers are std's; the operator chose
         // to load this file. RTLD_LOCAL keeps its symbols out of the global
@@ -192,11 +208,11 @@ impl Code {
     }
 
     /// Starts a state: fresh, or from a previous version's snapshot.
-    pub fn init(&self, previous: Option<(&ModuleInfo, &[u8])>) -> Result<StatePtr, Fault> {
-        let raw_previous = previous.map(|(info, state)| RawPrevious {
-            name: RawStr::new(&info.name),
-            version: RawStr::new(&info.version),
-            state: RawBytes::new(state),
+    pub fn init(&self, previous: Option<Previous<'_>>) -> Result<StatePtr, Fault> {
+        let raw_previous = previous.map(|previous| RawPrevious {
+            name: RawStr::new(previous.name),
+            version: RawStr::new(previous.version),
+            state: RawBytes::new(previous.state),
         });
         let previous_ptr = raw_previous.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
         let mut state = std::ptr::null_mut();
@@ -218,10 +234,16 @@ impl Code {
     }
 
     pub fn snapshot(&self, state: StatePtr) -> Result<Vec<u8>, Fault> {
+        self.with_snapshot(state, <[u8]>::to_vec)
+    }
+
+    /// Lends the snapshot of `state` to `use_it` straight from the module's
+    /// buffer, saving a copy of the whole state when it is only passed on.
+    pub fn with_snapshot<R>(&self, state: StatePtr, use_it: impl FnOnce(&[u8]) -> R) -> Result<R, Fault> {
         let mut out = ModuleBuf::EMPTY;
         // SAFETY: as for `handle`.
         let status = unsafe { (self.entry.snapshot)(state.0, &mut out) };
-        self.finish(status, out)
+        self.finish_with(status, out, use_it)
     }
 
     /// Runs the state's destructor. The state must not be used afterwards.
@@ -233,24 +255,37 @@ impl Code {
         self.finish(status, out).map(drop)
     }
 
-    /// Copies the module's output buffer into host memory and gives the
-    /// buffer back to the module's allocator (each side frees what it made).
+    /// Copies the module's output buffer into host memory.
     fn finish(&self, status: CallStatus, out: ModuleBuf) -> Result<Vec<u8>, Fault> {
+        self.finish_with(status, out, <[u8]>::to_vec)
+    }
+
+    /// Hands the module's output to `use_it` (or turns it into a fault), then
+    /// gives the buffer back to the module's allocator: each side frees what
+    /// it made.
+    fn finish_with<R>(
+        &self,
+        status: CallStatus,
+        out: ModuleBuf,
+        use_it: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, Fault> {
         let bytes = if out.ptr.is_null() {
-            Vec::new()
+            &[][..]
         } else {
             // SAFETY: a non-null ModuleBuf describes a live Vec the module
-            // just handed us; we copy before returning it.
-            unsafe { std::slice::from_raw_parts(out.ptr, out.len) }.to_vec()
+            // just handed us; it stays alive until we call free_buf below.
+            unsafe { std::slice::from_raw_parts(out.ptr, out.len) }
         };
-        // SAFETY: `out` came from this module and is returned exactly once.
+        let result = match status {
+            CallStatus::OK => Ok(use_it(bytes)),
+            CallStatus::ERROR => Err(Fault::Error(String::from_utf8_lossy(bytes).into())),
+            CallStatus::PANIC => Err(Fault::Panic(String::from_utf8_lossy(bytes).into())),
+            CallStatus(other) => Err(Fault::Panic(format!("module returned unknown status {other}").into())),
+        };
+        // SAFETY: `out` came from this module and is returned exactly once;
+        // `bytes` is not used after this point.
         unsafe { (self.entry.free_buf)(out) };
-        match status {
-            CallStatus::OK => Ok(bytes),
-            CallStatus::ERROR => Err(Fault::Error(String::from_utf8_lossy(&bytes).into_owned())),
-            CallStatus::PANIC => Err(Fault::Panic(String::from_utf8_lossy(&bytes).into_owned())),
-            CallStatus(other) => Err(Fault::Panic(format!("module returned unknown status {other}"))),
-        }
+        result
     }
 
     /// Closes the library. Whether its code really left memory is a separate
@@ -281,6 +316,58 @@ fn check_looks_like_elf(path: &Path) -> Result<(), SwapError> {
     }
     if magic[..read] != b"\x7fELF"[..read] || read < magic.len() {
         return Err(SwapError::NotElf { path: path.to_owned(), found: magic[..read].to_vec() });
+    }
+    Ok(())
+}
+
+#[cfg(target_pointer_width = "64")]
+type ElfHeader = object::elf::FileHeader64<object::Endianness>;
+#[cfg(target_pointer_width = "32")]
+type ElfHeader = object::elf::FileHeader32<object::Endianness>;
+
+/// Refuses a library whose loadable segments reach past the end of the file.
+///
+/// The dynamic loader maps each `PT_LOAD` segment straight from the file and
+/// does not compare it with the file's length: pages past the end are
+/// mapped, and the first touch of one kills the process with SIGBUS. A
+/// truncated file (a copy that was cut short, a build still being written)
+/// would do exactly that, so the headers are checked first. `copy` is our
+/// private copy, which nobody else writes, so it cannot change after the check.
+fn check_segments_fit(source: &Path, copy: &Path) -> Result<(), SwapError> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+
+    let invalid = |reason: String| SwapError::InvalidElf { path: source.to_owned(), reason };
+    let file =
+        fs::File::open(copy).map_err(|err| SwapError::Unreadable { path: copy.to_owned(), source: err })?;
+    let file_len =
+        file.metadata().map_err(|err| SwapError::Unreadable { path: copy.to_owned(), source: err })?.len();
+    let data = object::ReadCache::new(file);
+    let header = ElfHeader::parse(&data)
+        .map_err(|err| invalid(format!("its ELF header is unreadable or not {}-bit ({err})", usize::BITS)))?;
+    let endian = header.endian().map_err(|err| invalid(format!("its ELF header is unreadable ({err})")))?;
+    if header.e_type(endian) != object::elf::ET_DYN {
+        return Err(invalid(format!(
+            "it is not a shared library (ELF type {}, a shared library has type {})",
+            header.e_type(endian),
+            object::elf::ET_DYN
+        )));
+    }
+    let segments = header.program_headers(endian, &data).map_err(|err| {
+        invalid(format!("its program headers are unreadable, the file may be truncated ({err})"))
+    })?;
+    for segment in segments.iter().filter(|segment| segment.p_type(endian) == object::elf::PT_LOAD) {
+        #[allow(clippy::useless_conversion, reason = "the fields are u32 in 32-bit ELF")]
+        let (offset, size) = (u64::from(segment.p_offset(endian)), u64::from(segment.p_filesz(endian)));
+        match offset.checked_add(size) {
+            Some(end) if end <= file_len => {}
+            _ => {
+                return Err(invalid(format!(
+                    "a loadable segment needs bytes {offset}..{} but the file has {file_len}; \
+                     it is truncated or still being written",
+                    offset.saturating_add(size)
+                )));
+            }
+        }
     }
     Ok(())
 }

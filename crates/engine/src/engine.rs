@@ -28,7 +28,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use tempfile::TempDir;
 
-use crate::code::{Code, ModuleInfo, StatePtr};
+use crate::code::{Code, ModuleInfo, Previous, StatePtr};
 use crate::config::EngineConfig;
 use crate::error::{CallError, Fault, SnapshotError, SwapError};
 use crate::maps;
@@ -68,12 +68,21 @@ struct ModuleEntry {
     books: Mutex<Books>,
 }
 
-#[derive(Default)]
 struct Instance {
-    slot: Mutex<Option<Live>>,
+    key: Box<str>,
+    slot: Mutex<Slot>,
+    /// Written only under `slot`'s lock (see [`bump`]); read by status without it.
     calls: AtomicU64,
     errors: AtomicU64,
     panics: AtomicU64,
+}
+
+enum Slot {
+    /// Created by a first call that has not started it yet.
+    Unstarted,
+    Live(Live),
+    /// Removed by `remove_instance` or `unload`; callers look the key up again.
+    Removed,
 }
 
 /// A started instance: its state and the version that owns it.
@@ -85,7 +94,8 @@ struct Live {
 impl Drop for Live {
     fn drop(&mut self) {
         if let Err(fault) = self.code.drop_state(self.state) {
-            tracing::warn!(module = %self.code.info.name, version = %self.code.info.version, "dropping a state {fault}");
+            let info = &self.code.info;
+            tracing::warn!(module = %info.name, version = %info.version, "dropping a state {fault}");
         }
     }
 }
@@ -98,6 +108,10 @@ struct Books {
     rollback: Option<(ModuleInfo, PathBuf)>,
     resident_retired: Vec<RetiredVersion>,
     reclaimed: u64,
+    /// Counters of removed instances, so module totals never go down.
+    removed_calls: u64,
+    removed_errors: u64,
+    removed_panics: u64,
 }
 
 /// Marks a module as being swapped; dropping it ends the swap.
@@ -109,6 +123,38 @@ struct SwapGuard<'a> {
 impl Drop for SwapGuard<'_> {
     fn drop(&mut self) {
         self.engine.swapping.lock().remove(&self.module);
+    }
+}
+
+/// A handle on one instance of a module, for hosts that call the same
+/// instance again and again (a connection bound to a game room): it skips
+/// the lookups [`Engine::call`] makes. It stays valid across swaps and
+/// rollbacks. Made by [`Engine::instance`].
+pub struct InstanceHandle {
+    entry: Arc<ModuleEntry>,
+    instance: Arc<Instance>,
+}
+
+impl std::fmt::Debug for InstanceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceHandle").field("module", &self.module()).field("key", &self.key()).finish()
+    }
+}
+
+impl InstanceHandle {
+    /// Calls `method` on this instance, as [`Engine::call`] does. After the
+    /// instance is removed it returns [`CallError::InstanceRemoved`]; after
+    /// the module is unloaded, [`CallError::UnknownModule`].
+    pub fn call(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.entry.call_instance(&self.instance, method, payload)
+    }
+
+    pub fn module(&self) -> &str {
+        &self.entry.name
+    }
+
+    pub fn key(&self) -> &str {
+        &self.instance.key
     }
 }
 
@@ -132,7 +178,22 @@ impl Engine {
     /// version keeps serving with its state untouched.
     pub fn load(&self, module: &str, path: impl AsRef<Path>) -> Result<SwapReport, SwapError> {
         let _swap = self.begin_swap(module)?;
-        self.swap_in(module, path.as_ref(), None)
+        self.swap_in(module, path.as_ref(), None, None)
+    }
+
+    /// First load of `module` with its instances taken over from a saved
+    /// [`ModuleSnapshot`] (from [`Engine::snapshot`] in this or another
+    /// process, or from disk): each instance starts with
+    /// `init(Some(previous))`, so a newer version migrates an older state.
+    /// All instances start or none: on error nothing is loaded.
+    pub fn restore(
+        &self,
+        module: &str,
+        path: impl AsRef<Path>,
+        saved: &ModuleSnapshot,
+    ) -> Result<SwapReport, SwapError> {
+        let _swap = self.begin_swap(module)?;
+        self.swap_in(module, path.as_ref(), None, Some(saved))
     }
 
     /// Swaps `module` back to the version it ran before the last swap, from
@@ -145,7 +206,7 @@ impl Engine {
         let rollback = entry.books.lock().rollback.clone();
         let (info, private_copy) =
             rollback.ok_or_else(|| SwapError::NothingToRollBack { module: module.into() })?;
-        self.swap_in(module, &private_copy, Some(&info.file))
+        self.swap_in(module, &private_copy, Some(&info.file), None)
     }
 
     /// Removes `module`: waits for its running calls, drops every instance's
@@ -159,12 +220,7 @@ impl Engine {
             modules.remove(module);
             modules
         });
-        let old = entry.current.write().take();
-        let instances = entry.instances_now();
-        for (_, instance) in &instances {
-            instance.slot.lock().take();
-        }
-        entry.instances.clear();
+        let old = entry.shut_down();
         let mut books = entry.books.lock();
         if let Some(old) = old {
             let private_copy = old.private_copy.clone();
@@ -193,7 +249,40 @@ impl Engine {
     ) -> Result<Vec<u8>, CallError> {
         let modules = self.modules.load();
         let entry = modules.get(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
-        entry.call(instance, method, payload)
+        loop {
+            let found = entry.instance(instance);
+            match entry.call_instance(&found, method, payload) {
+                // Removed between the lookup and the lock: look up again.
+                Err(CallError::InstanceRemoved { .. }) => continue,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// A handle on instance `key` of `module` (created if it does not exist
+    /// yet; started by its first call).
+    pub fn instance(&self, module: &str, key: &str) -> Result<InstanceHandle, CallError> {
+        let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
+        let instance = entry.instance(key);
+        Ok(InstanceHandle { entry, instance })
+    }
+
+    /// Ends instance `key` of `module`: waits for its current call and drops
+    /// its state. Returns whether it existed. A later call with the same key
+    /// starts a fresh instance.
+    pub fn remove_instance(&self, module: &str, key: &str) -> Result<bool, CallError> {
+        let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
+        let Some((_, instance)) = entry.instances.remove(key) else { return Ok(false) };
+        let removed = {
+            let mut slot = instance.slot.lock();
+            let mut books = entry.books.lock();
+            books.removed_calls += instance.calls.load(Relaxed);
+            books.removed_errors += instance.errors.load(Relaxed);
+            books.removed_panics += instance.panics.load(Relaxed);
+            std::mem::replace(&mut *slot, Slot::Removed)
+        };
+        drop(removed);
+        Ok(true)
     }
 
     /// Snapshots every started instance of `module` (each at its own moment;
@@ -203,16 +292,16 @@ impl Engine {
             self.entry(module).ok_or_else(|| SnapshotError::UnknownModule { module: module.into() })?;
         let version = entry.current.read().as_ref().map(|code| code.info.version.clone()).unwrap_or_default();
         let mut instances = Vec::new();
-        for (key, instance) in entry.instances_now() {
+        for instance in entry.instances_now() {
             let slot = instance.slot.lock();
-            let Some(live) = slot.as_ref() else { continue };
+            let Slot::Live(live) = &*slot else { continue };
             let bytes = live.code.snapshot(live.state).map_err(|fault| SnapshotError::Failed {
                 module: module.into(),
                 version: live.code.info.version.clone(),
-                instance: key.to_string(),
+                instance: instance.key.to_string(),
                 fault,
             })?;
-            instances.push((key.to_string(), bytes));
+            instances.push((instance.key.to_string(), bytes));
         }
         instances.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(ModuleSnapshot { module: module.into(), version, instances })
@@ -239,56 +328,107 @@ impl Engine {
         Ok(SwapGuard { engine: self, module: module.to_owned() })
     }
 
-    /// Opens `path` as `module` and publishes it: a first load or a swap.
-    /// `shown_file` is the file to report, when `path` is a private copy.
-    fn swap_in(&self, module: &str, path: &Path, shown_file: Option<&Path>) -> Result<SwapReport, SwapError> {
+    /// Opens `path` as `module` and publishes it: a first load (fresh, or
+    /// restoring `saved`) or a swap. `shown_file` is the file to report, when
+    /// `path` is a private copy.
+    fn swap_in(
+        &self,
+        module: &str,
+        path: &Path,
+        shown_file: Option<&Path>,
+        saved: Option<&ModuleSnapshot>,
+    ) -> Result<SwapReport, SwapError> {
         let started = Instant::now();
         let existing = self.entry(module);
-        if let Some(entry) = &existing {
-            entry.check_resident_limit(self.config.max_resident_retired)?;
+        if saved.is_some() && existing.is_some() {
+            return Err(SwapError::AlreadyLoaded { module: module.into() });
         }
         let private_copy = self.private_copy_path(module, path)?;
-        let (mut code, timings) = Code::open(module, path, private_copy)?;
-        if let Some(file) = shown_file {
-            code.info.file = file.to_owned();
-        }
-        let code = Arc::new(code);
-        let mut report = SwapReport {
-            module: module.into(),
-            from_version: None,
-            to_version: code.info.version.clone(),
-            file: code.info.file.clone(),
-            instances: 0,
-            copy: timings.copy,
-            open_and_verify: timings.open_and_verify,
-            wait_for_calls: Duration::ZERO,
-            migrate_total: Duration::ZERO,
-            migrate_max: Duration::ZERO,
-            pause: Duration::ZERO,
-            total: Duration::ZERO,
-            snapshot_bytes_total: 0,
-            snapshot_bytes_max: 0,
-            old_code_unmapped: None,
-        };
-        match existing {
-            None => {
-                let entry = Arc::new(ModuleEntry::new(module, code));
-                self.modules.rcu(|modules| {
-                    let mut modules = ModuleMap::clone(modules);
-                    modules.insert(module.into(), entry.clone());
-                    modules
-                });
-                report.total = started.elapsed();
-                entry.books.lock().last_swap = Some(report.clone());
-                tracing::info!(module, version = %report.to_version, file = %report.file.display(), "loaded");
+        let (mut code, timings) = Code::open(module, path, private_copy.clone())?;
+        let result = (|| {
+            if let Some(entry) = &existing {
+                code = entry.make_room(code, self.config.max_resident_retired, module, path)?;
             }
-            Some(entry) => {
-                let deadline = started + self.config.swap_timeout;
-                entry.commit(code, deadline, &mut report, started)?;
-                tracing::info!("swapped {report}");
+            if let Some(file) = shown_file {
+                code.info.file = file.to_owned();
             }
+            let start_check = Instant::now();
+            start_check_of(&code)?;
+            let code = Arc::new(code);
+            let mut report = SwapReport {
+                module: module.into(),
+                from_version: None,
+                to_version: code.info.version.clone(),
+                file: code.info.file.clone(),
+                instances: 0,
+                copy: timings.copy,
+                open_and_verify: timings.open_and_verify,
+                start_check: start_check.elapsed(),
+                wait_for_calls: Duration::ZERO,
+                migrate_total: Duration::ZERO,
+                migrate_max: Duration::ZERO,
+                pause: Duration::ZERO,
+                total: Duration::ZERO,
+                snapshot_bytes_total: 0,
+                snapshot_bytes_max: 0,
+                old_code_unmapped: None,
+            };
+            match existing {
+                None => self.publish_first(module, code, saved, &mut report, started)?,
+                Some(entry) => {
+                    let deadline = started + self.config.swap_timeout;
+                    entry.commit(code, deadline, &mut report, started)?;
+                    tracing::info!("swapped {report}");
+                }
+            }
+            Ok(report)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&private_copy);
         }
-        Ok(report)
+        result
+    }
+
+    /// Adds a module that was not loaded, with its instances restored from
+    /// `saved` if given.
+    fn publish_first(
+        &self,
+        module: &str,
+        code: Arc<Code>,
+        saved: Option<&ModuleSnapshot>,
+        report: &mut SwapReport,
+        started: Instant,
+    ) -> Result<(), SwapError> {
+        let entry = Arc::new(ModuleEntry::new(module, code.clone()));
+        if let Some(saved) = saved {
+            report.from_version = Some(saved.version.clone());
+            let migrate_started = Instant::now();
+            for (key, bytes) in &saved.instances {
+                let previous = Previous { name: &saved.module, version: &saved.version, state: bytes };
+                let state = code.init(Some(previous)).map_err(|fault| SwapError::MigrationFailed {
+                    module: module.into(),
+                    instance: key.clone(),
+                    from_version: saved.version.clone(),
+                    to_version: code.info.version.clone(),
+                    fault,
+                })?;
+                let instance = Instance::new(key, Slot::Live(Live { code: code.clone(), state }));
+                entry.instances.insert(key.as_str().into(), Arc::new(instance));
+                report.instances += 1;
+                report.snapshot_bytes_total += bytes.len() as u64;
+                report.snapshot_bytes_max = report.snapshot_bytes_max.max(bytes.len() as u64);
+            }
+            report.migrate_total = migrate_started.elapsed();
+        }
+        self.modules.rcu(|modules| {
+            let mut modules = ModuleMap::clone(modules);
+            modules.insert(module.into(), entry.clone());
+            modules
+        });
+        report.total = started.elapsed();
+        entry.books.lock().last_swap = Some(report.clone());
+        tracing::info!("{report}");
+        Ok(())
     }
 
     fn private_copy_path(&self, module: &str, source: &Path) -> Result<PathBuf, SwapError> {
@@ -312,6 +452,49 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    /// Drops every instance's state and closes every module now, even if
+    /// [`InstanceHandle`]s outlive the engine.
+    fn drop(&mut self) {
+        for entry in self.modules.load().values() {
+            entry.shut_down();
+        }
+    }
+}
+
+/// Starts and drops one fresh state on `code`, so a version whose `init`
+/// fails is refused at load time rather than at its first call.
+fn start_check_of(code: &Code) -> Result<(), SwapError> {
+    let state = code.init(None).map_err(|fault| SwapError::InitFailed {
+        module: code.info.name.clone(),
+        version: code.info.version.clone(),
+        fault,
+    })?;
+    if let Err(fault) = code.drop_state(state) {
+        tracing::warn!(module = %code.info.name, version = %code.info.version, "dropping a trial state {fault}");
+    }
+    Ok(())
+}
+
+/// Counters are written only under their instance's lock, so a load and a
+/// store is enough (no read-modify-write, which costs as much as the rest of
+/// a call); readers only need a recent value.
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
+
+impl Instance {
+    fn new(key: &str, slot: Slot) -> Instance {
+        Instance {
+            key: key.into(),
+            slot: Mutex::new(slot),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+        }
+    }
+}
+
 impl ModuleEntry {
     fn new(name: &str, code: Arc<Code>) -> ModuleEntry {
         ModuleEntry {
@@ -325,6 +508,9 @@ impl ModuleEntry {
                 rollback: None,
                 resident_retired: Vec::new(),
                 reclaimed: 0,
+                removed_calls: 0,
+                removed_errors: 0,
+                removed_panics: 0,
             }),
         }
     }
@@ -333,67 +519,120 @@ impl ModuleEntry {
         if let Some(found) = self.instances.get(key) {
             return found.clone();
         }
-        self.instances.entry(key.into()).or_default().clone()
+        self.instances
+            .entry(key.into())
+            .or_insert_with(|| Arc::new(Instance::new(key, Slot::Unstarted)))
+            .clone()
     }
 
     /// The instances that exist now, in no particular order.
-    fn instances_now(&self) -> Vec<(Box<str>, Arc<Instance>)> {
-        self.instances.iter().map(|item| (item.key().clone(), item.value().clone())).collect()
+    fn instances_now(&self) -> Vec<Arc<Instance>> {
+        self.instances.iter().map(|item| item.value().clone()).collect()
     }
 
-    fn call(&self, key: &str, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
-        let instance = self.instance(key);
+    fn call_instance(&self, instance: &Instance, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
         let mut slot = instance.slot.lock();
-        instance.calls.fetch_add(1, Relaxed);
-        if slot.is_none() {
+        if !matches!(*slot, Slot::Live(_)) {
             drop(slot);
-            slot = self.start(&instance, key).inspect_err(|error| {
-                let counter = match error {
-                    CallError::InitFailed { fault: Fault::Panic(_), .. } => &instance.panics,
-                    _ => &instance.errors,
-                };
-                counter.fetch_add(1, Relaxed);
-            })?;
+            slot = self.start(instance)?;
         }
-        let live = slot.as_ref().expect("the slot was started above");
+        let Slot::Live(live) = &*slot else { unreachable!("start returns a live slot") };
+        bump(&instance.calls);
         live.code.handle(live.state, method, payload).map_err(|fault| {
             let info = &live.code.info;
             let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
             match fault {
                 Fault::Error(message) => {
-                    instance.errors.fetch_add(1, Relaxed);
-                    CallError::Refused { module, version, method, message }
+                    bump(&instance.errors);
+                    CallError::Refused { module, version, method, message: message.into() }
                 }
                 Fault::Panic(message) => {
-                    instance.panics.fetch_add(1, Relaxed);
-                    tracing::warn!(%module, %version, %method, instance = key, "module panicked: {message}");
-                    CallError::Panicked { module, version, method, message }
+                    bump(&instance.panics);
+                    tracing::warn!(%module, %version, %method, instance = %instance.key, "module panicked: {message}");
+                    CallError::Panicked { module, version, method, message: message.into() }
                 }
             }
         })
     }
 
     /// Starts `instance` on the current version with `init(None)`.
-    fn start<'a>(
-        &self,
-        instance: &'a Instance,
-        key: &str,
-    ) -> Result<MutexGuard<'a, Option<Live>>, CallError> {
+    fn start<'a>(&self, instance: &'a Instance) -> Result<MutexGuard<'a, Slot>, CallError> {
         // `current` before the slot: the order a swap uses too.
         let current = self.current.read();
         let mut slot = instance.slot.lock();
-        if slot.is_none() {
-            let code =
-                current.as_ref().ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
-            let state = code.init(None).map_err(|fault| CallError::InitFailed {
-                module: self.name.to_string(),
-                version: code.info.version.clone(),
-                instance: key.to_owned(),
-                fault,
-            })?;
-            *slot = Some(Live { code: code.clone(), state });
+        match &*slot {
+            Slot::Live(_) => return Ok(slot),
+            Slot::Removed => {
+                return Err(CallError::InstanceRemoved {
+                    module: self.name.to_string(),
+                    instance: instance.key.to_string(),
+                });
+            }
+            Slot::Unstarted => {}
         }
-        Ok(slot)
+        let code =
+            current.as_ref().ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
+        match code.init(None) {
+            Ok(state) => {
+                *slot = Slot::Live(Live { code: code.clone(), state });
+                Ok(slot)
+            }
+            Err(fault) => {
+                bump(&instance.calls);
+                bump(if fault.is_panic() { &instance.panics } else { &instance.errors });
+                Err(CallError::InitFailed {
+                    module: self.name.to_string(),
+                    version: code.info.version.clone(),
+                    instance: instance.key.to_string(),
+                    fault,
+                })
+            }
+        }
+    }
+
+    /// Removes every instance (dropping its state) and the current version,
+    /// which it returns for the caller to retire.
+    fn shut_down(&self) -> Option<Arc<Code>> {
+        let old = self.current.write().take();
+        for instance in self.instances_now() {
+            let removed = std::mem::replace(&mut *instance.slot.lock(), Slot::Removed);
+            drop(removed);
+        }
+        self.instances.clear();
+        old
+    }
+
+    /// Makes sure retiring one more version will not pass `limit` resident
+    /// retired versions, and hands `code` back.
+    ///
+    /// glibc unmaps a library whose thread-local destructors have all run only
+    /// during some later `dlclose`. So when the limit is reached, closing the
+    /// candidate (an ordinary `dlclose`) may free room: close it, look again,
+    /// and reopen it from its private copy if there is room now.
+    fn make_room(&self, code: Code, limit: usize, module: &str, source: &Path) -> Result<Code, SwapError> {
+        if !self.resident_limit_reached(limit) {
+            return Ok(code);
+        }
+        let private_copy = code.private_copy.clone();
+        if let Err(message) = code.close() {
+            tracing::warn!(module, "dlclose failed: {message}");
+        }
+        if self.resident_limit_reached(limit) {
+            let resident = self.books.lock().resident_retired.len();
+            return Err(SwapError::TooManyResident { module: module.into(), resident, limit });
+        }
+        Code::open_copy(module, source, &private_copy)
+    }
+
+    fn resident_limit_reached(&self, limit: usize) -> bool {
+        let mut books = self.books.lock();
+        if books.resident_retired.is_empty() {
+            return false;
+        }
+        if let Some(maps) = maps::read() {
+            refresh_resident(&mut books, &maps);
+        }
+        books.resident_retired.len() >= limit
     }
 
     /// Moves every instance to `code`, or none of them.
@@ -424,10 +663,10 @@ impl ModuleEntry {
         let instances = self.instances_now();
         let mut slots = Vec::with_capacity(instances.len());
         let mut first_held = None;
-        for (key, instance) in &instances {
+        for instance in &instances {
             match instance.slot.try_lock_until(deadline) {
                 Some(slot) => slots.push(slot),
-                None => return Err(timeout(report, format!("instance '{key}'"))),
+                None => return Err(timeout(report, format!("instance '{}'", instance.key))),
             }
             first_held.get_or_insert_with(Instant::now);
         }
@@ -438,33 +677,39 @@ impl ModuleEntry {
         // started instance; on the first failure drop what was built (the
         // new states, through the new version) and leave the slots as they were.
         let mut migrated = Vec::with_capacity(slots.len());
-        for ((key, _), slot) in instances.iter().zip(&slots) {
-            let Some(live) = slot.as_ref() else {
+        for (instance, slot) in instances.iter().zip(&slots) {
+            let Slot::Live(live) = &**slot else {
                 migrated.push(None);
                 continue;
             };
             let one_started = Instant::now();
-            let snapshot = live.code.snapshot(live.state).map_err(|fault| SwapError::SnapshotFailed {
-                module: self.name.to_string(),
-                instance: key.to_string(),
-                from_version: live.code.info.version.clone(),
-                fault,
-            })?;
-            let state = code.init(Some((&live.code.info, &snapshot))).map_err(|fault| {
-                SwapError::MigrationFailed {
+            let from = &live.code.info;
+            let mut size = 0;
+            let state = live
+                .code
+                .with_snapshot(live.state, |state| {
+                    size = state.len() as u64;
+                    code.init(Some(Previous { name: &from.name, version: &from.version, state }))
+                })
+                .map_err(|fault| SwapError::SnapshotFailed {
                     module: self.name.to_string(),
-                    instance: key.to_string(),
-                    from_version: live.code.info.version.clone(),
+                    instance: instance.key.to_string(),
+                    from_version: from.version.clone(),
+                    fault,
+                })?
+                .map_err(|fault| SwapError::MigrationFailed {
+                    module: self.name.to_string(),
+                    instance: instance.key.to_string(),
+                    from_version: from.version.clone(),
                     to_version: code.info.version.clone(),
                     fault,
-                }
-            })?;
+                })?;
             migrated.push(Some(Live { code: code.clone(), state }));
             let took = one_started.elapsed();
             report.migrate_total += took;
             report.migrate_max = report.migrate_max.max(took);
-            report.snapshot_bytes_total += snapshot.len() as u64;
-            report.snapshot_bytes_max = report.snapshot_bytes_max.max(snapshot.len() as u64);
+            report.snapshot_bytes_total += size;
+            report.snapshot_bytes_max = report.snapshot_bytes_max.max(size);
             report.instances += 1;
         }
 
@@ -472,7 +717,7 @@ impl ModuleEntry {
         let mut old_states = Vec::with_capacity(slots.len());
         for (slot, new_live) in slots.iter_mut().zip(migrated) {
             if let Some(new_live) = new_live {
-                old_states.extend(slot.replace(new_live));
+                old_states.push(std::mem::replace(&mut **slot, Slot::Live(new_live)));
             }
         }
         *current = Some(code);
@@ -496,27 +741,11 @@ impl ModuleEntry {
         Ok(())
     }
 
-    fn check_resident_limit(&self, limit: usize) -> Result<(), SwapError> {
-        let mut books = self.books.lock();
-        if books.resident_retired.is_empty() {
-            return Ok(());
-        }
-        if let Some(maps) = maps::read() {
-            refresh_resident(&mut books, &maps);
-        }
-        if books.resident_retired.len() >= limit {
-            return Err(SwapError::TooManyResident {
-                module: self.name.to_string(),
-                resident: books.resident_retired.len(),
-                limit,
-            });
-        }
-        Ok(())
-    }
-
     fn status(&self, maps: Option<&str>) -> Option<ModuleStatus> {
         let current = self.current.read().as_ref()?.info.clone();
-        let (mut calls, mut errors, mut panics) = (0, 0, 0);
+        let mut books = self.books.lock();
+        let (mut calls, mut errors, mut panics) =
+            (books.removed_calls, books.removed_errors, books.removed_panics);
         let mut instances = 0;
         for item in self.instances.iter() {
             let instance = item.value();
@@ -525,7 +754,6 @@ impl ModuleEntry {
             panics += instance.panics.load(Relaxed);
             instances += 1;
         }
-        let mut books = self.books.lock();
         if let Some(maps) = maps {
             refresh_resident(&mut books, maps);
         }
@@ -585,7 +813,8 @@ fn retire(books: &mut Books, old: Arc<Code>) -> Option<bool> {
 
 /// Forgets retired versions that have left memory since they were closed.
 fn refresh_resident(books: &mut Books, maps: &str) {
+    let mapped = maps::mapped_files(maps);
     let before = books.resident_retired.len();
-    books.resident_retired.retain(|retired| maps::is_mapped(maps, &retired.private_copy));
+    books.resident_retired.retain(|retired| mapped.contains(retired.private_copy.as_path()));
     books.reclaimed += (before - books.resident_retired.len()) as u64;
 }

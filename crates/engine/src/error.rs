@@ -9,9 +9,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// The module returned `Err(ModuleError)` with this message.
-    Error(String),
-    /// The module panicked; the SDK caught it. This is the panic message.
-    Panic(String),
+    Error(Box<str>),
+    /// The module panicked; the SDK caught it. This is the panic message and
+    /// where the panic happened.
+    Panic(Box<str>),
 }
 
 impl Fault {
@@ -47,6 +48,9 @@ pub enum SwapError {
     #[error("module '{module}' is not loaded")]
     UnknownModule { module: String },
 
+    #[error("module '{module}' is already loaded; a saved state can only be restored into a first load")]
+    AlreadyLoaded { module: String },
+
     #[error("module '{module}' has no previous version to roll back to (it has been loaded only once)")]
     NothingToRollBack { module: String },
 
@@ -61,6 +65,9 @@ pub enum SwapError {
         path.display()
     )]
     NotElf { path: PathBuf, found: Vec<u8> },
+
+    #[error("{} cannot be loaded safely: {reason}", path.display())]
+    InvalidElf { path: PathBuf, reason: String },
 
     #[error("cannot create the private directory for module copies: {source}")]
     PrivateDir { source: io::Error },
@@ -142,7 +149,9 @@ pub enum SwapError {
         fault: Fault,
     },
 
-    #[error("module '{module}' {version} failed to start: its init {fault}")]
+    /// The trial `init(None)` that every load makes of the new version failed:
+    /// instances started later would fail the same way.
+    #[error("module '{module}' {version} cannot start a fresh instance: its init {fault}")]
     InitFailed { module: String, version: String, fault: Fault },
 }
 
@@ -161,6 +170,11 @@ pub enum CallError {
     /// panic left it; other instances are unaffected.
     #[error("{module} {version} panicked in '{method}': {message}")]
     Panicked { module: String, version: String, method: String, message: String },
+
+    /// The instance was removed with `Engine::remove_instance` after this
+    /// handle was made. `Engine::call` never returns this: it starts a new instance.
+    #[error("instance '{instance}' of module '{module}' was removed; get a new handle to start it again")]
+    InstanceRemoved { module: String, instance: String },
 
     /// The instance did not exist yet and the module's `init(None)` failed.
     #[error("{module} {version} could not start instance '{instance}': its init {fault}")]

@@ -67,12 +67,6 @@
 //! Modules are written with the `hotswap-module` crate; see its docs and
 //! `docs/writing-a-module.md`.
 
-// Swap errors carry both sides of what went wrong (module, instance, both
-// versions, the module's message); they are built once per failed swap, a
-// cold path, so their size does not matter and matching on plain fields is
-// worth more than boxing them.
-#![allow(clippy::result_large_err)]
-
 mod code;
 mod config;
 mod engine;
@@ -82,7 +76,7 @@ mod status;
 
 pub use code::ModuleInfo;
 pub use config::EngineConfig;
-pub use engine::Engine;
+pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
 pub use status::{EngineStatus, ModuleSnapshot, ModuleStatus, RetiredVersion, SwapReport};
 

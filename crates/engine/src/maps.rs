@@ -2,6 +2,7 @@
 //! keeps a library mapped while it has thread-local destructors pending, and
 //! musl never unmaps at all. The kernel's view in `/proc/self/maps` does say.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 /// The current mappings of this process, or `None` where `/proc` is missing.
@@ -9,10 +10,14 @@ pub(crate) fn read() -> Option<String> {
     std::fs::read_to_string("/proc/self/maps").ok()
 }
 
-/// Whether `file` is mapped according to `maps` (the text of `/proc/self/maps`).
+/// The files mapped according to `maps` (the text of `/proc/self/maps`).
+pub(crate) fn mapped_files(maps: &str) -> HashSet<&Path> {
+    maps.lines().filter_map(mapped_path).map(Path::new).collect()
+}
+
+/// Whether `file` is mapped according to `maps`.
 pub(crate) fn is_mapped(maps: &str, file: &Path) -> bool {
-    let Some(file) = file.to_str() else { return false };
-    maps.lines().any(|line| mapped_path(line) == Some(file))
+    maps.lines().filter_map(mapped_path).any(|path| Path::new(path) == file)
 }
 
 /// The path column of one maps line, without the " (deleted)" the kernel adds
@@ -54,6 +59,14 @@ mod tests {
         assert!(!is_mapped(MAPS, Path::new("/tmp/hs/counter-1")));
         assert!(!is_mapped(MAPS, Path::new("/tmp/hs/counter-10-libcounter.so")));
         assert!(!is_mapped(MAPS, Path::new("")));
+    }
+
+    #[test]
+    fn lists_mapped_files_once() {
+        let files = mapped_files(MAPS);
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(files.contains(Path::new("/tmp/hs/counter-2-libcounter.so")));
+        assert!(files.contains(Path::new("[stack]")));
     }
 
     #[test]

@@ -18,8 +18,11 @@ pub struct SwapReport {
     pub instances: usize,
     /// Copying the file to its private name.
     pub copy: Duration,
-    /// `dlopen` and descriptor checks.
+    /// ELF checks, `dlopen` and descriptor checks.
     pub open_and_verify: Duration,
+    /// A trial `init(None)` of the new version (and dropping that state),
+    /// so a version that cannot start instances is refused up front.
+    pub start_check: Duration,
     /// Waiting for every instance's current call to finish.
     pub wait_for_calls: Duration,
     /// Snapshot on the old version plus `init` on the new one, all instances.
@@ -42,10 +45,17 @@ pub struct SwapReport {
 
 impl fmt::Display for SwapReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.from_version {
-            Some(from) => write!(f, "{} {} -> {}", self.module, from, self.to_version)?,
-            None => write!(f, "{} {} loaded", self.module, self.to_version)?,
-        }
+        let Some(from) = &self.from_version else {
+            return write!(
+                f,
+                "{} {} loaded from {} in {:?}",
+                self.module,
+                self.to_version,
+                self.file.display(),
+                self.total
+            );
+        };
+        write!(f, "{} {} -> {}", self.module, from, self.to_version)?;
         write!(
             f,
             " from {}: {} instance(s) migrated, {} snapshot bytes; total {:?} \

@@ -74,10 +74,13 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::fmt;
+use std::io::Write as _;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 
 use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawPrevious, RawStr};
 
@@ -244,10 +247,54 @@ fn finish(outcome: std::thread::Result<Result<Vec<u8>, ModuleError>>, out: *mut 
     }
 }
 
-/// The message of a caught panic. Payloads other than strings are leaked
+thread_local! {
+    /// Where the last panic on this thread happened, as text, written by our
+    /// panic hook and read by the entry point that catches the panic. A plain
+    /// byte array: a thread-local that needs dropping would register a
+    /// destructor, and glibc cannot unload a library with one pending.
+    static PANIC_LOCATION: Cell<([u8; 160], usize)> = const { Cell::new(([0; 160], 0)) };
+}
+
+/// Replaces this module's panic hook (each `cdylib` has its own copy of std,
+/// so this affects this module version only) with one that records where
+/// the panic happened and prints nothing. The host reports the panic with its
+/// message and location. The default hook would also print a backtrace when
+/// `RUST_BACKTRACE` is set, and resolving one maps the module file for good,
+/// which keeps this version in memory after the host unloads it.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            if let Some(location) = info.location() {
+                let mut text = [0u8; 160];
+                let mut cursor = std::io::Cursor::new(&mut text[..]);
+                // A location longer than the buffer is cut short; that is fine.
+                let _ = write!(cursor, "{}:{}:{}", location.file(), location.line(), location.column());
+                let len = cursor.position() as usize;
+                PANIC_LOCATION.with(|slot| slot.set((text, len)));
+            }
+        }));
+    });
+}
+
+/// The location recorded by our hook for the panic being handled, if any.
+fn take_panic_location() -> Option<String> {
+    let (text, len) = PANIC_LOCATION.with(|slot| slot.replace(([0; 160], 0)));
+    (len > 0).then(|| String::from_utf8_lossy(&text[..len]).into_owned())
+}
+
+/// The message of a caught panic, with where it happened. Payloads other than strings are leaked
 /// rather than dropped: their destructor could panic again, and a second
 /// panic here would unwind across `extern "C"` and abort the host.
 fn panic_message(payload: Box<dyn Any + Send>) -> Cow<'static, str> {
+    let message = payload_message(payload);
+    match take_panic_location() {
+        Some(location) => Cow::Owned(format!("{message} (at {location})")),
+        None => message,
+    }
+}
+
+fn payload_message(payload: Box<dyn Any + Send>) -> Cow<'static, str> {
     match payload.downcast::<String>() {
         Ok(message) => Cow::Owned(*message),
         Err(payload) => match payload.downcast::<&'static str>() {
@@ -265,6 +312,8 @@ unsafe extern "C" fn init<T: Module>(
     state_out: *mut *mut c_void,
     out: *mut ModuleBuf,
 ) -> CallStatus {
+    // Every instance starts here, so this runs before any other entry point.
+    install_panic_hook();
     let outcome = catch_unwind(|| {
         // SAFETY: `previous` is null or points at a RawPrevious whose strings
         // and bytes the host keeps alive and unchanged during this call.
@@ -340,10 +389,15 @@ mod tests {
     }
 
     #[test]
-    fn panic_messages_are_recovered() {
+    fn panic_messages_are_recovered_with_their_location() {
+        install_panic_hook();
+        let line = line!() + 1;
         let caught = catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
-        assert_eq!(panic_message(caught), "boom 7");
+        assert_eq!(panic_message(caught), format!("boom 7 (at crates/module/src/lib.rs:{line}:38)"));
         let caught = catch_unwind(|| std::panic::panic_any(42u8)).unwrap_err();
-        assert_eq!(panic_message(caught), "panic with a non-string payload");
+        assert!(panic_message(caught).starts_with("panic with a non-string payload (at "));
+        // A location is used once: a later message without a panic hook call has none.
+        assert_eq!(payload_message(Box::new("plain")), "plain");
+        assert_eq!(take_panic_location(), None);
     }
 }

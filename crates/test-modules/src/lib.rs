@@ -6,11 +6,13 @@
 //! |---|---|
 //! | [`COUNTER_V1`] | `counter` 1.0.0, an 8-byte total; also reads 2.x snapshots |
 //! | [`COUNTER_V2`] | `counter` 2.0.0, a changed layout with a migration from 1.x |
-//! | [`COUNTER_INIT_PANICS`] | `counter` whose `init` panics |
-//! | [`COUNTER_INIT_FAILS`] | `counter` whose `init` returns an error |
+//! | [`COUNTER_INIT_PANICS`] | `counter` whose `init` panics when it migrates a state |
+//! | [`COUNTER_INIT_FAILS`] | `counter` whose `init` always returns an error |
 //! | [`COUNTER_HANDLE_PANICS`] | `counter` whose `panic` method panics |
 //! | [`COUNTER_WRONG_ABI`] | a descriptor for a future ABI version |
+//! | [`COUNTER_PANIC_ABORT`] | a descriptor that declares `panic = "abort"` |
 //! | [`NOT_A_MODULE`] | a shared library that is not a hotswap module |
 //! | [`TLS_COUNTER`] | `tls-counter`, with a `thread_local!` that has a destructor |
+//! | [`BLOB`] | `blob`, a state of N bytes (method `resize`), for swap-pause benchmarks |
 
 include!(concat!(env!("OUT_DIR"), "/modules.rs"));
