@@ -88,10 +88,14 @@ impl Code {
     /// already loaded returns the already-loaded library, and rewriting a
     /// mapped file in place (a compiler writing the next build) can crash the
     /// process with SIGBUS. We map only our own copy, which nobody rewrites.
+    ///
+    /// `check` looks at the private copy before it is opened (a checksum, a
+    /// signature): it sees exactly the bytes that will be mapped.
     pub fn open(
         expected_name: &str,
         source: &Path,
         private_copy: PathBuf,
+        check: &dyn Fn(&Path) -> Result<(), String>,
     ) -> Result<(Code, OpenTimings), SwapError> {
         let started = Instant::now();
         check_looks_like_elf(source)?;
@@ -100,6 +104,10 @@ impl Code {
             to: private_copy.clone(),
             source: source_err,
         })?;
+        if let Err(reason) = check(&private_copy) {
+            let _ = fs::remove_file(&private_copy);
+            return Err(SwapError::Rejected { path: source.to_owned(), reason });
+        }
         let copied = Instant::now();
         let code = Self::open_copy(expected_name, source, &private_copy)?;
         let timings = OpenTimings { copy: copied - started, open_and_verify: copied.elapsed() };

@@ -17,7 +17,7 @@
 //! version any more and no call can be running in it; its states are dropped
 //! and its library is closed at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -32,7 +32,7 @@ use crate::code::{Code, ModuleInfo, Previous, StatePtr};
 use crate::config::EngineConfig;
 use crate::error::{CallError, Fault, SnapshotError, SwapError};
 use crate::maps;
-use crate::status::{EngineStatus, ModuleSnapshot, ModuleStatus, RetiredVersion, SwapReport};
+use crate::status::{EngineStatus, ModuleSnapshot, ModuleStatus, RetiredVersion, SwapReport, VersionCalls};
 
 /// Randomly seeded, so instance keys chosen by clients cannot be picked to collide.
 type Hasher = foldhash::fast::RandomState;
@@ -108,10 +108,24 @@ struct Books {
     rollback: Option<(ModuleInfo, PathBuf)>,
     resident_retired: Vec<RetiredVersion>,
     reclaimed: u64,
-    /// Counters of removed instances, so module totals never go down.
-    removed_calls: u64,
-    removed_errors: u64,
-    removed_panics: u64,
+    /// Calls no instance counts any more, by the version that served them:
+    /// a swap moves each instance's counts here, as does removing an instance.
+    counted: BTreeMap<String, VersionCalls>,
+}
+
+impl Books {
+    /// Moves `instance`'s counters to `version`'s line. The caller holds the
+    /// instance's lock (so nothing counts meanwhile) and this `Books`'s lock
+    /// (so status never sees a count twice or not at all).
+    fn take_counts(&mut self, version: &str, instance: &Instance) {
+        let line = self
+            .counted
+            .entry(version.to_owned())
+            .or_insert_with(|| VersionCalls { version: version.to_owned(), ..VersionCalls::default() });
+        line.calls += instance.calls.swap(0, Relaxed);
+        line.errors += instance.errors.swap(0, Relaxed);
+        line.panics += instance.panics.swap(0, Relaxed);
+    }
 }
 
 /// Marks a module as being swapped; dropping it ends the swap.
@@ -177,8 +191,22 @@ impl Engine {
     /// version. Returns once calls run on the new version; on error the old
     /// version keeps serving with its state untouched.
     pub fn load(&self, module: &str, path: impl AsRef<Path>) -> Result<SwapReport, SwapError> {
+        self.load_checked(module, path, |_| Ok(()))
+    }
+
+    /// [`load`](Self::load), with a check of the host's own (a checksum, a
+    /// signature) run on the engine's private copy of the file before it is
+    /// opened: it sees exactly the bytes that will run, however the original
+    /// changes afterwards. An `Err` refuses the load with
+    /// [`SwapError::Rejected`] and its reason.
+    pub fn load_checked(
+        &self,
+        module: &str,
+        path: impl AsRef<Path>,
+        check: impl Fn(&Path) -> Result<(), String>,
+    ) -> Result<SwapReport, SwapError> {
         let _swap = self.begin_swap(module)?;
-        self.swap_in(module, path.as_ref(), None, None)
+        self.swap_in(module, path.as_ref(), None, None, &check)
     }
 
     /// First load of `module` with its instances taken over from a saved
@@ -193,7 +221,7 @@ impl Engine {
         saved: &ModuleSnapshot,
     ) -> Result<SwapReport, SwapError> {
         let _swap = self.begin_swap(module)?;
-        self.swap_in(module, path.as_ref(), None, Some(saved))
+        self.swap_in(module, path.as_ref(), None, Some(saved), &|_| Ok(()))
     }
 
     /// Swaps `module` back to the version it ran before the last swap, from
@@ -206,7 +234,7 @@ impl Engine {
         let rollback = entry.books.lock().rollback.clone();
         let (info, private_copy) =
             rollback.ok_or_else(|| SwapError::NothingToRollBack { module: module.into() })?;
-        self.swap_in(module, &private_copy, Some(&info.file), None)
+        self.swap_in(module, &private_copy, Some(&info.file), None, &|_| Ok(()))
     }
 
     /// Removes `module`: waits for its running calls, drops every instance's
@@ -275,10 +303,11 @@ impl Engine {
         let Some((_, instance)) = entry.instances.remove(key) else { return Ok(false) };
         let removed = {
             let mut slot = instance.slot.lock();
-            let mut books = entry.books.lock();
-            books.removed_calls += instance.calls.load(Relaxed);
-            books.removed_errors += instance.errors.load(Relaxed);
-            books.removed_panics += instance.panics.load(Relaxed);
+            let version = match &*slot {
+                Slot::Live(live) => live.code.info.version.clone(),
+                _ => entry.current.read().as_ref().map(|code| code.info.version.clone()).unwrap_or_default(),
+            };
+            entry.books.lock().take_counts(&version, &instance);
             std::mem::replace(&mut *slot, Slot::Removed)
         };
         drop(removed);
@@ -337,6 +366,7 @@ impl Engine {
         path: &Path,
         shown_file: Option<&Path>,
         saved: Option<&ModuleSnapshot>,
+        check: &dyn Fn(&Path) -> Result<(), String>,
     ) -> Result<SwapReport, SwapError> {
         let started = Instant::now();
         let existing = self.entry(module);
@@ -344,7 +374,7 @@ impl Engine {
             return Err(SwapError::AlreadyLoaded { module: module.into() });
         }
         let private_copy = self.private_copy_path(module, path)?;
-        let (mut code, timings) = Code::open(module, path, private_copy.clone())?;
+        let (mut code, timings) = Code::open(module, path, private_copy.clone(), check)?;
         let result = (|| {
             if let Some(entry) = &existing {
                 code = entry.make_room(code, self.config.max_resident_retired, module, path)?;
@@ -508,9 +538,7 @@ impl ModuleEntry {
                 rollback: None,
                 resident_retired: Vec::new(),
                 reclaimed: 0,
-                removed_calls: 0,
-                removed_errors: 0,
-                removed_panics: 0,
+                counted: BTreeMap::new(),
             }),
         }
     }
@@ -713,13 +741,17 @@ impl ModuleEntry {
             report.instances += 1;
         }
 
-        // Publish: every slot and `current` now name the new version.
+        // Publish: every slot and `current` now name the new version, and
+        // the calls each instance made so far are booked to the old one.
         let mut old_states = Vec::with_capacity(slots.len());
-        for (slot, new_live) in slots.iter_mut().zip(migrated) {
+        let mut books = self.books.lock();
+        for ((instance, slot), new_live) in instances.iter().zip(slots.iter_mut()).zip(migrated) {
+            books.take_counts(&old.info.version, instance);
             if let Some(new_live) = new_live {
                 old_states.push(std::mem::replace(&mut **slot, Slot::Live(new_live)));
             }
         }
+        drop(books);
         *current = Some(code);
         drop(slots);
         drop(current);
@@ -744,16 +776,22 @@ impl ModuleEntry {
     fn status(&self, maps: Option<&str>) -> Option<ModuleStatus> {
         let current = self.current.read().as_ref()?.info.clone();
         let mut books = self.books.lock();
-        let (mut calls, mut errors, mut panics) =
-            (books.removed_calls, books.removed_errors, books.removed_panics);
+        let mut by_version = books.counted.clone();
+        let live = by_version
+            .entry(current.version.clone())
+            .or_insert_with(|| VersionCalls { version: current.version.clone(), ..VersionCalls::default() });
         let mut instances = 0;
         for item in self.instances.iter() {
             let instance = item.value();
-            calls += instance.calls.load(Relaxed);
-            errors += instance.errors.load(Relaxed);
-            panics += instance.panics.load(Relaxed);
+            live.calls += instance.calls.load(Relaxed);
+            live.errors += instance.errors.load(Relaxed);
+            live.panics += instance.panics.load(Relaxed);
             instances += 1;
         }
+        let by_version: Vec<VersionCalls> = by_version.into_values().collect();
+        let calls = by_version.iter().map(|line| line.calls).sum();
+        let errors = by_version.iter().map(|line| line.errors).sum();
+        let panics = by_version.iter().map(|line| line.panics).sum();
         if let Some(maps) = maps {
             refresh_resident(&mut books, maps);
         }
@@ -765,6 +803,7 @@ impl ModuleEntry {
             calls,
             errors,
             panics,
+            by_version,
             swaps: books.swaps,
             last_swap: books.last_swap.clone(),
             rollback_version: books.rollback.as_ref().map(|(info, _)| info.version.clone()),

@@ -66,6 +66,10 @@ pub enum SwapError {
     )]
     NotElf { path: PathBuf, found: Vec<u8> },
 
+    /// The host's own check of the file (see `Engine::load_checked`) said no.
+    #[error("{} was rejected: {reason}", path.display())]
+    Rejected { path: PathBuf, reason: String },
+
     #[error("{} cannot be loaded safely: {reason}", path.display())]
     InvalidElf { path: PathBuf, reason: String },
 

@@ -102,6 +102,8 @@ pub struct ModuleStatus {
     pub errors: u64,
     /// Calls in which the module panicked.
     pub panics: u64,
+    /// The same counts per version that served them, sorted by version.
+    pub by_version: Vec<VersionCalls>,
     /// Successful swaps after the first load.
     pub swaps: u64,
     pub last_swap: Option<SwapReport>,
@@ -111,6 +113,15 @@ pub struct ModuleStatus {
     pub resident_retired: Vec<RetiredVersion>,
     /// Retired versions whose code left memory.
     pub reclaimed: u64,
+}
+
+/// Calls served by one version of a module (all the times it was loaded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionCalls {
+    pub version: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub panics: u64,
 }
 
 /// Every loaded module, sorted by name.

@@ -88,15 +88,18 @@ fn calls_arriving_during_a_swap_wait_and_run_on_the_new_version() {
     engine.load("counter", COUNTER_V1).unwrap();
     engine.call("counter", "a", "add", b"1").unwrap();
 
-    // `sleep` holds instance "a"; the swap waits for it, holding "a" next.
-    let sleeper = spawn_call(&engine, "a", "sleep", "300");
+    // `sleep` holds instance "a" for 1.5 s; the swap queues for it.
+    let sleeper = spawn_call(&engine, "a", "sleep", "1500");
     std::thread::sleep(Duration::from_millis(50));
     let swap = std::thread::spawn({
         let engine = engine.clone();
         move || engine.load("counter", COUNTER_V2).unwrap()
     });
-    std::thread::sleep(Duration::from_millis(50));
-    // Arrives while the swap is waiting: must end up on 2.0.0.
+    // Opening the new version takes milliseconds; after 700 ms the swap is
+    // certainly queued for "a" (a busy test machine included). A call that
+    // arrives now queues behind it and must run on 2.0.0.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!swap.is_finished(), "the swap waits for the sleeping call");
     let late = spawn_call(&engine, "a", "version", "");
     sleeper.join().unwrap();
     let report = swap.join().unwrap();

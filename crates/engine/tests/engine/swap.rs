@@ -210,3 +210,53 @@ fn restore_is_all_or_nothing() {
     assert!(engine.status().module("counter").is_none(), "nothing is loaded after a failed restore");
     assert!(walk_files(&dir.path().join("private")).is_empty(), "the refused copy is removed");
 }
+
+#[test]
+fn calls_are_counted_by_the_version_that_served_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_in(dir.path());
+    engine.load("counter", COUNTER_V1).unwrap();
+    for _ in 0..3 {
+        call_text(&engine, "a", "add", "1");
+    }
+    assert!(engine.call("counter", "a", "no-such-method", b"").is_err());
+    engine.load("counter", COUNTER_V2).unwrap();
+    call_text(&engine, "a", "add", "1");
+    call_text(&engine, "b", "add", "1");
+    engine.rollback("counter").unwrap();
+    call_text(&engine, "a", "get", "");
+
+    let status = engine.status();
+    let counter = status.module("counter").unwrap();
+    let lines: Vec<(&str, u64, u64)> =
+        counter.by_version.iter().map(|line| (line.version.as_str(), line.calls, line.errors)).collect();
+    assert_eq!(lines, [("1.0.0", 5, 1), ("2.0.0", 2, 0)]);
+    assert_eq!((counter.calls, counter.errors), (7, 1));
+}
+
+#[test]
+fn load_checked_sees_the_private_copy_and_can_refuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_in(dir.path());
+    engine.load("counter", COUNTER_V1).unwrap();
+    call_text(&engine, "a", "add", "2");
+    let private = dir.path().join("private");
+    let seen = std::sync::Mutex::new(None);
+    let error = engine
+        .load_checked("counter", COUNTER_V2, |copy| {
+            *seen.lock().unwrap() = Some(copy.to_owned());
+            Err("sha256 is 00ff, the config expects abcd".into())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&error, hotswap::SwapError::Rejected { reason, .. } if reason.contains("expects abcd")),
+        "{error:?}"
+    );
+    let seen = seen.into_inner().unwrap().expect("the check ran");
+    assert!(seen.starts_with(&private), "the check gets the private copy, not {}", seen.display());
+    assert!(!seen.exists(), "a rejected copy is removed");
+    assert_eq!(call_text(&engine, "a", "version", ""), "1.0.0");
+    assert_eq!(call_text(&engine, "a", "get", ""), "2");
+    engine.load_checked("counter", COUNTER_V2, |_| Ok(())).unwrap();
+    assert_eq!(call_text(&engine, "a", "version", ""), "2.0.0");
+}
