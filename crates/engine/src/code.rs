@@ -131,7 +131,7 @@ impl Code {
         // to load this file. RTLD_LOCAL keeps its symbols out of the global
         // namespace so versions never resolve each other's symbols.
         let library = unsafe { Library::open(Some(private_copy), RTLD_NOW | RTLD_LOCAL) }
-            .map_err(|err| SwapError::Open { path: source.to_owned(), message: err.to_string() })?;
+            .map_err(|err| SwapError::Open { path: source.to_owned(), message: loader_message(&err) })?;
 
         // SAFETY: every hotswap module exports this symbol with the
         // `DescriptorFn` signature; a library that exports something else
@@ -301,9 +301,19 @@ impl Code {
     /// a thread-local destructor that has not run yet.
     pub fn close(mut self) -> Result<(), String> {
         match self.library.take() {
-            Some(library) => library.close().map_err(|err| err.to_string()),
+            Some(library) => library.close().map_err(|err| loader_message(&err)),
             None => Ok(()),
         }
+    }
+}
+
+/// The loader's own words for a failed `dlopen` or `dlclose`. libloading's
+/// error says only which call failed ("dlopen failed") and keeps `dlerror()`'s
+/// text (the missing dependency, the undefined symbol) as its source.
+fn loader_message(err: &libloading::Error) -> String {
+    match std::error::Error::source(err) {
+        Some(reason) => format!("{err}: {reason}"),
+        None => err.to_string(),
     }
 }
 

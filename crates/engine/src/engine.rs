@@ -220,8 +220,20 @@ impl Engine {
         path: impl AsRef<Path>,
         saved: &ModuleSnapshot,
     ) -> Result<SwapReport, SwapError> {
+        self.restore_checked(module, path, saved, |_| Ok(()))
+    }
+
+    /// [`restore`](Self::restore) with a check of the private copy, as in
+    /// [`load_checked`](Self::load_checked).
+    pub fn restore_checked(
+        &self,
+        module: &str,
+        path: impl AsRef<Path>,
+        saved: &ModuleSnapshot,
+        check: impl Fn(&Path) -> Result<(), String>,
+    ) -> Result<SwapReport, SwapError> {
         let _swap = self.begin_swap(module)?;
-        self.swap_in(module, path.as_ref(), None, Some(saved), &|_| Ok(()))
+        self.swap_in(module, path.as_ref(), None, Some(saved), &check)
     }
 
     /// Swaps `module` back to the version it ran before the last swap, from
@@ -431,15 +443,20 @@ impl Engine {
     ) -> Result<(), SwapError> {
         let entry = Arc::new(ModuleEntry::new(module, code.clone()));
         if let Some(saved) = saved {
+            if saved.module != module {
+                return Err(SwapError::SnapshotOfAnotherModule {
+                    module: module.into(),
+                    found: saved.module.clone(),
+                });
+            }
             report.from_version = Some(saved.version.clone());
             let migrate_started = Instant::now();
             for (key, bytes) in &saved.instances {
                 let previous = Previous { name: &saved.module, version: &saved.version, state: bytes };
-                let state = code.init(Some(previous)).map_err(|fault| SwapError::MigrationFailed {
+                let state = code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
                     module: module.into(),
                     instance: key.clone(),
-                    from_version: saved.version.clone(),
-                    to_version: code.info.version.clone(),
+                    saved_version: saved.version.clone(),
                     fault,
                 })?;
                 let instance = Instance::new(key, Slot::Live(Live { code: code.clone(), state }));
@@ -588,6 +605,9 @@ impl ModuleEntry {
         // `current` before the slot: the order a swap uses too.
         let current = self.current.read();
         let mut slot = instance.slot.lock();
+        // An unloaded module has no current version (and removed every slot).
+        let code =
+            current.as_ref().ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
         match &*slot {
             Slot::Live(_) => return Ok(slot),
             Slot::Removed => {
@@ -598,8 +618,6 @@ impl ModuleEntry {
             }
             Slot::Unstarted => {}
         }
-        let code =
-            current.as_ref().ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
         match code.init(None) {
             Ok(state) => {
                 *slot = Slot::Live(Live { code: code.clone(), state });

@@ -153,6 +153,15 @@ pub enum SwapError {
         fault: Fault,
     },
 
+    #[error(
+        "module '{module}' could not restore instance '{instance}' from its saved state of version \
+         {saved_version}: its init {fault}; nothing was loaded"
+    )]
+    RestoreFailed { module: String, instance: String, saved_version: String, fault: Fault },
+
+    #[error("the saved state is of module '{found}', not '{module}'; nothing was loaded")]
+    SnapshotOfAnotherModule { module: String, found: String },
+
     /// The trial `init(None)` that every load makes of the new version failed:
     /// instances started later would fail the same way.
     #[error("module '{module}' {version} cannot start a fresh instance: its init {fault}")]

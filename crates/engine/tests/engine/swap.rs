@@ -191,6 +191,11 @@ fn restore_starts_instances_from_a_saved_snapshot_and_migrates_it() {
 
     let error = engine.restore("counter", COUNTER_V2, &saved).unwrap_err();
     assert!(matches!(error, hotswap::SwapError::AlreadyLoaded { .. }), "{error:?}");
+
+    let other = engine_in(&dir.path().join("other"));
+    let ledger = hotswap::ModuleSnapshot { module: "ledger".into(), ..saved };
+    let error = other.restore("counter", COUNTER_V2, &ledger).unwrap_err();
+    assert!(matches!(error, hotswap::SwapError::SnapshotOfAnotherModule { .. }), "{error:?}");
 }
 
 #[test]
@@ -204,9 +209,10 @@ fn restore_is_all_or_nothing() {
     let engine = engine_in(dir.path());
     let error = engine.restore("counter", COUNTER_V2, &saved).unwrap_err();
     assert!(
-        matches!(&error, hotswap::SwapError::MigrationFailed { instance, .. } if instance == "torn"),
+        matches!(&error, hotswap::SwapError::RestoreFailed { instance, .. } if instance == "torn"),
         "{error:?}"
     );
+    assert!(error.to_string().ends_with("nothing was loaded"), "{error}");
     assert!(engine.status().module("counter").is_none(), "nothing is loaded after a failed restore");
     assert!(walk_files(&dir.path().join("private")).is_empty(), "the refused copy is removed");
 }

@@ -109,7 +109,9 @@ fn unload_removes_the_module_and_its_state() {
     let engine = engine_in(dir.path());
     engine.load("counter", COUNTER_V1).unwrap();
     call_text(&engine, "a", "add", "9");
+    let handle = engine.instance("counter", "a").unwrap();
     engine.unload("counter").unwrap();
+    assert!(matches!(handle.call("get", b""), Err(CallError::UnknownModule { .. })));
     assert!(engine.status().module("counter").is_none());
     assert!(matches!(engine.call("counter", "a", "get", b""), Err(CallError::UnknownModule { .. })));
     engine.load("counter", COUNTER_V1).unwrap();
