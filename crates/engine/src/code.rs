@@ -135,10 +135,13 @@ impl Code {
 
         // SAFETY: every hotswap module exports this symbol with the
         // `DescriptorFn` signature; a library that exports something else
-        // under this name is not one we can run safely anyway.
-        let describe: DescriptorFn = unsafe { library.get::<DescriptorFn>(DESCRIPTOR_SYMBOL) }
-            .map(|symbol| *symbol)
-            .map_err(|_| SwapError::NotAModule { path: source.to_owned() })?;
+        // under this name is not one we can run safely anyway. Read as an
+        // `Option`, a symbol whose address is null is `None`, not a function
+        // we would call.
+        let describe: DescriptorFn = unsafe { library.get::<Option<DescriptorFn>>(DESCRIPTOR_SYMBOL) }
+            .ok()
+            .and_then(|symbol| *symbol)
+            .ok_or_else(|| SwapError::NotAModule { path: source.to_owned() })?;
 
         // SAFETY: the descriptor function only returns a pointer to a static.
         let header_ptr = unsafe { describe() };

@@ -270,7 +270,7 @@ impl Engine {
         if let Some((_, private_copy)) = books.rollback.take() {
             let _ = std::fs::remove_file(private_copy);
         }
-        tracing::info!(module, "unloaded");
+        tracing::debug!(module, "unloaded");
         Ok(())
     }
 
@@ -420,7 +420,7 @@ impl Engine {
                 Some(entry) => {
                     let deadline = started + self.config.swap_timeout;
                     entry.commit(code, deadline, &mut report, started)?;
-                    tracing::info!("swapped {report}");
+                    tracing::debug!("swapped {report}");
                 }
             }
             Ok(report)
@@ -474,7 +474,7 @@ impl Engine {
         });
         report.total = started.elapsed();
         entry.books.lock().last_swap = Some(report.clone());
-        tracing::info!("{report}");
+        tracing::debug!("{report}");
         Ok(())
     }
 

@@ -59,13 +59,14 @@ impl fmt::Display for SwapReport {
         write!(
             f,
             " from {}: {} instance(s) migrated, {} snapshot bytes; total {:?} \
-             (copy {:?}, open+verify {:?}, wait {:?}, migrate {:?}), longest pause {:?}",
+             (copy {:?}, open+verify {:?}, start check {:?}, wait {:?}, migrate {:?}), longest pause {:?}",
             self.file.display(),
             self.instances,
             self.snapshot_bytes_total,
             self.total,
             self.copy,
             self.open_and_verify,
+            self.start_check,
             self.wait_for_calls,
             self.migrate_total,
             self.pause,
