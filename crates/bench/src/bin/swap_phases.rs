@@ -18,6 +18,7 @@ use hotswap_test_modules::{BLOB, COUNTER_V1, COUNTER_V2};
 struct Phases {
     copy: Vec<Duration>,
     open_and_verify: Vec<Duration>,
+    start_check: Vec<Duration>,
     wait_for_calls: Vec<Duration>,
     migrate_total: Vec<Duration>,
     pause: Vec<Duration>,
@@ -31,6 +32,7 @@ impl Phases {
     fn record(&mut self, report: &SwapReport, load_returned: Duration) {
         self.copy.push(report.copy);
         self.open_and_verify.push(report.open_and_verify);
+        self.start_check.push(report.start_check);
         self.wait_for_calls.push(report.wait_for_calls);
         self.migrate_total.push(report.migrate_total);
         self.pause.push(report.pause);
@@ -40,9 +42,10 @@ impl Phases {
 
     fn print(mut self, title: &str) {
         println!("\n{title} ({} swaps), median (p10 – p90, min, max):", self.total.len());
-        let rows: [(&str, &mut Vec<Duration>); 7] = [
+        let rows: [(&str, &mut Vec<Duration>); 8] = [
             ("copy", &mut self.copy),
             ("open_and_verify", &mut self.open_and_verify),
+            ("start_check", &mut self.start_check),
             ("wait_for_calls", &mut self.wait_for_calls),
             ("migrate_total", &mut self.migrate_total),
             ("pause", &mut self.pause),

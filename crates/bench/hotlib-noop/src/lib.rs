@@ -1,6 +1,0 @@
-//! The trivial function that `crates/bench/benches/call.rs` calls directly,
-//! through a raw `libloading` function pointer, and through hot-lib-reloader.
-
-/// Does nothing; exported unmangled so it can be looked up with `dlsym`.
-#[unsafe(no_mangle)]
-pub fn noop() {}
