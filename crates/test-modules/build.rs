@@ -1,4 +1,5 @@
-//! Builds the module crates under `modules/` into a private target folder and
+//! Builds the module crates under `modules/` (and the game demo's two
+//! versions, under `examples/game/`) into a private target folder and
 //! writes their paths into `modules.rs`, so tests, examples and benchmarks
 //! load real `.so` files built from this tree.
 //!
@@ -22,6 +23,9 @@ const MODULES: &[&str] = &[
     "not-a-module",
     "tls-counter",
     "blob",
+    // The game demo's module, both versions (examples/game).
+    "game1",
+    "game2",
 ];
 
 fn main() {
@@ -60,6 +64,8 @@ fn main() {
     std::fs::write(out_dir.join("modules.rs"), paths).unwrap();
 
     println!("cargo:rerun-if-changed=modules");
+    println!("cargo:rerun-if-changed=../../examples/game/game1");
+    println!("cargo:rerun-if-changed=../../examples/game/game2");
     println!("cargo:rerun-if-changed=../module");
     println!("cargo:rerun-if-changed=../abi");
 }

@@ -14,5 +14,7 @@
 //! | [`NOT_A_MODULE`] | a shared library that is not a hotswap module |
 //! | [`TLS_COUNTER`] | `tls-counter`, with a `thread_local!` that has a destructor |
 //! | [`BLOB`] | `blob`, a state of N bytes (method `resize`), for swap-pause benchmarks |
+//! | [`GAME1`] | `game` 1001 ("game1"), the game demo's module from `examples/game/game1` |
+//! | [`GAME2`] | `game` 1002 ("game2"), its next version with a migrated layout, from `examples/game/game2` |
 
 include!(concat!(env!("OUT_DIR"), "/modules.rs"));
