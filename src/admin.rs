@@ -1,0 +1,154 @@
+//! The admin API: HTTP over the admin Unix socket (mode 0600, so only the
+//! daemon's user can reach it), and optionally over TCP with a bearer token.
+//!
+//! | request | what it does |
+//! |---|---|
+//! | `GET /v1/status` | modules, versions, counters, last swap, uptime, pid (JSON) |
+//! | `POST /v1/modules/{name}/load` | swap to `{"path": ...}` or the configured file; answers when done |
+//! | `POST /v1/modules/{name}/rollback` | swap back to the version before |
+//! | `POST /v1/modules/{name}/call/{method}?instance=K` | one call, as on the public port |
+//! | `POST /v1/snapshot` | write every module's state file now |
+//! | `GET /metrics` | Prometheus text format |
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Method, Request};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api;
+use crate::daemon::{Daemon, Trigger};
+use crate::http::{self, Response};
+
+/// Largest JSON body the admin API reads (a load request is a path).
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// The SHA-256 of the admin token. Comparing digests in constant time
+/// reveals neither the token's bytes nor its length through timing.
+#[derive(Clone)]
+pub struct Token([u8; 32]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+impl Token {
+    pub fn new(secret: &str) -> Token {
+        Token(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    fn accepts(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        digest.ct_eq(&self.0).into()
+    }
+}
+
+pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<Incoming>) -> Response {
+    if let Some(token) = &token {
+        let presented = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !token.accepts(presented) {
+            let mut response =
+                http::error(401, "this admin API needs the header `Authorization: Bearer <token>`");
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let segments: Vec<String> = path.trim_start_matches('/').split('/').filter_map(http::segment).collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET, ["v1", "status"]) => http::json(200, &daemon.status()),
+        (&Method::GET, ["metrics"]) => {
+            let mut response = http::bytes(200, daemon.metrics_text());
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response
+        }
+        (&Method::POST, ["v1", "modules", name, "load"]) => {
+            let request: api::LoadRequest =
+                match http::read_body(body, &parts.headers, ADMIN_BODY_LIMIT).await {
+                    Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => api::LoadRequest::default(),
+                    Ok(bytes) => match serde_json::from_slice(&bytes) {
+                        Ok(request) => request,
+                        Err(err) => {
+                            return http::error(
+                                400,
+                                format!("the body must be {{\"path\": \"...\"}} or empty: {err}"),
+                            );
+                        }
+                    },
+                    Err(response) => return response,
+                };
+            let name = name.to_string();
+            blocking(move || {
+                daemon.swap(&name, request.path.as_deref().map(std::path::Path::new), Trigger::Admin)
+            })
+            .await
+        }
+        (&Method::POST, ["v1", "modules", name, "rollback"]) => {
+            let name = name.to_string();
+            blocking(move || daemon.rollback(&name)).await
+        }
+        (&Method::POST, ["v1", "modules", name, "call", method]) => {
+            let instance = http::query_param(parts.uri.query(), "instance").unwrap_or_default();
+            let payload = match http::read_body(body, &parts.headers, daemon.config().max_body).await {
+                Ok(payload) => payload,
+                Err(response) => return response,
+            };
+            let (name, method) = (name.to_string(), method.to_string());
+            tokio::task::spawn_blocking(move || {
+                crate::public::call(&daemon, &name, &instance, &method, &payload)
+            })
+            .await
+            .unwrap_or_else(|err| http::error(500, format!("the call task failed: {err}")))
+        }
+        (&Method::POST, ["v1", "snapshot"]) => {
+            match tokio::task::spawn_blocking(move || daemon.snapshot_all()).await {
+                Ok(run) if run.failed.is_empty() => http::json(200, &run),
+                Ok(run) => http::json(500, &run),
+                Err(err) => http::error(500, format!("the snapshot task failed: {err}")),
+            }
+        }
+        (_, ["v1", "status"] | ["metrics"]) => http::error(405, format!("use GET {path}")),
+        (
+            _,
+            ["v1", "snapshot"] | ["v1", "modules", _, "load" | "rollback"] | ["v1", "modules", _, "call", _],
+        ) => http::error(405, format!("use POST {path}")),
+        _ => http::error(404, format!("no admin endpoint {} {path}", parts.method)),
+    }
+}
+
+/// Runs a swap off the async threads and answers with its report or why it failed.
+async fn blocking(
+    swap: impl FnOnce() -> Result<api::SwapReport, crate::daemon::SwapFailure> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(swap).await {
+        Ok(Ok(report)) => http::json(200, &report),
+        Ok(Err(failure)) => http::error(failure.http_status(), failure.to_string()),
+        Err(err) => http::error(500, format!("the swap task failed: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_by_digest() {
+        let token = Token::new("s3cret");
+        assert!(token.accepts(b"s3cret"));
+        assert!(!token.accepts(b"s3cre"));
+        assert!(!token.accepts(b"s3cret "));
+        assert!(!token.accepts(b""));
+    }
+}

@@ -1,0 +1,167 @@
+//! The admin API's JSON documents, shared by the daemon (which writes them)
+//! and the CLI (which reads them), so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub daemon_version: String,
+    pub uptime_seconds: f64,
+    pub config: String,
+    /// The public HTTP address actually bound (a configured port 0 is resolved).
+    pub public_addr: String,
+    pub admin_socket: String,
+    pub state_dir: String,
+    /// `true` once the daemon stopped taking new connections.
+    pub draining: bool,
+    pub last_snapshot: Option<SnapshotRun>,
+    pub modules: Vec<Module>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Module {
+    pub name: String,
+    pub version: String,
+    pub file: String,
+    pub sdk_version: String,
+    pub rustc_version: String,
+    pub since_unix_ms: u64,
+    pub watch: bool,
+    pub instances: usize,
+    pub calls: u64,
+    pub errors: u64,
+    pub panics: u64,
+    pub by_version: Vec<VersionCalls>,
+    pub swaps: u64,
+    pub rollback_version: Option<String>,
+    /// Retired versions whose code is still mapped.
+    pub resident_retired: Vec<String>,
+    /// Retired versions whose code left memory.
+    pub reclaimed: u64,
+    pub last_swap: Option<SwapReport>,
+    /// The last failed swap of this module, if it failed after the last success.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionCalls {
+    pub version: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub panics: u64,
+}
+
+/// A successful swap, as `hotswap::SwapReport`, durations in microseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwapReport {
+    pub module: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub file: String,
+    pub instances: usize,
+    pub copy_us: u64,
+    pub open_and_verify_us: u64,
+    pub start_check_us: u64,
+    pub wait_for_calls_us: u64,
+    pub migrate_total_us: u64,
+    pub migrate_max_us: u64,
+    pub pause_us: u64,
+    pub total_us: u64,
+    pub snapshot_bytes_total: u64,
+    pub old_code_unmapped: Option<bool>,
+    /// What asked for the swap: "admin", "watch", "reload", "route" ("" in status).
+    pub trigger: String,
+}
+
+impl SwapReport {
+    pub fn from_engine(report: &hotswap::SwapReport, trigger: &str) -> SwapReport {
+        let us = |d: Duration| d.as_micros() as u64;
+        SwapReport {
+            module: report.module.clone(),
+            from_version: report.from_version.clone(),
+            to_version: report.to_version.clone(),
+            file: report.file.display().to_string(),
+            instances: report.instances,
+            copy_us: us(report.copy),
+            open_and_verify_us: us(report.open_and_verify),
+            start_check_us: us(report.start_check),
+            wait_for_calls_us: us(report.wait_for_calls),
+            migrate_total_us: us(report.migrate_total),
+            migrate_max_us: us(report.migrate_max),
+            pause_us: us(report.pause),
+            total_us: us(report.total),
+            snapshot_bytes_total: report.snapshot_bytes_total,
+            old_code_unmapped: report.old_code_unmapped,
+            trigger: trigger.to_owned(),
+        }
+    }
+
+    /// One line for a person.
+    pub fn summary(&self) -> String {
+        let took = format_us(self.total_us);
+        match &self.from_version {
+            None => format!("loaded {} {} from {} in {took}", self.module, self.to_version, self.file),
+            Some(from) => format!(
+                "swapped {} {from} -> {} in {took}: {} instance(s) migrated, longest pause {}{}",
+                self.module,
+                self.to_version,
+                self.instances,
+                format_us(self.pause_us),
+                match self.old_code_unmapped {
+                    Some(false) => "; the old code is still mapped (see `hotswap status`)",
+                    _ => "",
+                }
+            ),
+        }
+    }
+}
+
+/// The outcome of writing every module's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRun {
+    pub at_unix_ms: u64,
+    pub written: Vec<Written>,
+    pub failed: Vec<Failed>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Written {
+    pub module: String,
+    pub file: String,
+    pub instances: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failed {
+    pub module: String,
+    pub error: String,
+}
+
+/// Body of every error response: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Error {
+    pub error: String,
+}
+
+/// Body of `POST /v1/modules/{name}/load`; the path defaults to the configured one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    pub path: Option<String>,
+}
+
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+pub fn format_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.2} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}

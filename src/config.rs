@@ -1,0 +1,457 @@
+//! `hotswap.toml`: what the daemon serves. Parsed strictly (unknown keys
+//! are errors: a typo must not silently change behaviour), with every
+//! relative path resolved against the folder of the config file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub max_body: usize,
+    pub shutdown_timeout: Duration,
+    pub admin: Admin,
+    pub state_dir: PathBuf,
+    pub snapshot_every: Duration,
+    pub swap_timeout: Duration,
+    pub max_resident_retired: usize,
+    /// Folders module files may be loaded from.
+    pub allowed_dirs: Vec<PathBuf>,
+    pub modules: Vec<ModuleConfig>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// HTTP over this Unix socket, mode 0600.
+    pub socket: PathBuf,
+    /// Optional TCP admin, with the bearer token read from `token_file`.
+    pub tcp: Option<(SocketAddr, PathBuf)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub watch: bool,
+    /// Expected sha256 of the module file, lowercase hex.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: hyper::Method,
+    pub path: String,
+    pub module: String,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Call `method` on instance `instance` (overridable with `?instance=`).
+    Call { method: String, instance: String },
+    /// Swap `module` to `lib<name>.so` from this folder, `name` given as `?name=`.
+    LoadFrom(PathBuf),
+}
+
+/// Why a config file cannot be used.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    allowed_dirs: Vec<PathBuf>,
+    server: RawServer,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    engine: RawEngine,
+    #[serde(default, rename = "module")]
+    modules: Vec<RawModule>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    #[serde(default = "default_max_body")]
+    max_body: String,
+    #[serde(default = "default_shutdown_timeout")]
+    shutdown_timeout: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_socket")]
+    socket: PathBuf,
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { socket: default_socket(), listen: None, token_file: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default = "default_state_dir")]
+    dir: PathBuf,
+    #[serde(default = "default_snapshot_every")]
+    snapshot_every: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState { dir: default_state_dir(), snapshot_every: default_snapshot_every() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    #[serde(default = "default_swap_timeout")]
+    swap_timeout: String,
+    #[serde(default = "default_max_resident_retired")]
+    max_resident_retired: usize,
+}
+
+impl Default for RawEngine {
+    fn default() -> Self {
+        RawEngine {
+            swap_timeout: default_swap_timeout(),
+            max_resident_retired: default_max_resident_retired(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    name: String,
+    path: PathBuf,
+    #[serde(default)]
+    watch: bool,
+    sha256: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: String,
+    path: String,
+    module: String,
+    call: Option<String>,
+    #[serde(default)]
+    instance: String,
+    load_from: Option<PathBuf>,
+}
+
+fn default_max_body() -> String {
+    "1MiB".into()
+}
+fn default_shutdown_timeout() -> String {
+    "10s".into()
+}
+fn default_socket() -> PathBuf {
+    "hotswap.sock".into()
+}
+fn default_state_dir() -> PathBuf {
+    "state".into()
+}
+fn default_snapshot_every() -> String {
+    "30s".into()
+}
+fn default_swap_timeout() -> String {
+    "5s".into()
+}
+fn default_max_resident_retired() -> usize {
+    hotswap::EngineConfig::default().max_resident_retired
+}
+
+impl Config {
+    /// Reads and validates `file`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let error = |reason: String| ConfigError { file: file.to_owned(), reason };
+        let text = std::fs::read_to_string(file).map_err(|err| error(format!("cannot read it: {err}")))?;
+        Config::parse(file, &text).map_err(error)
+    }
+
+    /// Validates the text of a config file that lives at `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())?;
+        let base = file.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).map_err(|err| format!("cannot resolve its folder: {err}"))?;
+        let resolve = |path: &Path| base.join(path);
+
+        let listen = parse_addr("server.listen", &raw.server.listen)?;
+        let max_body = parse_size("server.max_body", &raw.server.max_body)?;
+        let shutdown_timeout = parse_duration("server.shutdown_timeout", &raw.server.shutdown_timeout)?;
+        let tcp = match (raw.admin.listen, raw.admin.token_file) {
+            (None, None) => None,
+            (Some(listen), Some(token)) => Some((parse_addr("admin.listen", &listen)?, resolve(&token))),
+            (Some(_), None) => {
+                return Err(
+                    "admin.listen needs admin.token_file: the TCP admin API requires a bearer token".into()
+                );
+            }
+            (None, Some(_)) => return Err("admin.token_file is set but admin.listen is not".into()),
+        };
+        let snapshot_every = parse_duration("state.snapshot_every", &raw.state.snapshot_every)?;
+        if snapshot_every.is_zero() {
+            return Err("state.snapshot_every must be longer than 0s".into());
+        }
+        let swap_timeout = parse_duration("engine.swap_timeout", &raw.engine.swap_timeout)?;
+
+        let mut names = HashSet::new();
+        let mut modules = Vec::new();
+        for module in raw.modules {
+            check_name("module name", &module.name)?;
+            if !names.insert(module.name.clone()) {
+                return Err(format!("module '{}' is configured twice", module.name));
+            }
+            let sha256 = match module.sha256 {
+                Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Some(hex.to_ascii_lowercase())
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "module '{}': sha256 must be 64 hex digits, got {other:?}",
+                        module.name
+                    ));
+                }
+                None => None,
+            };
+            modules.push(ModuleConfig {
+                name: module.name,
+                path: resolve(&module.path),
+                watch: module.watch,
+                sha256,
+            });
+        }
+
+        let mut routes = Vec::new();
+        for route in raw.routes {
+            let where_ = format!("route {} {}", route.method, route.path);
+            let method = hyper::Method::from_bytes(route.method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("{where_}: {:?} is not an HTTP method", route.method))?;
+            if !route.path.starts_with('/') {
+                return Err(format!("{where_}: the path must start with '/'"));
+            }
+            if route.path.starts_with("/call/") || route.path == "/healthz" {
+                return Err(format!("{where_}: /call/... and /healthz are built in"));
+            }
+            if !names.contains(&route.module) {
+                return Err(format!("{where_}: module '{}' is not configured", route.module));
+            }
+            let action = match (route.call, route.load_from) {
+                (Some(call), None) => RouteAction::Call { method: call, instance: route.instance },
+                (None, Some(dir)) => RouteAction::LoadFrom(resolve(&dir)),
+                _ => return Err(format!("{where_}: give exactly one of `call` and `load_from`")),
+            };
+            if routes.iter().any(|r: &Route| r.method == method && r.path == route.path) {
+                return Err(format!("{where_}: configured twice"));
+            }
+            routes.push(Route { method, path: route.path, module: route.module, action });
+        }
+
+        // Modules load from the folders that hold the configured files, from
+        // the `load_from` folders of routes, and from `allowed_dirs`.
+        let mut allowed_dirs: Vec<PathBuf> = raw.allowed_dirs.iter().map(|dir| resolve(dir)).collect();
+        allowed_dirs.extend(modules.iter().filter_map(|module| module.path.parent().map(Path::to_owned)));
+        allowed_dirs.extend(routes.iter().filter_map(|route| match &route.action {
+            RouteAction::LoadFrom(dir) => Some(dir.clone()),
+            RouteAction::Call { .. } => None,
+        }));
+        allowed_dirs.sort();
+        allowed_dirs.dedup();
+
+        Ok(Config {
+            file: std::path::absolute(file).unwrap_or_else(|_| file.to_owned()),
+            listen,
+            max_body,
+            shutdown_timeout,
+            admin: Admin { socket: resolve(&raw.admin.socket), tcp },
+            state_dir: resolve(&raw.state.dir),
+            snapshot_every,
+            swap_timeout,
+            max_resident_retired: raw.engine.max_resident_retired,
+            allowed_dirs,
+            modules,
+            routes,
+        })
+    }
+
+    pub fn module(&self, name: &str) -> Option<&ModuleConfig> {
+        self.modules.iter().find(|module| module.name == name)
+    }
+
+    pub fn engine_config(&self) -> hotswap::EngineConfig {
+        hotswap::EngineConfig {
+            swap_timeout: self.swap_timeout,
+            max_resident_retired: self.max_resident_retired,
+            ..hotswap::EngineConfig::default()
+        }
+    }
+}
+
+/// Module names become file names (state files) and URL segments.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what} {name:?} must be 1 to 64 of A-Z a-z 0-9 - _ . and not start with '.'"))
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| format!("{key}: {value:?} is not an address like \"127.0.0.1:8080\""))
+}
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|err| format!("{key}: {value:?} is not a duration like \"30s\" ({err})"))
+}
+
+fn parse_size(key: &str, value: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize =
+        value.parse().map_err(|err| format!("{key}: {value:?} is not a size like \"1MiB\" ({err})"))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("{key}: {value:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+allowed_dirs = ["extra"]
+
+[server]
+listen = "127.0.0.1:8080"
+max_body = "64KiB"
+
+[admin]
+socket = "run/hotswap.sock"
+listen = "127.0.0.1:9090"
+token_file = "admin.token"
+
+[state]
+dir = "state"
+snapshot_every = "5s"
+
+[[module]]
+name = "game"
+path = "modules/libgame1.so"
+watch = true
+sha256 = "ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789"
+
+[[route]]
+method = "get"
+path = "/hello"
+module = "game"
+call = "hello"
+
+[[route]]
+method = "GET"
+path = "/load"
+module = "game"
+load_from = "modules"
+"#;
+
+    #[test]
+    fn parses_and_resolves_against_the_config_folder() {
+        let config = Config::parse(Path::new("/srv/demo/hotswap.toml"), FULL).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.max_body, 64 * 1024);
+        assert_eq!(config.admin.socket, Path::new("/srv/demo/run/hotswap.sock"));
+        assert_eq!(
+            config.admin.tcp,
+            Some(("127.0.0.1:9090".parse().unwrap(), "/srv/demo/admin.token".into()))
+        );
+        assert_eq!(config.state_dir, Path::new("/srv/demo/state"));
+        assert_eq!(config.snapshot_every, Duration::from_secs(5));
+        assert_eq!(config.modules[0].path, Path::new("/srv/demo/modules/libgame1.so"));
+        assert_eq!(config.modules[0].sha256.as_deref().map(str::len), Some(64));
+        assert_eq!(config.routes[0].method, hyper::Method::GET);
+        assert_eq!(
+            config.routes[0].action,
+            RouteAction::Call { method: "hello".into(), instance: String::new() }
+        );
+        assert_eq!(config.routes[1].action, RouteAction::LoadFrom("/srv/demo/modules".into()));
+        assert_eq!(config.allowed_dirs, [Path::new("/srv/demo/extra"), Path::new("/srv/demo/modules")]);
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::parse(Path::new("/x/h.toml"), "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(config.max_body, 1024 * 1024);
+        assert_eq!(config.admin.socket, Path::new("/x/hotswap.sock"));
+        assert_eq!(config.admin.tcp, None);
+        assert_eq!(config.snapshot_every, Duration::from_secs(30));
+        assert_eq!(config.swap_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        let cases = [
+            ("[server]\nlisten = \"nowhere\"", "server.listen: \"nowhere\" is not an address"),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nmax_body = \"lots\"",
+                "server.max_body: \"lots\" is not a size",
+            ),
+            ("[server]\nlisten = \"127.0.0.1:1\"\nlisten_twice = 1", "unknown field `listen_twice`"),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"",
+                "needs admin.token_file",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[module]]\nname = \"a/b\"\npath = \"x.so\"",
+                "module name \"a/b\" must be",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[module]]\nname = \"a\"\npath = \"x.so\"\nsha256 = \"12\"",
+                "sha256 must be 64 hex digits",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[route]]\nmethod = \"GET\"\npath = \"/x\"\nmodule = \"nope\"\ncall = \"x\"",
+                "module 'nope' is not configured",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::parse(Path::new("/x/h.toml"), text).unwrap_err();
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+}

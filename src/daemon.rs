@@ -1,0 +1,436 @@
+//! The daemon's state and every operation that changes what it serves.
+//!
+//! All swaps go through [`Daemon::swap`], whatever asked for them (start,
+//! admin API or CLI, file watch, SIGHUP, a `load_from` route), so the load
+//! policy, the snapshot taken before every swap and the metrics apply to
+//! each one. These methods block (a swap waits for busy instances); async
+//! callers run them with `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Instant, SystemTime};
+
+use hotswap::{Engine, SwapError};
+
+use crate::api;
+use crate::config::{Config, ModuleConfig};
+use crate::metrics::Metrics;
+use crate::policy;
+use crate::state::StateStore;
+
+/// What asked for a swap; reported in status and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Admin,
+    Watch,
+    Reload,
+    Route,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Admin => "admin",
+            Trigger::Watch => "watch",
+            Trigger::Reload => "reload",
+            Trigger::Route => "route",
+        }
+    }
+}
+
+/// Why a swap did not happen. The module keeps serving its current version.
+#[derive(Debug)]
+pub enum SwapFailure {
+    /// No `[[module]]` of that name.
+    NotConfigured(String),
+    /// The load policy refused the file (folder, permissions).
+    Refused(String),
+    /// The engine refused the swap.
+    Engine(SwapError),
+    /// A watched file changed back to the content already loaded.
+    Unchanged,
+}
+
+impl SwapFailure {
+    /// The HTTP status the admin API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            SwapFailure::NotConfigured(_) => 404,
+            SwapFailure::Refused(_) => 403,
+            SwapFailure::Engine(SwapError::SwapInProgress { .. }) => 409,
+            SwapFailure::Engine(SwapError::UnknownModule { .. }) => 404,
+            SwapFailure::Engine(_) => 422,
+            SwapFailure::Unchanged => 200,
+        }
+    }
+
+    /// Whether the file may simply not have been complete yet (a watcher
+    /// tries again shortly before it reports the failure).
+    pub fn may_be_incomplete(&self) -> bool {
+        matches!(
+            self,
+            SwapFailure::Engine(
+                SwapError::EmptyFile { .. }
+                    | SwapError::NotElf { .. }
+                    | SwapError::InvalidElf { .. }
+                    | SwapError::Open { .. }
+                    | SwapError::Unreadable { .. }
+                    | SwapError::SwapInProgress { .. }
+            )
+        )
+    }
+}
+
+impl std::fmt::Display for SwapFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SwapFailure::NotConfigured(module) => {
+                write!(f, "module '{module}' is not configured; add a [[module]] entry for it")
+            }
+            SwapFailure::Refused(reason) => write!(f, "refused: {reason}"),
+            SwapFailure::Engine(error) => error.fmt(f),
+            SwapFailure::Unchanged => write!(f, "the file did not change"),
+        }
+    }
+}
+
+pub struct Daemon {
+    pub engine: Engine,
+    config: RwLock<Arc<Config>>,
+    pub store: StateStore,
+    pub metrics: Metrics,
+    started: Instant,
+    pub public_addr: OnceLock<SocketAddr>,
+    /// Set when the daemon stops taking connections.
+    pub draining: AtomicBool,
+    last_errors: Mutex<HashMap<String, String>>,
+    last_snapshot: Mutex<Option<api::SnapshotRun>>,
+    /// SHA-256 of the file each watched module was last loaded from.
+    loaded_hashes: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("config", &self.config().file).finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    pub fn new(config: Config, store: StateStore) -> Daemon {
+        Daemon {
+            engine: Engine::new(config.engine_config()),
+            config: RwLock::new(Arc::new(config)),
+            store,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            public_addr: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            last_errors: Mutex::new(HashMap::new()),
+            last_snapshot: Mutex::new(None),
+            loaded_hashes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// Loads every configured module, restoring its saved state. A state
+    /// file that is corrupt, or that the module cannot take over, stops the
+    /// start, unless `discard_corrupt` is set: then it is moved aside (never
+    /// deleted) and the module starts fresh.
+    pub fn start_modules(&self, discard_corrupt: bool) -> Result<(), String> {
+        let config = self.config();
+        for module in &config.modules {
+            self.start_module(&config, module, discard_corrupt)?;
+        }
+        Ok(())
+    }
+
+    fn start_module(
+        &self,
+        config: &Config,
+        module: &ModuleConfig,
+        discard_corrupt: bool,
+    ) -> Result<(), String> {
+        let name = &module.name;
+        let source = policy::check_source(config, &module.path)
+            .map_err(|reason| format!("module '{name}': {reason}"))?;
+        let check = |copy: &Path| policy::check_sha256(module.sha256.as_deref(), copy);
+        let hint = "start with --discard-corrupt-state to move it aside and start this module fresh";
+        let saved = match self.store.read(name) {
+            Ok(saved) => saved,
+            Err(error) if discard_corrupt => {
+                let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
+                tracing::warn!(module = %name, "{error}; moved it to {} and starting fresh", aside.display());
+                None
+            }
+            Err(error) => return Err(format!("{error}; {hint}")),
+        };
+        let report = match &saved {
+            None => self.engine.load_checked(name, &source, check),
+            Some(saved) => match self.engine.restore_checked(name, &source, saved, check) {
+                Err(
+                    error @ (SwapError::RestoreFailed { .. } | SwapError::SnapshotOfAnotherModule { .. }),
+                ) => {
+                    let file = self.store.file(name);
+                    if !discard_corrupt {
+                        return Err(format!("state file {}: {error}; {hint}", file.display()));
+                    }
+                    let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
+                    tracing::warn!(module = %name, "{error}; moved {} to {} and starting fresh", file.display(), aside.display());
+                    self.engine.load_checked(name, &source, check)
+                }
+                other => other,
+            },
+        };
+        let report = report.map_err(|error| format!("module '{name}': {error}"))?;
+        let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
+        tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
+        Ok(())
+    }
+
+    /// Swaps `module` to `path` (default: its configured path).
+    pub fn swap(
+        &self,
+        module: &str,
+        path: Option<&Path>,
+        trigger: Trigger,
+    ) -> Result<api::SwapReport, SwapFailure> {
+        let config = self.config();
+        let configured =
+            config.module(module).ok_or_else(|| SwapFailure::NotConfigured(module.to_owned()))?;
+        let requested = match path {
+            Some(path) => config.file.parent().unwrap_or(Path::new("/")).join(path),
+            None => configured.path.clone(),
+        };
+        let outcome = self.swap_file(&config, configured, &requested, trigger);
+        self.record(module, trigger, &outcome);
+        outcome
+    }
+
+    fn swap_file(
+        &self,
+        config: &Config,
+        configured: &ModuleConfig,
+        requested: &Path,
+        trigger: Trigger,
+    ) -> Result<api::SwapReport, SwapFailure> {
+        let module = configured.name.as_str();
+        let source = policy::check_source(config, requested).map_err(SwapFailure::Refused)?;
+        let source_hash = match trigger {
+            Trigger::Watch => {
+                let hash = policy::sha256_of(&source).map_err(|err| {
+                    SwapFailure::Engine(SwapError::Unreadable { path: source.clone(), source: err })
+                })?;
+                if self.loaded_hashes.lock().expect("hash lock").get(module) == Some(&hash) {
+                    return Err(SwapFailure::Unchanged);
+                }
+                Some(hash)
+            }
+            _ => None,
+        };
+        self.save_before_swap(module);
+        let report = self
+            .engine
+            .load_checked(module, &source, |copy| policy::check_sha256(configured.sha256.as_deref(), copy))
+            .map_err(SwapFailure::Engine)?;
+        let mut hashes = self.loaded_hashes.lock().expect("hash lock");
+        match source_hash {
+            Some(hash) => hashes.insert(module.to_owned(), hash),
+            None => hashes.remove(module),
+        };
+        Ok(api::SwapReport::from_engine(&report, trigger.as_str()))
+    }
+
+    /// Swaps `module` back to the version it ran before.
+    pub fn rollback(&self, module: &str) -> Result<api::SwapReport, SwapFailure> {
+        self.save_before_swap(module);
+        let outcome = self
+            .engine
+            .rollback(module)
+            .map(|report| api::SwapReport::from_engine(&report, Trigger::Admin.as_str()))
+            .map_err(SwapFailure::Engine);
+        self.loaded_hashes.lock().expect("hash lock").remove(module);
+        self.record(module, Trigger::Admin, &outcome);
+        outcome
+    }
+
+    /// Every swap is preceded by a durable snapshot of the module, so the
+    /// state on disk is at most one swap old if the new version misbehaves.
+    fn save_before_swap(&self, module: &str) {
+        if self.engine.status().module(module).is_none() {
+            return;
+        }
+        if let Err(error) = self.write_state(module) {
+            tracing::error!(module, "could not save the state before the swap: {error}");
+        }
+    }
+
+    fn record(&self, module: &str, trigger: Trigger, outcome: &Result<api::SwapReport, SwapFailure>) {
+        match outcome {
+            Ok(report) => {
+                self.last_errors.lock().expect("error lock").remove(module);
+                if report.from_version.is_some() {
+                    self.metrics.swap_succeeded(module, std::time::Duration::from_micros(report.total_us));
+                }
+                tracing::info!(module, trigger = trigger.as_str(), "{}", report.summary());
+            }
+            Err(SwapFailure::Unchanged) => {}
+            Err(failure) => {
+                self.metrics.swap_failed(module);
+                self.last_errors.lock().expect("error lock").insert(module.to_owned(), failure.to_string());
+                tracing::warn!(
+                    module,
+                    trigger = trigger.as_str(),
+                    "swap refused, the current version keeps serving: {failure}"
+                );
+            }
+        }
+    }
+
+    /// Writes `module`'s state file now.
+    pub fn write_state(&self, module: &str) -> Result<api::Written, String> {
+        let snapshot = self.engine.snapshot(module).map_err(|err| err.to_string())?;
+        let written = self.store.write(&snapshot).map_err(|err| err.to_string())?;
+        Ok(api::Written {
+            module: module.to_owned(),
+            file: written.file.display().to_string(),
+            instances: written.instances,
+            bytes: written.bytes,
+        })
+    }
+
+    /// Writes every module's state file; a module that fails does not stop the others.
+    pub fn snapshot_all(&self) -> api::SnapshotRun {
+        let mut run =
+            api::SnapshotRun { at_unix_ms: api::unix_ms(SystemTime::now()), written: vec![], failed: vec![] };
+        for module in self.engine.status().modules {
+            match self.write_state(&module.name) {
+                Ok(written) => run.written.push(written),
+                Err(error) => {
+                    tracing::error!(module = %module.name, "could not save the state: {error}");
+                    run.failed.push(api::Failed { module: module.name, error });
+                }
+            }
+        }
+        *self.last_snapshot.lock().expect("snapshot lock") = Some(run.clone());
+        run
+    }
+
+    /// Applies a new config (SIGHUP): loads added modules, swaps modules
+    /// whose file changed, saves and unloads removed ones. Settings that
+    /// only take effect at start are reported, not applied.
+    pub fn reconcile(&self, new: Config) {
+        let old = self.config();
+        for (what, changed) in [
+            ("server.listen", old.listen != new.listen),
+            ("admin", old.admin != new.admin),
+            ("state.dir", old.state_dir != new.state_dir),
+            (
+                "engine",
+                old.swap_timeout != new.swap_timeout || old.max_resident_retired != new.max_resident_retired,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    "{what} changed in {}; it takes effect at the next start or upgrade",
+                    new.file.display()
+                );
+            }
+        }
+        *self.config.write().expect("config lock") = Arc::new(new.clone());
+        for module in &old.modules {
+            if new.module(&module.name).is_none() {
+                match self
+                    .write_state(&module.name)
+                    .and_then(|_| self.engine.unload(&module.name).map_err(|err| err.to_string()))
+                {
+                    Ok(()) => {
+                        tracing::info!(module = %module.name, "removed from the config: state saved, unloaded")
+                    }
+                    Err(error) => tracing::error!(module = %module.name, "could not remove it: {error}"),
+                }
+            }
+        }
+        for module in &new.modules {
+            let loaded = self.engine.status().module(&module.name).is_some();
+            if !loaded {
+                if let Err(error) = self.start_module(&new, module, false) {
+                    tracing::error!(module = %module.name, "could not load the added module: {error}");
+                }
+            } else if old.module(&module.name).map(|m| &m.path) != Some(&module.path) {
+                let _ = self.swap(&module.name, None, Trigger::Reload);
+            }
+        }
+    }
+
+    pub fn status(&self) -> api::Status {
+        let config = self.config();
+        let engine = self.engine.status();
+        let last_errors = self.last_errors.lock().expect("error lock").clone();
+        let modules = engine
+            .modules
+            .iter()
+            .map(|module| api::Module {
+                name: module.name.clone(),
+                version: module.current.version.clone(),
+                file: module.current.file.display().to_string(),
+                sdk_version: module.current.sdk_version.clone(),
+                rustc_version: module.current.rustc_version.clone(),
+                since_unix_ms: api::unix_ms(module.since),
+                watch: config.module(&module.name).is_some_and(|m| m.watch),
+                instances: module.instances,
+                calls: module.calls,
+                errors: module.errors,
+                panics: module.panics,
+                by_version: module
+                    .by_version
+                    .iter()
+                    .map(|line| api::VersionCalls {
+                        version: line.version.clone(),
+                        calls: line.calls,
+                        errors: line.errors,
+                        panics: line.panics,
+                    })
+                    .collect(),
+                swaps: module.swaps,
+                rollback_version: module.rollback_version.clone(),
+                resident_retired: module.resident_retired.iter().map(|r| r.version.clone()).collect(),
+                reclaimed: module.reclaimed,
+                last_swap: module.last_swap.as_ref().map(|report| api::SwapReport::from_engine(report, "")),
+                last_error: last_errors.get(&module.name).cloned(),
+            })
+            .collect();
+        api::Status {
+            pid: std::process::id(),
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            config: config.file.display().to_string(),
+            public_addr: self.public_addr.get().map(ToString::to_string).unwrap_or_default(),
+            admin_socket: config.admin.socket.display().to_string(),
+            state_dir: self.store.dir().display().to_string(),
+            draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),
+            last_snapshot: self.last_snapshot.lock().expect("snapshot lock").clone(),
+            modules,
+        }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&self.engine.status(), self.started.elapsed())
+    }
+
+    /// The file a `load_from` route swaps to for `?name=NAME`: `libNAME.so`
+    /// or `NAME.so` in that folder, and nothing outside it.
+    pub fn route_file(dir: &Path, name: &str) -> Result<PathBuf, String> {
+        crate::config::check_name("name", name)?;
+        ["lib{}.so", "{}.so", "{}"]
+            .iter()
+            .map(|pattern| dir.join(pattern.replace("{}", name)))
+            .find(|candidate| candidate.is_file() && candidate.extension().is_some_and(|ext| ext == "so"))
+            .ok_or_else(|| format!("no module file lib{name}.so or {name}.so in {}", dir.display()))
+    }
+}

@@ -1,0 +1,113 @@
+//! The public HTTP port: module calls, configured routes, health.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /call/{module}/{method}?instance=K` | 200 with the reply bytes |
+//! | a `[[route]]` with `call` | the same, for a fixed module, method and instance |
+//! | a `[[route]]` with `load_from` | swaps the module to `lib{name}.so` from that folder |
+//! | `GET /healthz` | 200 while serving, 503 once draining |
+//!
+//! A module's error is 422 `{"error": ...}`, a panic 500, an unknown module
+//! or route 404, a body over `server.max_body` 413.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hotswap::CallError;
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+
+use crate::config::RouteAction;
+use crate::daemon::{Daemon, Trigger};
+use crate::http::{self, Response};
+
+pub async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response {
+    let response = route(&daemon, request).await;
+    daemon.metrics.response(response.status().as_u16());
+    response
+}
+
+async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let query = parts.uri.query();
+    if path == "/healthz" {
+        return match daemon.draining.load(Relaxed) {
+            false => http::bytes(200, "ok\n"),
+            true => http::bytes(503, "draining\n"),
+        };
+    }
+    let config = daemon.config();
+    if let Some(rest) = path.strip_prefix("/call/") {
+        if parts.method != Method::POST {
+            return http::error(405, format!("use POST {path}"));
+        }
+        let Some((module, method)) =
+            rest.split_once('/').and_then(|(m, f)| Some((http::segment(m)?, http::segment(f)?)))
+        else {
+            return http::error(404, "call a module with POST /call/{module}/{method}?instance={key}");
+        };
+        let instance = http::query_param(query, "instance").unwrap_or_default();
+        return match http::read_body(body, &parts.headers, config.max_body).await {
+            Ok(payload) => call(daemon, &module, &instance, &method, &payload),
+            Err(response) => response,
+        };
+    }
+    let same_path: Vec<_> = config.routes.iter().filter(|route| route.path == path).collect();
+    let Some(route) = same_path.iter().find(|route| route.method == parts.method) else {
+        if let Some(other) = same_path.first() {
+            return http::error(405, format!("{path} takes {}", other.method));
+        }
+        return http::error(
+            404,
+            format!(
+                "no route for {} {path}; modules are called with POST /call/{{module}}/{{method}}",
+                parts.method
+            ),
+        );
+    };
+    match &route.action {
+        RouteAction::Call { method, instance } => {
+            let instance = http::query_param(query, "instance").unwrap_or_else(|| instance.clone());
+            match http::read_body(body, &parts.headers, config.max_body).await {
+                Ok(payload) => call(daemon, &route.module, &instance, method, &payload),
+                Err(response) => response,
+            }
+        }
+        RouteAction::LoadFrom(dir) => {
+            let Some(name) = http::query_param(query, "name") else {
+                return http::error(400, format!("say which module file to load: {path}?name=NAME"));
+            };
+            let file = match Daemon::route_file(dir, &name) {
+                Ok(file) => file,
+                Err(reason) => return http::error(404, reason),
+            };
+            let (daemon, module) = (daemon.clone(), route.module.clone());
+            let swapped =
+                tokio::task::spawn_blocking(move || daemon.swap(&module, Some(&file), Trigger::Route)).await;
+            match swapped {
+                Ok(Ok(report)) => http::bytes(200, format!("{}\n", report.summary())),
+                Ok(Err(failure)) => http::error(failure.http_status(), failure.to_string()),
+                Err(panicked) => http::error(500, format!("the swap task failed: {panicked}")),
+            }
+        }
+    }
+}
+
+/// One module call, answered with the reply or a status that says what went wrong.
+pub fn call(daemon: &Daemon, module: &str, instance: &str, method: &str, payload: &[u8]) -> Response {
+    daemon.metrics.inflight_calls.fetch_add(1, Relaxed);
+    let result = daemon.engine.call(module, instance, method, payload);
+    daemon.metrics.inflight_calls.fetch_sub(1, Relaxed);
+    match result {
+        Ok(reply) => http::bytes(200, reply),
+        Err(error) => {
+            let status = match &error {
+                CallError::UnknownModule { .. } => 404,
+                CallError::Refused { .. } => 422,
+                _ => 500,
+            };
+            http::error(status, error.to_string())
+        }
+    }
+}
