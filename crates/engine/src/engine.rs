@@ -236,6 +236,55 @@ impl Engine {
         self.swap_in(module, path.as_ref(), None, Some(saved), &check)
     }
 
+    /// Starts instances of the loaded `module` from `saved`, each through
+    /// `init(Some(previous))` on the version that serves now: a process that
+    /// loaded its modules first and receives their state afterwards (a
+    /// whole-process upgrade). All instances start or none; an instance that
+    /// already started is refused rather than overwritten. Returns how many
+    /// instances started.
+    pub fn adopt(&self, module: &str, saved: &ModuleSnapshot) -> Result<usize, SwapError> {
+        let _swap = self.begin_swap(module)?;
+        let entry = self.entry(module).ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
+        if saved.module != module {
+            return Err(SwapError::SnapshotOfAnotherModule {
+                module: module.into(),
+                found: saved.module.clone(),
+            });
+        }
+        // Holding `current` keeps first calls from starting instances meanwhile.
+        let current = entry.current.read();
+        let code = current.as_ref().ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
+        let mut started = Vec::with_capacity(saved.instances.len());
+        for (key, bytes) in &saved.instances {
+            let existing = entry.instances.get(key.as_str()).map(|found| found.clone());
+            if existing.as_ref().is_some_and(|instance| matches!(*instance.slot.lock(), Slot::Live(_))) {
+                return Err(SwapError::AlreadyStarted { module: module.into(), instance: key.clone() });
+            }
+            let previous = Previous { name: &saved.module, version: &saved.version, state: bytes };
+            let state = code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
+                module: module.into(),
+                instance: key.clone(),
+                saved_version: saved.version.clone(),
+                fault,
+            })?;
+            started.push((key, existing, Live { code: code.clone(), state }));
+        }
+        let count = started.len();
+        for (key, existing, live) in started {
+            match existing {
+                // Created by a call or a handle but not started: fill it in
+                // place, so whoever holds it sees the adopted state.
+                Some(instance) => *instance.slot.lock() = Slot::Live(live),
+                None => {
+                    entry
+                        .instances
+                        .insert(key.as_str().into(), Arc::new(Instance::new(key, Slot::Live(live))));
+                }
+            }
+        }
+        Ok(count)
+    }
+
     /// Swaps `module` back to the version it ran before the last swap, from
     /// the engine's private copy of that file (the original may have been
     /// overwritten since). The state migrates as in any swap, so the older

@@ -159,6 +159,9 @@ pub enum SwapError {
     )]
     RestoreFailed { module: String, instance: String, saved_version: String, fault: Fault },
 
+    #[error("instance '{instance}' of module '{module}' has already started; its state is not replaced")]
+    AlreadyStarted { module: String, instance: String },
+
     #[error("the saved state is of module '{found}', not '{module}'; nothing was loaded")]
     SnapshotOfAnotherModule { module: String, found: String },
 

@@ -266,3 +266,35 @@ fn load_checked_sees_the_private_copy_and_can_refuse_it() {
     engine.load_checked("counter", COUNTER_V2, |_| Ok(())).unwrap();
     assert_eq!(call_text(&engine, "a", "version", ""), "2.0.0");
 }
+
+#[test]
+fn adopt_starts_instances_on_a_loaded_module_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = {
+        let old_process = engine_in(&dir.path().join("old"));
+        old_process.load("counter", COUNTER_V1).unwrap();
+        call_text(&old_process, "a", "add", "3");
+        call_text(&old_process, "b", "add", "4");
+        old_process.snapshot("counter").unwrap()
+    };
+    // The new process loaded its (newer) module before the state arrived.
+    let engine = engine_in(&dir.path().join("new"));
+    engine.load("counter", COUNTER_V2).unwrap();
+    call_text(&engine, "c", "add", "1");
+    assert_eq!(engine.adopt("counter", &saved).unwrap(), 2);
+    assert_eq!(call_text(&engine, "a", "get", ""), "3");
+    assert_eq!(call_text(&engine, "b", "add", "1"), "5");
+
+    // Again: "a" and "b" have started, so nothing is overwritten.
+    let error = engine.adopt("counter", &saved).unwrap_err();
+    assert!(matches!(error, hotswap::SwapError::AlreadyStarted { .. }), "{error:?}");
+    assert_eq!(call_text(&engine, "a", "get", ""), "3");
+
+    let torn = hotswap::ModuleSnapshot {
+        module: "counter".into(),
+        version: "1.0.0".into(),
+        instances: vec![("d".into(), 1u64.to_le_bytes().to_vec()), ("e".into(), vec![9])],
+    };
+    assert!(matches!(engine.adopt("counter", &torn), Err(hotswap::SwapError::RestoreFailed { .. })));
+    assert_eq!(call_text(&engine, "d", "get", ""), "0", "d was not started from the torn snapshot");
+}
