@@ -8,6 +8,7 @@
 //! | `POST /v1/modules/{name}/rollback` | swap back to the version before |
 //! | `POST /v1/modules/{name}/call/{method}?instance=K` | one call, as on the public port |
 //! | `POST /v1/snapshot` | write every module's state file now |
+//! | `POST /v1/upgrade` | replace this process with `{"binary": ...}` (default: the binary it was started from); answers once the new process serves, or why not |
 //! | `GET /metrics` | Prometheus text format |
 
 use std::sync::Arc;
@@ -105,12 +106,27 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
                 Ok(payload) => payload,
                 Err(response) => return response,
             };
-            let (name, method) = (name.to_string(), method.to_string());
-            tokio::task::spawn_blocking(move || {
-                crate::public::call(&daemon, &name, &instance, &method, &payload)
-            })
-            .await
-            .unwrap_or_else(|err| http::error(500, format!("the call task failed: {err}")))
+            // The same call as on the public port, through the upgrade gate.
+            let uri = format!("/call/{}/{}?instance={}", encode(name), encode(method), encode(&instance));
+            let (call_parts, ()) = hyper::Request::post(uri).body(()).expect("a valid request").into_parts();
+            crate::public::gated_call(&daemon, &call_parts, payload, name, &instance, method).await
+        }
+        (&Method::POST, ["v1", "upgrade"]) => {
+            let request: api::UpgradeRequest =
+                match http::read_body(body, &parts.headers, ADMIN_BODY_LIMIT).await {
+                    Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => api::UpgradeRequest::default(),
+                    Ok(bytes) => match serde_json::from_slice(&bytes) {
+                        Ok(request) => request,
+                        Err(err) => {
+                            return http::error(
+                                400,
+                                format!("the body must be {{\"binary\": \"...\"}} or empty: {err}"),
+                            );
+                        }
+                    },
+                    Err(response) => return response,
+                };
+            upgrade(daemon, request.binary.map(Into::into)).await
         }
         (&Method::POST, ["v1", "snapshot"]) => {
             match tokio::task::spawn_blocking(move || daemon.snapshot_all()).await {
@@ -122,10 +138,28 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         (_, ["v1", "status"] | ["metrics"]) => http::error(405, format!("use GET {path}")),
         (
             _,
-            ["v1", "snapshot"] | ["v1", "modules", _, "load" | "rollback"] | ["v1", "modules", _, "call", _],
+            ["v1", "snapshot" | "upgrade"]
+            | ["v1", "modules", _, "load" | "rollback"]
+            | ["v1", "modules", _, "call", _],
         ) => http::error(405, format!("use POST {path}")),
         _ => http::error(404, format!("no admin endpoint {} {path}", parts.method)),
     }
+}
+
+/// Replaces this process (see `upgrade.rs`) and answers with the new pid or why not.
+pub async fn upgrade(daemon: Arc<Daemon>, binary: Option<std::path::PathBuf>) -> Response {
+    let binary = binary.unwrap_or_else(|| daemon.binary.clone());
+    let runtime = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || crate::upgrade::run(&daemon, &runtime, &binary)).await {
+        Ok(Ok(done)) => http::json(200, &done),
+        Ok(Err(reason)) if reason.contains("already in progress") => http::error(409, reason),
+        Ok(Err(reason)) => http::error(422, reason),
+        Err(err) => http::error(500, format!("the upgrade task failed: {err}")),
+    }
+}
+
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Runs a swap off the async threads and answers with its report or why it failed.

@@ -18,7 +18,60 @@ pub struct Status {
     /// `true` once the daemon stopped taking new connections.
     pub draining: bool,
     pub last_snapshot: Option<SnapshotRun>,
+    /// The running or last process upgrade.
+    pub upgrade: Option<Upgrade>,
     pub modules: Vec<Module>,
+}
+
+/// Where a process upgrade stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Upgrade {
+    /// spawning, waiting for ready, transferring state, draining, failed.
+    pub phase: String,
+    pub binary: String,
+    pub started_unix_ms: u64,
+    pub new_pid: Option<u32>,
+    pub modules_sent: usize,
+    pub instances_sent: usize,
+    pub bytes_sent: u64,
+    /// How it ended, once it did.
+    pub outcome: Option<String>,
+}
+
+impl Upgrade {
+    pub fn new(binary: &std::path::Path, phase: &str) -> Upgrade {
+        Upgrade {
+            phase: phase.to_owned(),
+            binary: binary.display().to_string(),
+            started_unix_ms: unix_ms(SystemTime::now()),
+            new_pid: None,
+            modules_sent: 0,
+            instances_sent: 0,
+            bytes_sent: 0,
+            outcome: None,
+        }
+    }
+}
+
+/// `POST /v1/upgrade` succeeded: the new process serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Upgraded {
+    pub old_pid: u32,
+    pub new_pid: u32,
+    /// From the request until the new process served.
+    pub took_ms: u64,
+    /// How long calls were held: from the freeze to READY.
+    pub frozen_ms: u64,
+    pub modules: usize,
+    pub instances: usize,
+    pub state_bytes: u64,
+}
+
+/// Body of `POST /v1/upgrade`; the binary defaults to the one the daemon was started from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    pub binary: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -251,3 +251,52 @@ pub fn snapshot(target: &Target, json: bool) -> Result<(), String> {
 fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+/// Asks for an upgrade and shows its phases while it runs.
+pub fn upgrade(target: &Target, json: bool, binary: Option<&Path>) -> Result<(), String> {
+    let binary = binary
+        .map(|path| std::path::absolute(path).map(|p| p.display().to_string()))
+        .transpose()
+        .map_err(|err| format!("cannot resolve the binary's path: {err}"))?;
+    let body = serde_json::to_vec(&api::UpgradeRequest { binary }).expect("serializes");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Progress comes from a second connection (the first waits for the outcome).
+    let watcher = (!json).then(|| {
+        let (target, done) = (target.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut shown = String::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((200, body)) = request(&target, Method::GET, "/v1/status", Vec::new())
+                    && let Ok(status) = serde_json::from_slice::<api::Status>(&body)
+                    && let Some(upgrade) = status.upgrade
+                    && upgrade.phase != shown
+                    && upgrade.outcome.is_none()
+                {
+                    let pid = upgrade.new_pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+                    eprintln!("  {}{pid}", upgrade.phase);
+                    shown = upgrade.phase;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    });
+    let answer = request(target, Method::POST, "/v1/upgrade", body);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
+    let (status, body) = answer?;
+    expect_success(status, &body)?;
+    print_json_or(json, &body, |done: api::Upgraded| {
+        format!(
+            "upgraded: pid {} -> {} in {} ms; {} instance(s) of {} module(s), {} bytes of state; calls held {} ms",
+            done.old_pid,
+            done.new_pid,
+            done.took_ms,
+            done.instances,
+            done.modules,
+            done.state_bytes,
+            done.frozen_ms
+        )
+    })
+}

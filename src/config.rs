@@ -18,6 +18,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub max_body: usize,
     pub shutdown_timeout: Duration,
+    /// Written with this process's pid (atomically) once it serves.
+    pub pid_file: Option<PathBuf>,
+    /// How long an upgrade waits for the new process to be ready.
+    pub upgrade_timeout: Duration,
     pub admin: Admin,
     pub state_dir: PathBuf,
     pub snapshot_every: Duration,
@@ -89,6 +93,8 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     engine: RawEngine,
+    #[serde(default)]
+    upgrade: RawUpgrade,
     #[serde(default, rename = "module")]
     modules: Vec<RawModule>,
     #[serde(default, rename = "route")]
@@ -103,6 +109,20 @@ struct RawServer {
     max_body: String,
     #[serde(default = "default_shutdown_timeout")]
     shutdown_timeout: String,
+    pid_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpgrade {
+    #[serde(default = "default_ready_timeout")]
+    ready_timeout: String,
+}
+
+impl Default for RawUpgrade {
+    fn default() -> Self {
+        RawUpgrade { ready_timeout: default_ready_timeout() }
+    }
 }
 
 #[derive(Deserialize)]
@@ -181,6 +201,9 @@ fn default_max_body() -> String {
 fn default_shutdown_timeout() -> String {
     "10s".into()
 }
+fn default_ready_timeout() -> String {
+    "30s".into()
+}
 fn default_socket() -> PathBuf {
     "hotswap.sock".into()
 }
@@ -230,6 +253,7 @@ impl Config {
             return Err("state.snapshot_every must be longer than 0s".into());
         }
         let swap_timeout = parse_duration("engine.swap_timeout", &raw.engine.swap_timeout)?;
+        let upgrade_timeout = parse_duration("upgrade.ready_timeout", &raw.upgrade.ready_timeout)?;
 
         let mut names = HashSet::new();
         let mut modules = Vec::new();
@@ -299,6 +323,8 @@ impl Config {
             listen,
             max_body,
             shutdown_timeout,
+            pid_file: raw.server.pid_file.as_deref().map(resolve),
+            upgrade_timeout,
             admin: Admin { socket: resolve(&raw.admin.socket), tcp },
             state_dir: resolve(&raw.state.dir),
             snapshot_every,

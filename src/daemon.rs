@@ -52,6 +52,8 @@ pub enum SwapFailure {
     Engine(SwapError),
     /// A watched file changed back to the content already loaded.
     Unchanged,
+    /// A process upgrade is under way; swaps wait for the next process.
+    Upgrading,
 }
 
 impl SwapFailure {
@@ -60,7 +62,7 @@ impl SwapFailure {
         match self {
             SwapFailure::NotConfigured(_) => 404,
             SwapFailure::Refused(_) => 403,
-            SwapFailure::Engine(SwapError::SwapInProgress { .. }) => 409,
+            SwapFailure::Engine(SwapError::SwapInProgress { .. }) | SwapFailure::Upgrading => 409,
             SwapFailure::Engine(SwapError::UnknownModule { .. }) => 404,
             SwapFailure::Engine(_) => 422,
             SwapFailure::Unchanged => 200,
@@ -79,7 +81,7 @@ impl SwapFailure {
                     | SwapError::Open { .. }
                     | SwapError::Unreadable { .. }
                     | SwapError::SwapInProgress { .. }
-            )
+            ) | SwapFailure::Upgrading
         )
     }
 }
@@ -93,6 +95,9 @@ impl std::fmt::Display for SwapFailure {
             SwapFailure::Refused(reason) => write!(f, "refused: {reason}"),
             SwapFailure::Engine(error) => error.fmt(f),
             SwapFailure::Unchanged => write!(f, "the file did not change"),
+            SwapFailure::Upgrading => {
+                write!(f, "a process upgrade is in progress; try again once the new process serves")
+            }
         }
     }
 }
@@ -110,6 +115,24 @@ pub struct Daemon {
     last_snapshot: Mutex<Option<api::SnapshotRun>>,
     /// SHA-256 of the file each watched module was last loaded from.
     loaded_hashes: Mutex<HashMap<String, String>>,
+    /// Calls hold it for reading; an upgrade holds it for writing while the
+    /// state moves, so calls wait (asynchronously) and none runs.
+    pub gate: tokio::sync::RwLock<()>,
+    /// Set once the state moved to a new process: where to forward, its pid.
+    pub handed_over: OnceLock<(SocketAddr, u32)>,
+    pub upgrading: AtomicBool,
+    /// What the accept loops do.
+    pub listening: tokio::sync::watch::Sender<crate::http::Listening>,
+    /// Told when this process handed over and should drain and exit.
+    pub exit: tokio::sync::Notify,
+    progress: Mutex<Option<api::Upgrade>>,
+    /// Copies of the listening sockets, lent to the next process.
+    handoff: Mutex<Vec<(String, std::os::fd::OwnedFd)>>,
+    /// How this process was started: the next one starts the same way.
+    pub args: Vec<std::ffi::OsString>,
+    /// The binary this process was started from (the default for an upgrade).
+    pub binary: PathBuf,
+    pub notifier: hotswap_upgrade::notify::Notifier,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -131,7 +154,60 @@ impl Daemon {
             last_errors: Mutex::new(HashMap::new()),
             last_snapshot: Mutex::new(None),
             loaded_hashes: Mutex::new(HashMap::new()),
+            gate: tokio::sync::RwLock::new(()),
+            handed_over: OnceLock::new(),
+            upgrading: AtomicBool::new(false),
+            listening: tokio::sync::watch::Sender::new(crate::http::Listening::Accept),
+            exit: tokio::sync::Notify::new(),
+            progress: Mutex::new(None),
+            handoff: Mutex::new(Vec::new()),
+            args: std::env::args_os().skip(1).collect(),
+            binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hotswap")),
+            notifier: hotswap_upgrade::notify::Notifier::from_env().unwrap_or_else(|err| {
+                tracing::warn!("NOTIFY_SOCKET is unusable, systemd will not hear from this process: {err}");
+                hotswap_upgrade::notify::Notifier::disabled()
+            }),
         }
+    }
+
+    /// Keeps a copy of a listening socket to lend to the next process.
+    pub fn keep_for_handoff(&self, name: &str, socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+        let copy = socket.as_fd().try_clone_to_owned()?;
+        self.handoff.lock().expect("handoff lock").push((name.to_owned(), copy));
+        Ok(())
+    }
+
+    /// Copies of the listening sockets, by name, for the next process.
+    pub fn handoff_sockets(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let kept = self.handoff.lock().expect("handoff lock");
+        kept.iter().filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?))).collect()
+    }
+
+    /// Where a forwarded request reaches the process that now accepts on the
+    /// public socket (an unspecified listen address is reached on loopback).
+    pub fn forward_address(&self) -> SocketAddr {
+        let mut address = *self.public_addr.get().expect("the public port is bound before any upgrade");
+        if address.ip().is_unspecified() {
+            address.set_ip(match address {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        address
+    }
+
+    pub fn set_progress(&self, progress: api::Upgrade) {
+        *self.progress.lock().expect("progress lock") = Some(progress);
+    }
+
+    pub fn update_progress(&self, change: impl FnOnce(&mut api::Upgrade)) {
+        if let Some(progress) = self.progress.lock().expect("progress lock").as_mut() {
+            change(progress);
+        }
+    }
+
+    pub fn progress(&self) -> Option<api::Upgrade> {
+        self.progress.lock().expect("progress lock").clone()
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -146,6 +222,21 @@ impl Daemon {
         let config = self.config();
         for module in &config.modules {
             self.start_module(&config, module, discard_corrupt)?;
+        }
+        Ok(())
+    }
+
+    /// Loads every configured module with no instances: the new process of
+    /// an upgrade, whose state comes from the old process, not from disk.
+    pub fn load_modules(&self) -> Result<(), String> {
+        let config = self.config();
+        for module in &config.modules {
+            let name = &module.name;
+            let source = policy::check_source(&config, &module.path)
+                .map_err(|reason| format!("module '{name}': {reason}"))?;
+            self.engine
+                .load_checked(name, &source, |copy| policy::check_sha256(module.sha256.as_deref(), copy))
+                .map_err(|error| format!("module '{name}': {error}"))?;
         }
         Ok(())
     }
@@ -200,6 +291,9 @@ impl Daemon {
         path: Option<&Path>,
         trigger: Trigger,
     ) -> Result<api::SwapReport, SwapFailure> {
+        if self.upgrading.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SwapFailure::Upgrading);
+        }
         let config = self.config();
         let configured =
             config.module(module).ok_or_else(|| SwapFailure::NotConfigured(module.to_owned()))?;
@@ -248,6 +342,9 @@ impl Daemon {
 
     /// Swaps `module` back to the version it ran before.
     pub fn rollback(&self, module: &str) -> Result<api::SwapReport, SwapFailure> {
+        if self.upgrading.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SwapFailure::Upgrading);
+        }
         self.save_before_swap(module);
         let outcome = self
             .engine
@@ -415,6 +512,7 @@ impl Daemon {
             state_dir: self.store.dir().display().to_string(),
             draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),
             last_snapshot: self.last_snapshot.lock().expect("snapshot lock").clone(),
+            upgrade: self.progress(),
             modules,
         }
     }

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -80,14 +81,28 @@ pub fn segment(raw: &str) -> Option<String> {
     percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
 }
 
-/// Accepts connections from `accept` and serves each with `handler` until
-/// `stop` turns true; then stops accepting and lets every open connection
-/// finish its request in flight (each answers with `Connection: close`),
-/// for at most `drain`.
+/// What an accept loop does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    Accept,
+    /// Stop calling accept but keep the socket (an upgrade in progress;
+    /// connections wait in the kernel's queue for whichever process accepts).
+    Pause,
+    /// Shut down: close the socket, let requests in flight finish, close.
+    Stop,
+    /// Another process took over: close our copy of the socket, keep
+    /// serving open connections (each closes after its next request) until
+    /// they are gone or the drain deadline passes.
+    HandOver,
+}
+
+/// Accepts connections from `accept` and serves each with `handler`, as
+/// `mode` says; returns when it says `Stop` or `HandOver` and the open
+/// connections are done, or after `drain`.
 pub async fn serve<S, A, AF, H, HF>(
     what: &str,
     mut accept: A,
-    mut stop: watch::Receiver<bool>,
+    mut mode: watch::Receiver<Listening>,
     drain: Duration,
     handler: H,
 ) where
@@ -98,10 +113,26 @@ pub async fn serve<S, A, AF, H, HF>(
     HF: Future<Output = Response> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    loop {
+    let ending = loop {
+        let now = *mode.borrow_and_update();
+        match now {
+            Listening::Accept => {}
+            Listening::Pause => {
+                if mode.changed().await.is_err() {
+                    break Listening::Stop;
+                }
+                continue;
+            }
+            ending => break ending,
+        }
         let stream = tokio::select! {
             accepted = accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
+            changed = mode.changed() => {
+                if changed.is_err() {
+                    break Listening::Stop;
+                }
+                continue;
+            }
         };
         let stream = match stream {
             Ok(stream) => stream,
@@ -128,11 +159,71 @@ pub async fn serve<S, A, AF, H, HF>(
                 tracing::debug!("connection ended: {err}");
             }
         });
-    }
-    // Close the listener now (it lives in `accept`), not after the drain:
-    // a client must be refused at once rather than wait in the backlog.
+    };
+    // Close our copy of the socket now, not after the drain: on shutdown a
+    // client must be refused at once rather than wait in the backlog.
     drop(accept);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + drain;
+    if ending == Listening::HandOver {
+        // Closing an idle keep-alive connection races with a request the
+        // client may be sending on it; instead each connection closes after
+        // answering its next request (with `Connection: close`).
+        while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("{what}: connections still open after {drain:?}; closing them");
     }
+}
+
+/// Sends a request to the process at `to` (an upgrade's new process) and
+/// returns its answer, so a client of the old process sees the new state.
+pub async fn forward(to: SocketAddr, parts: &hyper::http::request::Parts, body: Bytes) -> Response {
+    let unreachable =
+        |err: &dyn std::fmt::Display| error(502, format!("the new process did not answer: {err}"));
+    let stream = match tokio::net::TcpStream::connect(to).await {
+        Ok(stream) => stream,
+        Err(err) => return unreachable(&err),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(err) => return unreachable(&err),
+    };
+    tokio::spawn(connection);
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.path_and_query().map_or_else(
+        || "/".parse().expect("a path"),
+        |p| p.as_str().parse().expect("a path and query parses again"),
+    );
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name) {
+            request.headers_mut().append(name, value.clone());
+        }
+    }
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(err) => return unreachable(&err),
+    };
+    let (answer, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => return unreachable(&err),
+    };
+    let mut forwarded = hyper::Response::new(Full::new(body));
+    *forwarded.status_mut() = answer.status;
+    for (name, value) in &answer.headers {
+        if !is_hop_by_hop(name) {
+            forwarded.headers_mut().append(name, value.clone());
+        }
+    }
+    forwarded
+}
+
+fn is_hop_by_hop(name: &hyper::header::HeaderName) -> bool {
+    use hyper::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    [CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE].contains(name)
+        || name.as_str() == "keep-alive"
 }

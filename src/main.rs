@@ -8,6 +8,7 @@
 //! hotswap rollback game                    swap back to the version before
 //! hotswap call game hello [PAYLOAD|-] [--instance K]
 //! hotswap snapshot                         save every module's state now
+//! hotswap upgrade [--binary PATH]          replace the daemon process, keeping sockets and state
 //! ```
 //!
 //! See README.md for the guarantees and the config file.
@@ -23,6 +24,7 @@ mod policy;
 mod public;
 mod serve;
 mod state;
+mod upgrade;
 mod watch;
 
 use std::path::PathBuf;
@@ -78,6 +80,12 @@ enum Command {
     },
     /// Write every module's state file now.
     Snapshot,
+    /// Replace the daemon process with a new binary; its sockets and state move over.
+    Upgrade {
+        /// The new binary (default: the path the daemon was started from, read afresh).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,6 +127,7 @@ fn run_client(cli: &Cli, command: &Command) -> Result<(), String> {
             cli::call(&target, module, method, payload.as_deref(), instance)
         }
         Command::Snapshot => cli::snapshot(&target, cli.json),
+        Command::Upgrade { binary } => cli::upgrade(&target, cli.json, binary.as_deref()),
     }
 }
 

@@ -8,13 +8,19 @@
 //! | `GET /healthz` | 200 while serving, 503 once draining |
 //!
 //! A module's error is 422 `{"error": ...}`, a panic 500, an unknown module
-//! or route 404, a body over `server.max_body` 413.
+//! or route 404, a body over `server.max_body` 413. Every response names
+//! the process that served it in a `hotswap-pid` header.
+//!
+//! During a process upgrade calls wait while the state moves; once it moved,
+//! this process forwards what still arrives on its open connections to the
+//! new process and closes each connection after answering.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hotswap::CallError;
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::{Method, Request};
 
 use crate::config::RouteAction;
@@ -22,10 +28,21 @@ use crate::daemon::{Daemon, Trigger};
 use crate::http::{self, Response};
 
 pub async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response {
-    let response = route(&daemon, request).await;
+    let mut response = route(&daemon, request).await;
     daemon.metrics.response(response.status().as_u16());
+    let headers = response.headers_mut();
+    if !headers.contains_key(PID_HEADER) {
+        headers.insert(PID_HEADER, HeaderValue::from(std::process::id()));
+    }
+    if daemon.handed_over.get().is_some() {
+        // The client's next request belongs to the new process.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
+
+/// Names the process that answered (a forwarded answer keeps the new process's).
+pub const PID_HEADER: &str = "hotswap-pid";
 
 async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
     let (parts, body) = request.into_parts();
@@ -49,7 +66,7 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
         };
         let instance = http::query_param(query, "instance").unwrap_or_default();
         return match http::read_body(body, &parts.headers, config.max_body).await {
-            Ok(payload) => call(daemon, &module, &instance, &method, &payload),
+            Ok(payload) => gated_call(daemon, &parts, payload, &module, &instance, &method).await,
             Err(response) => response,
         };
     }
@@ -70,9 +87,14 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
         RouteAction::Call { method, instance } => {
             let instance = http::query_param(query, "instance").unwrap_or_else(|| instance.clone());
             match http::read_body(body, &parts.headers, config.max_body).await {
-                Ok(payload) => call(daemon, &route.module, &instance, method, &payload),
+                Ok(payload) => gated_call(daemon, &parts, payload, &route.module, &instance, method).await,
                 Err(response) => response,
             }
+        }
+        RouteAction::LoadFrom(_) if daemon.handed_over.get().is_some() => {
+            let payload = http::read_body(body, &parts.headers, config.max_body).await.unwrap_or_default();
+            let (to, _) = daemon.handed_over.get().expect("checked above");
+            http::forward(*to, &parts, payload).await
         }
         RouteAction::LoadFrom(dir) => {
             let Some(name) = http::query_param(query, "name") else {
@@ -92,6 +114,25 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
             }
         }
     }
+}
+
+/// A call through the upgrade gate: it waits while an upgrade moves the
+/// state, and goes to the new process once the state moved. The body was
+/// read before, so a slow client never holds up an upgrade.
+pub async fn gated_call(
+    daemon: &Daemon,
+    parts: &hyper::http::request::Parts,
+    payload: Bytes,
+    module: &str,
+    instance: &str,
+    method: &str,
+) -> Response {
+    let open = daemon.gate.read().await;
+    if let Some((to, _)) = daemon.handed_over.get() {
+        drop(open);
+        return http::forward(*to, parts, payload).await;
+    }
+    call(daemon, module, instance, method, &payload)
 }
 
 /// One module call, answered with the reply or a status that says what went wrong.

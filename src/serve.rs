@@ -2,28 +2,37 @@
 //!
 //! Start: read the config, load every module (restoring its saved state),
 //! then open the public port and the admin socket, so no client ever sees a
-//! daemon whose modules are not ready. Run: serve, watch files, save state
-//! every `state.snapshot_every`, re-read the config on SIGHUP. Stop (SIGTERM
-//! or SIGINT): stop accepting, let open requests finish (each connection
-//! closes after its request in flight) within `server.shutdown_timeout`,
-//! save every module's state, remove the admin socket, exit 0.
+//! daemon whose modules are not ready. Sockets inherited through
+//! `LISTEN_FDS` (from systemd socket activation, or from the process this
+//! one replaces) are used instead of binding. Run: serve, watch files, save
+//! state every `state.snapshot_every`, re-read the config on SIGHUP, replace
+//! this process on SIGUSR2 or `POST /v1/upgrade`. Stop (SIGTERM or SIGINT):
+//! stop accepting, let open requests finish (each connection closes after
+//! its request in flight) within `server.shutdown_timeout`, save every
+//! module's state, remove the admin socket, exit 0.
+//!
+//! The new process of an upgrade (it inherited a `control` socket) starts
+//! differently: it loads its modules without state, takes the state from the
+//! old process, starts serving, and says READY (see `upgrade.rs`).
 
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
+use hotswap_upgrade::listen;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::admin::{self, Token};
 use crate::config::Config;
 use crate::daemon::Daemon;
+use crate::http::Listening;
 use crate::state::StateStore;
 use crate::watch::Watch;
-use crate::{http, public};
+use crate::{http, public, upgrade};
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -32,43 +41,96 @@ pub struct ServeOptions {
 }
 
 pub fn run(options: &ServeOptions) -> Result<(), String> {
+    // Owned before any other descriptor is opened, and marked close-on-exec.
+    let inherited = listen::take().map_err(|err| format!("cannot take the inherited sockets: {err}"))?;
+    let mut inherited: HashMap<String, OwnedFd> = inherited.into_iter().map(|i| (i.name, i.fd)).collect();
     let config = Config::load(&options.config).map_err(|err| err.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hotswap-worker")
         .build()
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
-    runtime.block_on(serve(config, options.discard_corrupt_state))
+    let control = inherited.remove(upgrade::CONTROL);
+    runtime.block_on(serve(config, options.discard_corrupt_state, inherited, control))
 }
 
-async fn serve(config: Config, discard_corrupt_state: bool) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    discard_corrupt_state: bool,
+    mut inherited: HashMap<String, OwnedFd>,
+    control: Option<OwnedFd>,
+) -> Result<(), String> {
     let store = StateStore::open(&config.state_dir).map_err(|err| err.to_string())?;
     let daemon = Arc::new(Daemon::new(config.clone(), store));
     let starting = daemon.clone();
-    tokio::task::spawn_blocking(move || starting.start_modules(discard_corrupt_state))
-        .await
-        .map_err(|err| format!("starting the modules failed: {err}"))??;
+    let upgrading_in = control.is_some();
+    tokio::task::spawn_blocking(move || match upgrading_in {
+        true => starting.load_modules(),
+        false => starting.start_modules(discard_corrupt_state),
+    })
+    .await
+    .map_err(|err| format!("starting the modules failed: {err}"))??;
 
-    let public = TcpListener::bind(config.listen)
-        .await
-        .map_err(|err| format!("cannot listen on {} (server.listen): {err}", config.listen))?;
+    // A socket from systemd socket activation may be unnamed: then it is the public one.
+    let public_fd = inherited.remove("public").or_else(|| inherited.remove("unknown"));
+    let public = match public_fd {
+        Some(fd) => tcp_from(fd, "public")?,
+        None => TcpListener::bind(config.listen)
+            .await
+            .map_err(|err| format!("cannot listen on {} (server.listen): {err}", config.listen))?,
+    };
     let public_addr = public.local_addr().map_err(|err| err.to_string())?;
     let _ = daemon.public_addr.set(public_addr);
-    let admin_socket = bind_admin_socket(&config.admin.socket)?;
+    let admin_socket = match inherited.remove("admin") {
+        Some(fd) => {
+            let socket = std::os::unix::net::UnixListener::from(fd);
+            socket.set_nonblocking(true).map_err(|err| err.to_string())?;
+            UnixListener::from_std(socket)
+                .map_err(|err| format!("cannot use the inherited admin socket: {err}"))?
+        }
+        None => bind_admin_socket(&config.admin.socket)?,
+    };
     let admin_tcp = match &config.admin.tcp {
         Some((addr, token_file)) => {
             let token = read_token(token_file)?;
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|err| format!("cannot listen on {addr} (admin.listen): {err}"))?;
+            let listener = match inherited.remove("admin-tcp") {
+                Some(fd) => tcp_from(fd, "admin-tcp")?,
+                None => TcpListener::bind(addr)
+                    .await
+                    .map_err(|err| format!("cannot listen on {addr} (admin.listen): {err}"))?,
+            };
             Some((listener, token))
         }
         None => None,
     };
+    for name in inherited.keys() {
+        tracing::warn!("an inherited socket named {name:?} is not used by this config; closing it");
+    }
+    let keep = |name: &str, socket: &dyn std::os::fd::AsFd| {
+        daemon
+            .keep_for_handoff(name, &socket.as_fd())
+            .map_err(|err| format!("cannot keep the {name} socket: {err}"))
+    };
+    keep("public", &public)?;
+    keep("admin", &admin_socket)?;
+    if let Some((listener, _)) = &admin_tcp {
+        keep("admin-tcp", listener)?;
+    }
 
-    let (stop, stopped) = watch::channel(false);
+    // The new process of an upgrade takes the state before it accepts anything.
+    let control = match control {
+        Some(control) => {
+            let taking = daemon.clone();
+            let taken = tokio::task::spawn_blocking(move || upgrade::receive_state(&taking, control))
+                .await
+                .map_err(|err| format!("taking the state failed: {err}"))?;
+            Some(taken?)
+        }
+        None => None,
+    };
+
     let drain = config.shutdown_timeout;
-    let mut servers = JoinSet::new();
+    let mut servers = tokio::task::JoinSet::new();
     let public = Arc::new(public);
     servers.spawn(http::serve(
         "public port",
@@ -76,7 +138,7 @@ async fn serve(config: Config, discard_corrupt_state: bool) -> Result<(), String
             let public = public.clone();
             async move { public.accept().await.map(|(stream, _)| stream) }
         },
-        stopped.clone(),
+        daemon.listening.subscribe(),
         drain,
         {
             let daemon = daemon.clone();
@@ -90,7 +152,7 @@ async fn serve(config: Config, discard_corrupt_state: bool) -> Result<(), String
             let admin_socket = admin_socket.clone();
             async move { admin_socket.accept().await.map(|(stream, _)| stream) }
         },
-        stopped.clone(),
+        daemon.listening.subscribe(),
         drain,
         {
             let daemon = daemon.clone();
@@ -105,7 +167,7 @@ async fn serve(config: Config, discard_corrupt_state: bool) -> Result<(), String
                 let listener = listener.clone();
                 async move { listener.accept().await.map(|(stream, _)| stream) }
             },
-            stopped.clone(),
+            daemon.listening.subscribe(),
             drain,
             {
                 let daemon = daemon.clone();
@@ -114,32 +176,65 @@ async fn serve(config: Config, discard_corrupt_state: bool) -> Result<(), String
         ));
     }
     let watch = Watch::start(daemon.clone())?;
-    servers.spawn(save_periodically(daemon.clone(), stopped.clone()));
+    servers.spawn(save_periodically(daemon.clone()));
 
+    match control {
+        Some(control) => tokio::task::spawn_blocking(move || upgrade::send_ready(control))
+            .await
+            .map_err(|err| format!("saying ready failed: {err}"))??,
+        None => {
+            let _ = daemon.notifier.ready();
+        }
+    }
+    if let Some(pid_file) = &config.pid_file {
+        write_pid_file(pid_file)?;
+    }
     tracing::info!(
         pid = std::process::id(),
         "serving on http://{public_addr}, admin socket {}",
         config.admin.socket.display()
     );
+
     let signal_error = |err| format!("cannot handle signals: {err}");
     let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
-    loop {
+    let mut user2 = signal(SignalKind::user_defined2()).map_err(signal_error)?;
+    let handed_over = loop {
         tokio::select! {
             _ = hangup.recv() => reload(&daemon, &watch).await,
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = user2.recv() => {
+                let daemon = daemon.clone();
+                tokio::spawn(async move {
+                    tracing::info!("SIGUSR2: upgrading to {}", daemon.binary.display());
+                    admin::upgrade(daemon, None).await;
+                });
+            }
+            _ = daemon.exit.notified() => break true,
+            _ = terminate.recv() => break false,
+            _ = interrupt.recv() => break false,
         }
-    }
+    };
 
+    if handed_over {
+        // The new process serves, owns the state and the admin socket:
+        // finish the connections still open here, and leave.
+        daemon.draining.store(true, Relaxed);
+        while servers.join_next().await.is_some() {}
+        tracing::info!("handed over; the last connection of this process closed, bye");
+        return Ok(());
+    }
     tracing::info!("stopping: finishing open requests (at most {drain:?}), then saving state");
+    let _ = daemon.notifier.stopping();
     daemon.draining.store(true, Relaxed);
-    let _ = stop.send(true);
+    let _ = daemon.listening.send(Listening::Stop);
     while servers.join_next().await.is_some() {}
     let saving = daemon.clone();
     let run = tokio::task::spawn_blocking(move || saving.snapshot_all()).await;
     let _ = std::fs::remove_file(&config.admin.socket);
+    if let Some(pid_file) = &config.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
     match run {
         Ok(run) if run.failed.is_empty() => {
             tracing::info!("state saved for {} module(s); bye", run.written.len());
@@ -152,8 +247,18 @@ async fn serve(config: Config, discard_corrupt_state: bool) -> Result<(), String
     }
 }
 
+fn tcp_from(fd: OwnedFd, name: &str) -> Result<TcpListener, String> {
+    let socket = std::net::TcpListener::from(fd);
+    socket.set_nonblocking(true).map_err(|err| err.to_string())?;
+    TcpListener::from_std(socket).map_err(|err| format!("cannot use the inherited {name} socket: {err}"))
+}
+
 /// SIGHUP: re-read the config; a bad one is reported and the running one stays.
 async fn reload(daemon: &Arc<Daemon>, watch: &Watch) {
+    if daemon.upgrading.load(SeqCst) {
+        tracing::warn!("SIGHUP: a process upgrade is in progress; the new process reads the config");
+        return;
+    }
     let file = daemon.config().file.clone();
     let config = match Config::load(&file) {
         Ok(config) => config,
@@ -170,17 +275,32 @@ async fn reload(daemon: &Arc<Daemon>, watch: &Watch) {
     watch.refresh(&daemon.config());
 }
 
-async fn save_periodically(daemon: Arc<Daemon>, mut stopped: watch::Receiver<bool>) {
+/// Saves every module's state every `state.snapshot_every`, except while an
+/// upgrade moves the state (the new process owns it from then on).
+async fn save_periodically(daemon: Arc<Daemon>) {
     let every = daemon.config().snapshot_every;
+    let mut listening = daemon.listening.subscribe();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => return,
+        }
+        if daemon.upgrading.load(SeqCst) {
+            continue;
         }
         let saving = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || saving.snapshot_all()).await;
     }
+}
+
+/// Writes this process's pid to `file`, atomically (so readers never see
+/// an empty or half-written file, even while an upgrade replaces it).
+fn write_pid_file(file: &Path) -> Result<(), String> {
+    let temporary = file.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&temporary, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&temporary, file))
+        .map_err(|err| format!("cannot write the pid file {}: {err}", file.display()))
 }
 
 /// Binds the admin socket with mode 0600 from the first moment: it is bound

@@ -136,7 +136,8 @@ impl StateStore {
     }
 }
 
-fn encode(snapshot: &ModuleSnapshot) -> Vec<u8> {
+/// The bytes of a state file for `snapshot` (also how state travels in an upgrade).
+pub fn encode(snapshot: &ModuleSnapshot) -> Vec<u8> {
     let state_bytes: usize = snapshot.instances.iter().map(|(key, state)| key.len() + state.len() + 12).sum();
     let mut out = Vec::with_capacity(64 + snapshot.module.len() + snapshot.version.len() + state_bytes);
     out.extend_from_slice(MAGIC);
@@ -160,7 +161,8 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
-fn decode(bytes: &[u8]) -> Result<ModuleSnapshot, String> {
+/// Reads what [`encode`] wrote, checking its SHA-256 first.
+pub fn decode(bytes: &[u8]) -> Result<ModuleSnapshot, String> {
     if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(
             "it is not a hotswap state file (bad header); it may be truncated or from elsewhere".into()

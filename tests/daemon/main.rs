@@ -8,6 +8,7 @@ mod http_front;
 mod load;
 mod reload;
 mod state;
+mod upgrade;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -85,31 +86,30 @@ impl Setup {
     /// Starts the daemon with extra `serve` arguments; `Err` holds its log
     /// if it exited instead of serving.
     pub fn start_with(&self, args: &[&str]) -> Result<Daemon, String> {
+        self.start_env(args, &[])
+    }
+
+    /// `start_with`, with extra environment variables.
+    pub fn start_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Daemon, String> {
         let log = self.path("daemon.log");
         let child = Command::new(env!("CARGO_BIN_EXE_hotswap"))
             .arg("serve")
             .arg("--config")
             .arg(self.config())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut daemon = Daemon { child, socket: self.path("hotswap.sock"), log, public: None };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = daemon.child.try_wait().unwrap() {
-                return Err(format!("exit status {status}\n{}", daemon.log()));
-            }
-            if let Ok((200, body)) = daemon.admin("GET", "/v1/status", b"") {
-                let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                daemon.public = Some(status["public_addr"].as_str().unwrap().parse().unwrap());
-                return Ok(daemon);
-            }
-            assert!(Instant::now() < deadline, "the daemon did not answer within 30 s:\n{}", daemon.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Daemon::wait_ready(Daemon {
+            child,
+            socket: self.path("hotswap.sock"),
+            log,
+            public: None,
+            successor: None,
+        })
     }
 
     /// Runs the CLI against this setup's config.
@@ -131,15 +131,62 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     public: Option<SocketAddr>,
+    /// The process that took over after an upgrade (not our child: the
+    /// daemon started it), stopped by its pid like the first one.
+    successor: Option<u32>,
 }
 
 impl Daemon {
+    /// A daemon this test started by other means, once it answers.
+    pub fn adopt(child: Child, setup: &Setup) -> Daemon {
+        let (socket, log) = (setup.path("hotswap.sock"), setup.path("daemon.log"));
+        let daemon = Daemon { child, socket, log, public: None, successor: None };
+        Daemon::wait_ready(daemon).unwrap_or_else(|log| panic!("the daemon did not start:\n{log}"))
+    }
+
+    /// Waits until the daemon answers; `Err` holds its log if it exited instead.
+    fn wait_ready(mut daemon: Daemon) -> Result<Daemon, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                return Err(format!("exit status {status}\n{}", daemon.log()));
+            }
+            if let Ok((200, body)) = daemon.admin("GET", "/v1/status", b"") {
+                let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                daemon.public = Some(status["public_addr"].as_str().unwrap().parse().unwrap());
+                return Ok(daemon);
+            }
+            assert!(Instant::now() < deadline, "the daemon did not answer within 30 s:\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn public(&self) -> SocketAddr {
         self.public.expect("started")
     }
 
+    /// The pid of the process serving now.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.successor.unwrap_or(self.child.id())
+    }
+
+    /// Records that `pid` took over (after an upgrade) and reaps the old process.
+    pub fn taken_over_by(&mut self, pid: u32) {
+        match self.successor.replace(pid) {
+            // Our own child: reap it.
+            None => {
+                let exited = wait_exit(&mut self.child, Duration::from_secs(30));
+                assert!(exited.is_some(), "the old process did not exit after handing over:\n{}", self.log());
+            }
+            // A later generation is not our child: wait for it to be gone.
+            Some(previous) => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while is_running(previous) {
+                    assert!(Instant::now() < deadline, "pid {previous} did not exit after handing over");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
     }
 
     pub fn log(&self) -> String {
@@ -154,6 +201,7 @@ impl Daemon {
 
     /// SIGTERM, then waits for the exit (at most 20 s).
     pub fn stop(mut self) -> std::process::ExitStatus {
+        assert!(self.successor.is_none(), "stop() reaps our own child; use stop_successor()");
         self.signal("TERM");
         let status = wait_exit(&mut self.child, Duration::from_secs(20));
         status.unwrap_or_else(|| panic!("the daemon did not exit within 20 s of SIGTERM:\n{}", self.log()))
@@ -211,6 +259,16 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Some(pid) = self.successor.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while is_running(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if is_running(pid) {
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            }
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
             if wait_exit(&mut self.child, Duration::from_secs(10)).is_none() {
@@ -219,6 +277,14 @@ impl Drop for Daemon {
             }
         }
     }
+}
+
+/// Whether `pid` is a live process (a zombie waiting to be reaped is not).
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
@@ -247,6 +313,25 @@ pub fn send(stream: &mut impl Write, method: &str, path: &str, body: &[u8], head
 
 /// Reads one response (status and body, by Content-Length).
 pub fn read_response(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<u8>)> {
+    read_full(reader).map(|response| (response.status, response.body))
+}
+
+/// A response with its headers (names lowercase).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response with its headers.
+pub fn read_full(reader: &mut impl BufRead) -> std::io::Result<Response> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(std::io::Error::new(
@@ -260,22 +345,30 @@ pub fn read_response(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<u8>
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut length = 0;
+    let mut headers = Vec::new();
     loop {
         line.clear();
-        reader.read_line(&mut line)?;
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed in the headers",
+            ));
+        }
         let header = line.trim_end();
         if header.is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().map_err(std::io::Error::other)?;
+        if let Some((name, value)) = header.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                length = value.parse().map_err(std::io::Error::other)?;
+            }
+            headers.push((name, value));
         }
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    Ok((status, body))
+    Ok(Response { status, headers, body })
 }
 
 pub fn json(body: &[u8]) -> serde_json::Value {

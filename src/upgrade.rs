@@ -1,0 +1,316 @@
+//! Replacing the running `hotswap` binary: its sockets and its state move to
+//! a new process, and no request fails.
+//!
+//! 1. The old process starts the new binary with its listening sockets (the
+//!    same sockets: one accept queue) and a control socket, as inherited
+//!    descriptors named in `LISTEN_FDNAMES`.
+//! 2. The new process reads its config, loads its modules (a new binary may
+//!    bring new module versions) and sends HELLO.
+//! 3. The old process stops accepting, freezes calls (they wait; none runs),
+//!    and sends every module's snapshot, then STATE_END.
+//! 4. The new process starts every instance from it through
+//!    `init(Some(previous))`, starts accepting and sends READY — or REJECT
+//!    with the reason, and exits.
+//! 5. On READY, calls on the old process's open connections (the frozen ones
+//!    included) are forwarded to the new process and answered with
+//!    `Connection: close`: the state lives in one process only. The old
+//!    process drains its connections and exits without writing state.
+//!
+//! Until READY nothing is lost by failing: a binary that cannot start, a new
+//! process that exits, stays silent past `upgrade.ready_timeout` (it is then
+//! killed) or rejects the state leaves the old process unfrozen and
+//! accepting, as if nothing happened, and the caller learns why.
+
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use hotswap_upgrade::frame::{self, FrameError};
+use hotswap_upgrade::listen;
+
+use crate::api;
+use crate::daemon::Daemon;
+use crate::http::Listening;
+use crate::state;
+
+/// new -> old: modules loaded, ready for state (payload: pid).
+pub const HELLO: u16 = 1;
+/// old -> new: one module's snapshot, encoded as a state file.
+pub const STATE: u16 = 2;
+/// old -> new: every module was sent.
+pub const STATE_END: u16 = 3;
+/// new -> old: serving (payload: pid).
+pub const READY: u16 = 4;
+/// new -> old: cannot take the state (payload: the reason).
+pub const REJECT: u16 = 5;
+
+/// The name the control socket travels under in `LISTEN_FDNAMES`.
+pub const CONTROL: &str = "control";
+
+/// Runs an upgrade to `binary` (blocking; from a blocking thread of the
+/// daemon's runtime). Returns once the new process serves, or why not.
+pub fn run(
+    daemon: &Arc<Daemon>,
+    runtime: &tokio::runtime::Handle,
+    binary: &Path,
+) -> Result<api::Upgraded, String> {
+    if daemon.upgrading.swap(true, SeqCst) {
+        return Err("an upgrade is already in progress; wait for it to finish".into());
+    }
+    if daemon.handed_over.get().is_some() {
+        return Err("this process already handed over to a new one".into());
+    }
+    let _ = daemon.notifier.reloading();
+    let started = Instant::now();
+    daemon.set_progress(api::Upgrade::new(binary, "spawning"));
+    let outcome = hand_over(daemon, runtime, binary, started);
+    match &outcome {
+        Ok(done) => {
+            let _ = daemon.notifier.handed_over(done.new_pid);
+            daemon.update_progress(|progress| {
+                progress.phase = "draining".into();
+                progress.outcome = Some(format!("handed over to pid {}", done.new_pid));
+            });
+            tracing::info!(
+                "upgraded to pid {} in {} ms (frozen {} ms); draining this process",
+                done.new_pid,
+                done.took_ms,
+                done.frozen_ms
+            );
+            daemon.exit.notify_one();
+        }
+        Err(reason) => {
+            let _ = daemon.notifier.ready();
+            daemon.update_progress(|progress| {
+                progress.phase = "failed".into();
+                progress.outcome = Some(reason.clone());
+            });
+            tracing::error!("upgrade refused, this process serves on: {reason}");
+            daemon.upgrading.store(false, SeqCst);
+        }
+    }
+    outcome
+}
+
+fn hand_over(
+    daemon: &Arc<Daemon>,
+    runtime: &tokio::runtime::Handle,
+    binary: &Path,
+    started: Instant,
+) -> Result<api::Upgraded, String> {
+    check_runnable(binary)?;
+    let config = daemon.config();
+    let deadline = started + config.upgrade_timeout;
+    let (mut control, theirs) =
+        UnixStream::pair().map_err(|err| format!("cannot create the control socket: {err}"))?;
+    let mut command = std::process::Command::new(binary);
+    command.args(&daemon.args);
+    let sockets = daemon.handoff_sockets();
+    let mut lent: Vec<(&str, std::os::fd::BorrowedFd<'_>)> =
+        sockets.iter().map(|(name, fd)| (name.as_str(), fd.as_fd())).collect();
+    lent.push((CONTROL, theirs.as_fd()));
+    let child = listen::spawn_with(&mut command, &lent)
+        .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
+    drop(lent);
+    drop(theirs); // Our copy: now EOF on `control` means the child is gone.
+    let mut child = Spawned { child: Some(child) };
+    let new_pid = child.pid();
+    daemon.update_progress(|progress| {
+        progress.phase = "waiting for ready".into();
+        progress.new_pid = Some(new_pid);
+    });
+
+    match read_until(&mut control, deadline, config.upgrade_timeout) {
+        Ok(frame::Frame { kind: HELLO, .. }) => {}
+        Ok(other) => return Err(child.fail(&format!("it sent frame kind {} instead of HELLO", other.kind))),
+        Err(reason) => return Err(child.fail(&reason)),
+    }
+
+    // Freeze: no new connection here, no call running, then send the state.
+    daemon.update_progress(|progress| progress.phase = "transferring state".into());
+    let _ = daemon.listening.send(Listening::Pause);
+    let frozen = runtime.block_on(daemon.gate.write());
+    let frozen_at = Instant::now();
+    let sent = send_state(daemon, &mut control);
+    let answer = sent.and_then(|()| read_until(&mut control, deadline, config.upgrade_timeout));
+    let refused = match answer {
+        Ok(frame::Frame { kind: READY, .. }) => None,
+        Ok(frame::Frame { kind: REJECT, payload }) => {
+            Some(child.fail(&format!("it could not take the state: {}", String::from_utf8_lossy(&payload))))
+        }
+        Ok(other) => Some(child.fail(&format!("it sent frame kind {} instead of READY", other.kind))),
+        Err(reason) => Some(child.fail(&reason)),
+    };
+    if let Some(reason) = refused {
+        drop(frozen);
+        let _ = daemon.listening.send(Listening::Accept);
+        return Err(reason);
+    }
+
+    // Handed over: from now on requests here are forwarded to the new process.
+    let _ = daemon.handed_over.set((daemon.forward_address(), new_pid));
+    daemon.draining.store(true, SeqCst);
+    drop(frozen);
+    let frozen_ms = frozen_at.elapsed().as_millis() as u64;
+    let _ = daemon.listening.send(Listening::HandOver);
+    child.release();
+    let progress = daemon.progress().unwrap_or_else(|| api::Upgrade::new(binary, "draining"));
+    Ok(api::Upgraded {
+        old_pid: std::process::id(),
+        new_pid,
+        took_ms: started.elapsed().as_millis() as u64,
+        frozen_ms,
+        modules: progress.modules_sent,
+        instances: progress.instances_sent,
+        state_bytes: progress.bytes_sent,
+    })
+}
+
+fn check_runnable(binary: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(binary).map_err(|err| format!("cannot run {}: {err}", binary.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("cannot run {}: it is not an executable file", binary.display()));
+    }
+    Ok(())
+}
+
+/// Sends every module's snapshot, then STATE_END.
+fn send_state(daemon: &Daemon, control: &mut UnixStream) -> Result<(), String> {
+    let lost = |err: std::io::Error| format!("the control socket failed while sending the state: {err}");
+    control.set_write_timeout(Some(Duration::from_secs(60))).map_err(lost)?;
+    for module in daemon.engine.status().modules {
+        let snapshot =
+            daemon.engine.snapshot(&module.name).map_err(|err| format!("cannot snapshot: {err}"))?;
+        let bytes = state::encode(&snapshot);
+        frame::write(control, STATE, &bytes).map_err(lost)?;
+        daemon.update_progress(|progress| {
+            progress.modules_sent += 1;
+            progress.instances_sent += snapshot.instances.len();
+            progress.bytes_sent += bytes.len() as u64;
+        });
+    }
+    frame::write(control, STATE_END, &[]).map_err(lost)
+}
+
+/// Reads one frame, giving up at `deadline`.
+fn read_until(
+    control: &mut UnixStream,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<frame::Frame, String> {
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    control.set_read_timeout(Some(left)).map_err(|err| err.to_string())?;
+    frame::read(control).map_err(|err| match err {
+        FrameError::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            format!("the new process was not ready within {timeout:?} (upgrade.ready_timeout)")
+        }
+        FrameError::Closed => "the new process exited before it was ready".to_owned(),
+        other => other.to_string(),
+    })
+}
+
+/// The new process, killed and reaped unless released.
+struct Spawned {
+    child: Option<Child>,
+}
+
+impl Spawned {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Ends the new process (by its pid) and returns why the upgrade failed,
+    /// with how the process ended.
+    fn fail(&mut self, reason: &str) -> String {
+        let Some(mut child) = self.child.take() else { return reason.to_owned() };
+        // A process that is exiting by itself gets a moment to do so, so its
+        // own exit status is reported rather than our SIGKILL.
+        let exited = (0..50).find_map(|_| {
+            let status = child.try_wait().ok().flatten();
+            if status.is_none() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            status
+        });
+        let status = match exited {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                match child.wait() {
+                    Ok(status) => status,
+                    Err(err) => {
+                        return format!("{reason} (and waiting for pid {} failed: {err})", child.id());
+                    }
+                }
+            }
+        };
+        format!("{reason}; the new process (pid {}) ended: {status}", child.id())
+    }
+
+    /// The new process lives on: it is the server now.
+    fn release(&mut self) {
+        self.child = None;
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.fail("abandoned");
+        }
+    }
+}
+
+/// In the new process: says HELLO, takes every module's state, and returns
+/// the control socket for the READY once it serves. On error, says REJECT
+/// with the reason (and the caller exits).
+pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<UnixStream, String> {
+    let mut control = UnixStream::from(control);
+    let lost = |err: &dyn std::fmt::Display| format!("the old process went away during the upgrade: {err}");
+    frame::write(&mut control, HELLO, &std::process::id().to_le_bytes()).map_err(|err| lost(&err))?;
+    let taken = (|| -> Result<(usize, usize), String> {
+        let (mut modules, mut instances) = (0, 0);
+        loop {
+            let received = frame::read(&mut control).map_err(|err| lost(&err))?;
+            match received.kind {
+                STATE => {
+                    let snapshot = state::decode(&received.payload)
+                        .map_err(|reason| format!("a module's state arrived damaged: {reason}"))?;
+                    if daemon.config().module(&snapshot.module).is_none() {
+                        return Err(format!(
+                            "module '{}' is not in the new config, so its state would be lost",
+                            snapshot.module
+                        ));
+                    }
+                    instances +=
+                        daemon.engine.adopt(&snapshot.module, &snapshot).map_err(|err| err.to_string())?;
+                    modules += 1;
+                }
+                STATE_END => return Ok((modules, instances)),
+                other => return Err(format!("unexpected frame kind {other} during the state transfer")),
+            }
+        }
+    })();
+    match taken {
+        Ok((modules, instances)) => {
+            tracing::info!("took over {instances} instance(s) of {modules} module(s) from the old process");
+            Ok(control)
+        }
+        Err(reason) => {
+            let _ = frame::write(&mut control, REJECT, reason.as_bytes());
+            Err(reason)
+        }
+    }
+}
+
+/// In the new process, once it serves: tells the old one to hand over.
+pub fn send_ready(mut control: UnixStream) -> Result<(), String> {
+    frame::write(&mut control, READY, &std::process::id().to_le_bytes())
+        .map_err(|err| format!("could not tell the old process that this one is ready: {err}"))
+}

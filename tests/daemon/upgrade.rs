@@ -1,0 +1,377 @@
+//! Whole-process upgrades: under load with no failed request, and every way
+//! one can fail leaving the old process serving as if nothing happened.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufReader, ErrorKind};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{COUNTER_CONFIG, Daemon, Setup, modules, read_full, send, stderr, stdout};
+
+fn config() -> String {
+    COUNTER_CONFIG.replace("watch = true", "watch = false")
+}
+
+/// Runs `hotswap upgrade` and returns the new pid.
+fn upgrade(setup: &Setup, daemon: &mut Daemon) -> u32 {
+    let output = setup.cli(&["upgrade"]);
+    assert!(output.status.success(), "upgrade failed: {}\n{}", stderr(&output), daemon.log());
+    let text = stdout(&output);
+    let new_pid = text
+        .split(" -> ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no new pid in {text:?}"));
+    daemon.taken_over_by(new_pid);
+    new_pid
+}
+
+/// Failure classes a client can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Failure {
+    Refused,
+    Reset,
+    EofMidResponse,
+    Timeout,
+    Non2xx,
+}
+
+fn classify(error: &std::io::Error) -> Failure {
+    match error.kind() {
+        ErrorKind::ConnectionRefused => Failure::Refused,
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => Failure::Reset,
+        ErrorKind::UnexpectedEof => Failure::EofMidResponse,
+        _ => Failure::Timeout,
+    }
+}
+
+struct Tally {
+    stop: AtomicBool,
+    acknowledged: Vec<AtomicU64>,
+    failures: Mutex<BTreeMap<Failure, Vec<String>>>,
+    pids: Mutex<HashSet<u32>>,
+}
+
+impl Tally {
+    fn fail(&self, class: Failure, what: String) {
+        self.failures.lock().unwrap().entry(class).or_default().push(what);
+    }
+}
+
+const ROOMS: usize = 16;
+
+/// One add on `stream` (connecting first if there is none); keeps the
+/// connection while the server keeps it open.
+fn add(address: SocketAddr, stream: &mut Option<BufReader<TcpStream>>, room: usize, tally: &Tally) {
+    if stream.is_none() {
+        match TcpStream::connect(address) {
+            Ok(connected) => {
+                connected.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                *stream = Some(BufReader::new(connected));
+            }
+            Err(err) => return tally.fail(classify(&err), format!("connect: {err}")),
+        }
+    }
+    let reader = stream.as_mut().expect("connected above");
+    send(reader.get_mut(), "POST", &format!("/call/counter/add?instance=room-{room}"), b"1", &[]);
+    match read_full(reader) {
+        Ok(response) if response.status == 200 => {
+            tally.acknowledged[room].fetch_add(1, Ordering::Relaxed);
+            if let Some(pid) = response.header("hotswap-pid").and_then(|pid| pid.parse().ok()) {
+                tally.pids.lock().unwrap().insert(pid);
+            }
+            if response.header("connection") == Some("close") {
+                *stream = None;
+            }
+        }
+        Ok(response) => {
+            tally.fail(
+                Failure::Non2xx,
+                format!("{}: {}", response.status, String::from_utf8_lossy(&response.body)),
+            );
+            *stream = None;
+        }
+        Err(err) => {
+            tally.fail(classify(&err), format!("response: {err}"));
+            *stream = None;
+        }
+    }
+}
+
+#[test]
+fn ten_upgrades_under_load_fail_no_request_and_lose_no_update() {
+    let setup = Setup::new(&config());
+    let mut daemon = setup.start();
+    let address = daemon.public();
+    let tally = Arc::new(Tally {
+        stop: AtomicBool::new(false),
+        acknowledged: (0..ROOMS).map(|_| AtomicU64::new(0)).collect(),
+        failures: Mutex::new(BTreeMap::new()),
+        pids: Mutex::new(HashSet::new()),
+    });
+    // Keep-alive clients, and clients that open a connection per request.
+    let clients: Vec<_> = (0..18)
+        .map(|client| {
+            let tally = tally.clone();
+            std::thread::spawn(move || {
+                let keep_alive = client < 12;
+                let give_up = Instant::now() + Duration::from_secs(120);
+                let mut stream = None;
+                let mut n = client;
+                while !tally.stop.load(Ordering::Relaxed) && Instant::now() < give_up {
+                    add(address, &mut stream, n % ROOMS, &tally);
+                    n += 1;
+                    if !keep_alive {
+                        stream = None;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut generations = vec![daemon.pid()];
+    for _ in 0..10 {
+        generations.push(upgrade(&setup, &mut daemon));
+    }
+    // A moment on the last process too.
+    std::thread::sleep(Duration::from_millis(200));
+    tally.stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let failures = tally.failures.lock().unwrap();
+    let counts: BTreeMap<_, _> = failures.iter().map(|(class, all)| (*class, all.len())).collect();
+    assert!(failures.is_empty(), "failed requests by class: {counts:?}; first of each: {:?}", {
+        failures.iter().map(|(class, all)| (*class, all[0].clone())).collect::<Vec<_>>()
+    });
+    let pids = tally.pids.lock().unwrap();
+    for pid in &generations {
+        assert!(pids.contains(pid), "pid {pid} of generations {generations:?} served nothing; seen {pids:?}");
+    }
+    for (room, acknowledged) in tally.acknowledged.iter().enumerate() {
+        let total = daemon.text("POST", &format!("/call/counter/get?instance=room-{room}"), "");
+        assert_eq!(total, acknowledged.load(Ordering::Relaxed).to_string(), "room-{room}");
+    }
+    assert_eq!(daemon.status()["pid"], generations[10]);
+    let total: u64 = tally.acknowledged.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+    eprintln!("{total} requests answered across {} processes", pids.len());
+}
+
+/// After the hand-over, what reaches the old process on a connection it
+/// still has open is answered by the new one, and the connection closes.
+#[test]
+fn the_old_process_forwards_and_closes_its_open_connections() {
+    let setup = Setup::new(&config());
+    let mut daemon = setup.start();
+    let old_pid = daemon.pid();
+    daemon.text("POST", "/call/counter/add?instance=lobby", "5");
+    let mut held = BufReader::new(TcpStream::connect(daemon.public()).unwrap());
+    send(held.get_mut(), "GET", "/healthz", b"", &[]);
+    assert_eq!(read_full(&mut held).unwrap().status, 200);
+    let mut held_again = BufReader::new(TcpStream::connect(daemon.public()).unwrap());
+    send(held_again.get_mut(), "GET", "/healthz", b"", &[]);
+    assert_eq!(read_full(&mut held_again).unwrap().header("hotswap-pid"), Some(old_pid.to_string().as_str()));
+
+    // Held connections keep the old process alive until they are used.
+    let output = setup.cli(&["upgrade"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let new_pid: u32 =
+        stdout(&output).split(" -> ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+
+    send(held.get_mut(), "POST", "/call/counter/add?instance=lobby", b"1", &[]);
+    let forwarded = read_full(&mut held).unwrap();
+    assert_eq!(forwarded.status, 200);
+    assert_eq!(forwarded.body, b"6", "the new process's state answered");
+    assert_eq!(forwarded.header("hotswap-pid"), Some(new_pid.to_string().as_str()));
+    assert_eq!(forwarded.header("connection"), Some("close"));
+
+    send(held_again.get_mut(), "GET", "/healthz", b"", &[]);
+    let health = read_full(&mut held_again).unwrap();
+    assert_eq!(health.status, 503, "the old process is draining");
+    assert_eq!(health.header("connection"), Some("close"));
+    daemon.taken_over_by(new_pid);
+    assert_eq!(daemon.text("POST", "/call/counter/get?instance=lobby", ""), "6");
+}
+
+/// Descriptors the process has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0)
+}
+
+/// Processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold anything, so split after its last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let parent = rest.split_whitespace().nth(1).and_then(|ppid| ppid.parse::<u32>().ok());
+        if parent == Some(pid) {
+            children.extend(head.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()));
+        }
+    }
+    children
+}
+
+fn script(setup: &Setup, name: &str, body: &str) -> String {
+    let path = setup.path(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+/// Asserts that a refused upgrade left `daemon` as it was.
+fn assert_untouched(daemon: &Daemon, pid: u32, fds: usize, total: &str) {
+    assert_eq!(daemon.pid(), pid);
+    assert_eq!(daemon.status()["pid"], pid, "the same process serves");
+    assert_eq!(daemon.text("GET", "/total", ""), total, "its state is untouched");
+    assert_eq!(daemon.version(), "1.0.0");
+    assert!(children_of(pid).is_empty(), "a child process was left: {:?}", children_of(pid));
+    // Connections of the checks above close asynchronously: allow a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds(pid) > fds && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(open_fds(pid) <= fds, "descriptors leaked: {} open, {fds} before", open_fds(pid));
+}
+
+#[test]
+fn failed_upgrades_leave_the_old_process_serving_as_if_nothing_happened() {
+    let setup = Setup::new(&format!("{}\n[upgrade]\nready_timeout = \"1s\"\n", config()));
+    let not_executable = setup.path("hotswap-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_hotswap"), &not_executable).unwrap();
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exits = script(&setup, "exits.sh", "echo 'the new binary gives up' >&2\nexit 3");
+    let hangs = script(&setup, "hangs.sh", "exec sleep 30");
+    let daemon = setup.start();
+    daemon.text("POST", "/call/counter/add?instance=lobby", "7");
+    let pid = daemon.pid();
+    std::thread::sleep(Duration::from_millis(100));
+    let fds = open_fds(pid);
+
+    let cases = [
+        (setup.path("no-such-binary").display().to_string(), "No such file or directory"),
+        (not_executable.display().to_string(), "not an executable file"),
+        (exits, "exited before it was ready; the new process (pid"),
+        (hangs, "was not ready within 1s"),
+    ];
+    for (binary, says) in &cases {
+        let output = setup.cli(&["upgrade", "--binary", binary]);
+        assert!(!output.status.success(), "{binary} must fail");
+        assert!(stderr(&output).contains(says), "{binary}: {}", stderr(&output));
+        assert_untouched(&daemon, pid, fds, "7");
+        assert_eq!(daemon.status()["upgrade"]["phase"], "failed");
+    }
+    assert!(stderr(&setup.cli(&["upgrade", "--binary", &cases[2].0])).contains("exit status: 3"));
+    assert_eq!(daemon.text("POST", "/call/counter/add?instance=lobby", "1"), "8", "calls go on");
+}
+
+#[test]
+fn an_upgrade_whose_new_process_cannot_take_the_state_changes_nothing() {
+    let setup = Setup::new(&config());
+    setup.install(modules::COUNTER_V2, "libcounter_v2.so");
+    let daemon = setup.start();
+    daemon.text("POST", "/call/counter/add?instance=lobby", "4");
+    daemon.text("POST", "/call/counter/corrupt-snapshot?instance=lobby", "");
+    let pid = daemon.pid();
+    std::thread::sleep(Duration::from_millis(100));
+    let fds = open_fds(pid);
+    // The new process will run 2.0.0, which cannot read lobby's snapshot.
+    setup.write_config(&config().replace("modules/libcounter.so", "modules/libcounter_v2.so"));
+    let output = setup.cli(&["upgrade"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("could not take the state") && message.contains("cannot migrate a 7-byte snapshot"),
+        "{message}"
+    );
+    setup.write_config(&config());
+    assert_untouched(&daemon, pid, fds, "4");
+}
+
+#[test]
+fn a_second_upgrade_while_one_runs_is_refused() {
+    let setup = Setup::new(&format!("{}\n[upgrade]\nready_timeout = \"3s\"\n", config()));
+    let hangs = script(&setup, "hangs.sh", "exec sleep 30");
+    let daemon = setup.start();
+    let first = std::thread::spawn({
+        let config = setup.config();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hotswap"))
+                .args(["--config", config.to_str().unwrap(), "upgrade", "--binary", &hangs])
+                .output()
+                .unwrap()
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.status()["upgrade"]["phase"] != "waiting for ready" {
+        assert!(Instant::now() < deadline, "the first upgrade did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = setup.cli(&["upgrade"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("already in progress"), "{}", stderr(&output));
+    let first = first.join().unwrap();
+    assert!(stderr(&first).contains("not ready within 3s"), "{}", stderr(&first));
+    assert_eq!(daemon.text("GET", "/total", ""), "0");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_mainpid_and_stopping_and_the_pid_file_follows() {
+    let setup = Setup::new(&config().replace("[server]", "[server]\npid_file = \"hotswap.pid\""));
+    let notify_path = setup.path("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let receive = || {
+        let mut buffer = [0u8; 512];
+        let n = notify.recv(&mut buffer).expect("a notification");
+        String::from_utf8(buffer[..n].to_vec()).unwrap()
+    };
+    let mut daemon = setup.start_env(&[], &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())]).unwrap();
+    assert_eq!(receive(), "READY=1");
+    let pid_file =
+        || std::fs::read_to_string(setup.path("hotswap.pid")).unwrap().trim().parse::<u32>().unwrap();
+    assert_eq!(pid_file(), daemon.pid());
+
+    let new_pid = upgrade(&setup, &mut daemon);
+    let reloading = receive();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    assert_eq!(receive(), format!("MAINPID={new_pid}\nREADY=1"));
+    assert_eq!(pid_file(), new_pid);
+
+    daemon.signal("TERM");
+    assert_eq!(receive(), "STOPPING=1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::is_running(new_pid) {
+        assert!(Instant::now() < deadline, "the new process did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!setup.path("hotswap.pid").exists(), "the pid file is removed at the end");
+}
+
+/// At first start, sockets from systemd socket activation (LISTEN_FDS) are
+/// served instead of binding `server.listen`.
+#[test]
+fn socket_activation_serves_the_inherited_socket() {
+    // Bound by "systemd" (this test); the config asks for another port.
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = socket.local_addr().unwrap();
+    let setup = Setup::new(&config());
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hotswap"));
+    command
+        .args(["serve", "--config", setup.config().to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(setup.path("daemon.log")).unwrap());
+    use std::os::fd::AsFd;
+    let child = hotswap_upgrade::listen::spawn_with(&mut command, &[("public", socket.as_fd())]).unwrap();
+    drop(socket);
+    let daemon = Daemon::adopt(child, &setup);
+    assert_eq!(daemon.public(), address, "it serves the socket it was given");
+    assert_eq!(daemon.text("POST", "/call/counter/add?instance=a", "2"), "2");
+}
