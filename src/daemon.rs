@@ -237,8 +237,18 @@ impl Daemon {
             self.engine
                 .load_checked(name, &source, |copy| policy::check_sha256(module.sha256.as_deref(), copy))
                 .map_err(|error| format!("module '{name}': {error}"))?;
+            self.remember_hash(module, &source);
         }
         Ok(())
+    }
+
+    /// Records the content a watched module was loaded from (see `swap_file`).
+    fn remember_hash(&self, module: &ModuleConfig, source: &Path) {
+        if module.watch
+            && let Ok(hash) = policy::sha256_of(source)
+        {
+            self.loaded_hashes.lock().expect("hash lock").insert(module.name.clone(), hash);
+        }
     }
 
     fn start_module(
@@ -279,6 +289,7 @@ impl Daemon {
             },
         };
         let report = report.map_err(|error| format!("module '{name}': {error}"))?;
+        self.remember_hash(module, &source);
         let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
         tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
         Ok(())
@@ -315,18 +326,20 @@ impl Daemon {
     ) -> Result<api::SwapReport, SwapFailure> {
         let module = configured.name.as_str();
         let source = policy::check_source(config, requested).map_err(SwapFailure::Refused)?;
-        let source_hash = match trigger {
-            Trigger::Watch => {
-                let hash = policy::sha256_of(&source).map_err(|err| {
-                    SwapFailure::Engine(SwapError::Unreadable { path: source.clone(), source: err })
-                })?;
-                if self.loaded_hashes.lock().expect("hash lock").get(module) == Some(&hash) {
-                    return Err(SwapFailure::Unchanged);
-                }
-                Some(hash)
-            }
-            _ => None,
+        // For watched modules, remember what was loaded: a file event that
+        // leaves the content as it was is not a reason to swap.
+        let source_hash = match configured.watch {
+            true => Some(policy::sha256_of(&source).map_err(|err| {
+                SwapFailure::Engine(SwapError::Unreadable { path: source.clone(), source: err })
+            })?),
+            false => None,
         };
+        if trigger == Trigger::Watch
+            && source_hash.is_some()
+            && self.loaded_hashes.lock().expect("hash lock").get(module) == source_hash.as_ref()
+        {
+            return Err(SwapFailure::Unchanged);
+        }
         self.save_before_swap(module);
         let report = self
             .engine

@@ -12,12 +12,19 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 
-/// Checks that `path` may be loaded; returns it with links resolved.
+/// Checks that `path` may be loaded (it lies in an allowed folder or below
+/// one, and neither it nor its folder is group- or world-writable); returns
+/// it with links resolved.
 pub fn check_source(config: &Config, path: &Path) -> Result<PathBuf, String> {
     let real = fs::canonicalize(path).map_err(|err| format!("cannot open {}: {err}", path.display()))?;
     let folder = real.parent().unwrap_or(Path::new("/"));
-    let allowed =
-        config.allowed_dirs.iter().filter_map(|dir| fs::canonicalize(dir).ok()).any(|dir| dir == folder);
+    // A subfolder counts too: the owner of a folder controls what is below it
+    // (a Kubernetes volume keeps its files in a timestamped subfolder).
+    let allowed = config
+        .allowed_dirs
+        .iter()
+        .filter_map(|dir| fs::canonicalize(dir).ok())
+        .any(|dir| folder.starts_with(&dir));
     if !allowed {
         let dirs: Vec<String> = config.allowed_dirs.iter().map(|dir| dir.display().to_string()).collect();
         return Err(format!(

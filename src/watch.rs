@@ -10,6 +10,10 @@
 //! period. If the file still does not load as a module (a writer that
 //! closes before it is done), the watcher tries again a few times, then
 //! reports the error; the old version serves throughout.
+//!
+//! A rename of anything else in a watched folder also checks the watched
+//! modules there (a file whose content did not change is left alone): that
+//! is how a Kubernetes ConfigMap volume or a symlink flip updates files.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -124,19 +128,27 @@ fn run(daemon: &Daemon, incoming: &mpsc::Receiver<notify::Result<Event>>) {
                 let Some(seen) = classify(&event.kind) else { continue };
                 let config = daemon.config();
                 for path in &event.paths {
-                    let Some(module) = config.modules.iter().find(|m| m.watch && &m.path == path) else {
-                        continue;
+                    let exact = config.modules.iter().filter(|m| m.watch && &m.path == path);
+                    let beside = config
+                        .modules
+                        .iter()
+                        .filter(|m| m.watch && &m.path != path && m.path.parent() == path.parent());
+                    let affected: Vec<&str> = match seen {
+                        Seen::Complete => exact.chain(beside).map(|m| m.name.as_str()).collect(),
+                        Seen::Written => exact.map(|m| m.name.as_str()).collect(),
                     };
-                    let at = match seen {
-                        Seen::Complete => Instant::now(),
-                        Seen::Written => Instant::now() + QUIET,
-                    };
-                    let entry = due.entry(module.name.clone()).or_insert((at, 0));
-                    // A complete write moves the swap earlier; more writes push a quiet one later.
-                    entry.0 = match seen {
-                        Seen::Complete => at.min(entry.0),
-                        Seen::Written => at.max(entry.0),
-                    };
+                    for module in affected {
+                        let at = match seen {
+                            Seen::Complete => Instant::now(),
+                            Seen::Written => Instant::now() + QUIET,
+                        };
+                        let entry = due.entry(module.to_owned()).or_insert((at, 0));
+                        // A complete write moves the swap earlier; more writes push a quiet one later.
+                        entry.0 = match seen {
+                            Seen::Complete => at.min(entry.0),
+                            Seen::Written => at.max(entry.0),
+                        };
+                    }
                 }
             }
             Ok(Err(err)) => tracing::warn!("file watcher: {err}"),

@@ -81,3 +81,28 @@ fn sighup_applies_a_changed_config_and_keeps_the_old_one_when_the_new_is_bad() {
     assert!(setup.path("state/counter.state").exists(), "its state was saved first");
     assert_eq!(daemon.http("GET", "/total", b"").0, 404, "its route is gone too");
 }
+
+/// A Kubernetes ConfigMap volume: the module path is a link through
+/// `..data`, a link to a timestamped folder, and an update renames a new
+/// `..data` into place. The watched file's own name never changes.
+#[test]
+fn watch_follows_a_configmap_style_update() {
+    use std::os::unix::fs::symlink;
+    let setup = Setup::new(COUNTER_CONFIG);
+    let modules = setup.path("modules");
+    std::fs::remove_file(modules.join("libcounter.so")).unwrap();
+    std::fs::create_dir(modules.join("..2026_11_21_v1")).unwrap();
+    std::fs::copy(modules::COUNTER_V1, modules.join("..2026_11_21_v1/libcounter.so")).unwrap();
+    symlink("..2026_11_21_v1", modules.join("..data")).unwrap();
+    symlink("..data/libcounter.so", modules.join("libcounter.so")).unwrap();
+    let daemon = setup.start();
+    daemon.text("POST", "/call/counter/add?instance=lobby", "8");
+
+    std::fs::create_dir(modules.join("..2026_11_21_v2")).unwrap();
+    std::fs::copy(modules::COUNTER_V2, modules.join("..2026_11_21_v2/libcounter.so")).unwrap();
+    symlink("..2026_11_21_v2", modules.join("..data_tmp")).unwrap();
+    std::fs::rename(modules.join("..data_tmp"), modules.join("..data")).unwrap();
+    daemon.wait_for_version("2.0.0");
+    assert_eq!(daemon.text("GET", "/total", ""), "8");
+    assert_eq!(daemon.status()["modules"][0]["swaps"], 1, "one swap, not one per event");
+}
