@@ -50,6 +50,13 @@ What runs, with counters (from $root):
 
   $hotswap status --config $config
 
+Replace the daemon process itself, keeping the players and every connection
+(the new process prints its log here too; it is no longer this terminal's
+job, so stop it afterwards with kill \$(cat $here/run/hotswap.pid)):
+
+  $hotswap --config $config upgrade
+  curl -si -w '\n' 127.0.0.1:8080/state | grep -i -e hotswap-pid -e alice
+
 Stop the daemon with Ctrl-C (it saves the state) and run this script again:
 the players, their scores and the hit count come back from
 $here/run/state. The daemon starts on the configured file,
