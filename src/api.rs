@@ -60,6 +60,9 @@ pub struct Upgraded {
     pub new_pid: u32,
     /// From the request until the new process served.
     pub took_ms: u64,
+    /// The new process's own start-up: from its start until it had loaded
+    /// its modules and asked for the state.
+    pub startup_ms: u64,
     /// How long calls were held: from the freeze to READY.
     pub frozen_ms: u64,
     pub modules: usize,

@@ -167,6 +167,16 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
                 out += &format!("  last refused swap: {error}\n");
             }
         }
+        if let Some(upgrade) = &status.upgrade {
+            let pid = upgrade.new_pid.map(|pid| format!(" to pid {pid}")).unwrap_or_default();
+            out += &format!(
+                "\nupgrade{pid}: {} ({} module(s), {} instance(s), {} bytes of state)",
+                upgrade.outcome.as_deref().unwrap_or(&upgrade.phase),
+                upgrade.modules_sent,
+                upgrade.instances_sent,
+                upgrade.bytes_sent
+            );
+        }
         if let Some(run) = &status.last_snapshot {
             out += &format!("\nstate saved to {}: {} module(s)", status.state_dir, run.written.len());
             if !run.failed.is_empty() {
@@ -289,10 +299,12 @@ pub fn upgrade(target: &Target, json: bool, binary: Option<&Path>) -> Result<(),
     expect_success(status, &body)?;
     print_json_or(json, &body, |done: api::Upgraded| {
         format!(
-            "upgraded: pid {} -> {} in {} ms; {} instance(s) of {} module(s), {} bytes of state; calls held {} ms",
+            "upgraded: pid {} -> {} in {} ms (the new process started in {} ms); {} instance(s) of {} module(s), \
+             {} bytes of state; calls held {} ms",
             done.old_pid,
             done.new_pid,
             done.took_ms,
+            done.startup_ms,
             done.instances,
             done.modules,
             done.state_bytes,

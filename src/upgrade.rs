@@ -126,12 +126,14 @@ fn hand_over(
         progress.new_pid = Some(new_pid);
     });
 
+    let spawned_at = Instant::now();
     match read_until(&mut control, deadline, config.upgrade_timeout) {
         Ok(frame::Frame { kind: HELLO, .. }) => {}
         Ok(other) => return Err(child.fail(&format!("it sent frame kind {} instead of HELLO", other.kind))),
         Err(reason) => return Err(child.fail(&reason)),
     }
 
+    let startup_ms = spawned_at.elapsed().as_millis() as u64;
     // Freeze: no new connection here, no call running, then send the state.
     daemon.update_progress(|progress| progress.phase = "transferring state".into());
     let _ = daemon.listening.send(Listening::Pause);
@@ -165,6 +167,7 @@ fn hand_over(
         old_pid: std::process::id(),
         new_pid,
         took_ms: started.elapsed().as_millis() as u64,
+        startup_ms,
         frozen_ms,
         modules: progress.modules_sent,
         instances: progress.instances_sent,
@@ -274,8 +277,8 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<UnixStream, St
     let mut control = UnixStream::from(control);
     let lost = |err: &dyn std::fmt::Display| format!("the old process went away during the upgrade: {err}");
     frame::write(&mut control, HELLO, &std::process::id().to_le_bytes()).map_err(|err| lost(&err))?;
-    let taken = (|| -> Result<(usize, usize), String> {
-        let (mut modules, mut instances) = (0, 0);
+    let taken = (|| -> Result<(usize, usize, u64), String> {
+        let (mut modules, mut instances, mut bytes) = (0, 0, 0);
         loop {
             let received = frame::read(&mut control).map_err(|err| lost(&err))?;
             match received.kind {
@@ -291,15 +294,26 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<UnixStream, St
                     instances +=
                         daemon.engine.adopt(&snapshot.module, &snapshot).map_err(|err| err.to_string())?;
                     modules += 1;
+                    bytes += received.payload.len() as u64;
                 }
-                STATE_END => return Ok((modules, instances)),
+                STATE_END => return Ok((modules, instances, bytes)),
                 other => return Err(format!("unexpected frame kind {other} during the state transfer")),
             }
         }
     })();
     match taken {
-        Ok((modules, instances)) => {
-            tracing::info!("took over {instances} instance(s) of {modules} module(s) from the old process");
+        Ok((modules, instances, bytes)) => {
+            let old_pid = std::os::unix::process::parent_id();
+            tracing::info!("took over {instances} instance(s) of {modules} module(s) from pid {old_pid}");
+            daemon.set_progress(api::Upgrade {
+                phase: "done".into(),
+                new_pid: Some(std::process::id()),
+                modules_sent: modules,
+                instances_sent: instances,
+                bytes_sent: bytes,
+                outcome: Some(format!("took over from pid {old_pid}")),
+                ..api::Upgrade::new(&daemon.binary, "done")
+            });
             Ok(control)
         }
         Err(reason) => {

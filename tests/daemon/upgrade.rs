@@ -375,3 +375,25 @@ fn socket_activation_serves_the_inherited_socket() {
     assert_eq!(daemon.public(), address, "it serves the socket it was given");
     assert_eq!(daemon.text("POST", "/call/counter/add?instance=a", "2"), "2");
 }
+
+#[test]
+fn sigusr2_upgrades_to_the_binary_the_daemon_was_started_from() {
+    let setup = Setup::new(&config());
+    let mut daemon = setup.start();
+    daemon.text("POST", "/call/counter/add?instance=lobby", "3");
+    let old_pid = daemon.pid();
+    daemon.signal("USR2");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_pid = loop {
+        let status = daemon.status();
+        if status["pid"] != old_pid {
+            break status["pid"].as_u64().unwrap() as u32;
+        }
+        assert!(Instant::now() < deadline, "no upgrade after SIGUSR2:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    daemon.taken_over_by(new_pid);
+    assert_eq!(daemon.text("GET", "/total", ""), "3");
+    let text = stdout(&setup.cli(&["status"]));
+    assert!(text.contains(&format!("upgrade to pid {new_pid}: took over from pid {old_pid}")), "{text}");
+}
