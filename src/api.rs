@@ -128,7 +128,7 @@ pub struct SwapReport {
     pub total_us: u64,
     pub snapshot_bytes_total: u64,
     pub old_code_unmapped: Option<bool>,
-    /// What asked for the swap: "admin", "watch", "reload", "route" ("" in status).
+    /// What asked for the swap: "start", "admin", "watch", "reload", "route".
     pub trigger: String,
 }
 

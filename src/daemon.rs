@@ -112,6 +112,8 @@ pub struct Daemon {
     /// Set when the daemon stops taking connections.
     pub draining: AtomicBool,
     last_errors: Mutex<HashMap<String, String>>,
+    /// What triggered each module's last successful swap.
+    last_triggers: Mutex<HashMap<String, Trigger>>,
     last_snapshot: Mutex<Option<api::SnapshotRun>>,
     /// SHA-256 of the file each watched module was last loaded from.
     loaded_hashes: Mutex<HashMap<String, String>>,
@@ -152,6 +154,7 @@ impl Daemon {
             public_addr: OnceLock::new(),
             draining: AtomicBool::new(false),
             last_errors: Mutex::new(HashMap::new()),
+            last_triggers: Mutex::new(HashMap::new()),
             last_snapshot: Mutex::new(None),
             loaded_hashes: Mutex::new(HashMap::new()),
             gate: tokio::sync::RwLock::new(()),
@@ -384,6 +387,7 @@ impl Daemon {
         match outcome {
             Ok(report) => {
                 self.last_errors.lock().expect("error lock").remove(module);
+                self.last_triggers.lock().expect("trigger lock").insert(module.to_owned(), trigger);
                 if report.from_version.is_some() {
                     self.metrics.swap_succeeded(module, std::time::Duration::from_micros(report.total_us));
                 }
@@ -482,6 +486,7 @@ impl Daemon {
         let config = self.config();
         let engine = self.engine.status();
         let last_errors = self.last_errors.lock().expect("error lock").clone();
+        let last_triggers = self.last_triggers.lock().expect("trigger lock").clone();
         let modules = engine
             .modules
             .iter()
@@ -511,7 +516,11 @@ impl Daemon {
                 rollback_version: module.rollback_version.clone(),
                 resident_retired: module.resident_retired.iter().map(|r| r.version.clone()).collect(),
                 reclaimed: module.reclaimed,
-                last_swap: module.last_swap.as_ref().map(|report| api::SwapReport::from_engine(report, "")),
+                last_swap: module.last_swap.as_ref().map(|report| {
+                    // A swap the daemon did not record was the load at start.
+                    let trigger = last_triggers.get(&module.name).map_or("start", |trigger| trigger.as_str());
+                    api::SwapReport::from_engine(report, trigger)
+                }),
                 last_error: last_errors.get(&module.name).cloned(),
             })
             .collect();

@@ -23,6 +23,7 @@ fn watch_swaps_on_rename_and_on_overwrite_in_place() {
     let status = daemon.status();
     assert_eq!(status["modules"][0]["swaps"], 2);
     assert_eq!(status["modules"][0]["last_swap"]["to_version"], "1.0.0");
+    assert_eq!(status["modules"][0]["last_swap"]["trigger"], "watch");
 }
 
 #[test]

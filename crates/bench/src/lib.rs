@@ -7,6 +7,8 @@
 //! | `benches/swap.rs` | a swap with no instances; swap pause at 1 KiB, 1 MiB, 16 MiB of state | `cargo bench -p hotswap-bench --bench swap` |
 //! | `src/bin/swap_phases.rs` | the phases of [`hotswap::SwapReport`], medians over many swaps | `cargo run --release -p hotswap-bench --bin swap-phases` |
 //! | `src/bin/swap_memory.rs` | RSS and mapped copies over 1,000 swaps, with and without thread-locals | `cargo run --release -p hotswap-bench --bin swap-memory` |
+//! | `src/bin/watch_latency.rs` | the daemon: from a completed write of a watched module file to the new version serving | `cargo build --release -p hotswap-daemon`, then `cargo run --release -p hotswap-bench --bin watch-latency` |
+//! | `scripts/http_load.sh` (+ `http_load.lua`, `src/bin/module_paths.rs`) | the daemon: requests/s through the HTTP front with wrk, steady and while swapping | `crates/bench/scripts/http_load.sh` |
 //!
 //! The results and the machine they were measured on are in `BENCHMARKS.md`
 //! at the root of the repository.
