@@ -76,20 +76,11 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             response
         }
         (&Method::POST, ["v1", "modules", name, "load"]) => {
-            let request: api::LoadRequest =
-                match http::read_body(body, &parts.headers, ADMIN_BODY_LIMIT).await {
-                    Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => api::LoadRequest::default(),
-                    Ok(bytes) => match serde_json::from_slice(&bytes) {
-                        Ok(request) => request,
-                        Err(err) => {
-                            return http::error(
-                                400,
-                                format!("the body must be {{\"path\": \"...\"}} or empty: {err}"),
-                            );
-                        }
-                    },
-                    Err(response) => return response,
-                };
+            let request: api::LoadRequest = match json_body(body, &parts.headers, "{\"path\": \"...\"}").await
+            {
+                Ok(request) => request,
+                Err(response) => return response,
+            };
             let name = name.to_string();
             blocking(move || {
                 daemon.swap(&name, request.path.as_deref().map(std::path::Path::new), Trigger::Admin)
@@ -113,17 +104,8 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         }
         (&Method::POST, ["v1", "upgrade"]) => {
             let request: api::UpgradeRequest =
-                match http::read_body(body, &parts.headers, ADMIN_BODY_LIMIT).await {
-                    Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => api::UpgradeRequest::default(),
-                    Ok(bytes) => match serde_json::from_slice(&bytes) {
-                        Ok(request) => request,
-                        Err(err) => {
-                            return http::error(
-                                400,
-                                format!("the body must be {{\"binary\": \"...\"}} or empty: {err}"),
-                            );
-                        }
-                    },
+                match json_body(body, &parts.headers, "{\"binary\": \"...\"}").await {
+                    Ok(request) => request,
                     Err(response) => return response,
                 };
             upgrade(daemon, request.binary.map(Into::into)).await
@@ -144,6 +126,21 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         ) => http::error(405, format!("use POST {path}")),
         _ => http::error(404, format!("no admin endpoint {} {path}", parts.method)),
     }
+}
+
+/// Reads an optional JSON body: empty means `T::default()`; anything else
+/// must parse as `T` (`shape` says what one looks like, for the error).
+async fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: Incoming,
+    headers: &hyper::HeaderMap,
+    shape: &str,
+) -> Result<T, Response> {
+    let bytes = http::read_body(body, headers, ADMIN_BODY_LIMIT).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|err| http::error(400, format!("the body must be {shape} or empty: {err}")))
 }
 
 /// Replaces this process (see `upgrade.rs`) and answers with the new pid or why not.

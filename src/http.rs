@@ -81,6 +81,29 @@ pub fn segment(raw: &str) -> Option<String> {
     percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
 }
 
+/// A listening socket the accept loop can take connections from.
+pub trait Listener: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_one(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        let (stream, _) = self.accept().await?;
+        // Small request/response exchanges: do not wait to coalesce packets.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
 /// What an accept loop does now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listening {

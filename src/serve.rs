@@ -129,51 +129,19 @@ async fn serve(
         None => None,
     };
 
-    let drain = config.shutdown_timeout;
     let mut servers = tokio::task::JoinSet::new();
-    let public = Arc::new(public);
-    servers.spawn(http::serve(
-        "public port",
-        move || {
-            let public = public.clone();
-            async move { public.accept().await.map(|(stream, _)| stream) }
-        },
-        daemon.listening.subscribe(),
-        drain,
-        {
-            let daemon = daemon.clone();
-            move |request| public::handle(daemon.clone(), request)
-        },
-    ));
-    let admin_socket = Arc::new(admin_socket);
-    servers.spawn(http::serve(
-        "admin socket",
-        move || {
-            let admin_socket = admin_socket.clone();
-            async move { admin_socket.accept().await.map(|(stream, _)| stream) }
-        },
-        daemon.listening.subscribe(),
-        drain,
-        {
-            let daemon = daemon.clone();
-            move |request| admin::handle(daemon.clone(), None, request)
-        },
-    ));
+    let handler = |daemon: &Arc<Daemon>| {
+        let daemon = daemon.clone();
+        move |request| public::handle(daemon.clone(), request)
+    };
+    spawn_server(&mut servers, &daemon, "public port", public, handler(&daemon));
+    let admin_handler = |daemon: &Arc<Daemon>, token: Option<Token>| {
+        let daemon = daemon.clone();
+        move |request| admin::handle(daemon.clone(), token.clone(), request)
+    };
+    spawn_server(&mut servers, &daemon, "admin socket", admin_socket, admin_handler(&daemon, None));
     if let Some((listener, token)) = admin_tcp {
-        let listener = Arc::new(listener);
-        servers.spawn(http::serve(
-            "TCP admin",
-            move || {
-                let listener = listener.clone();
-                async move { listener.accept().await.map(|(stream, _)| stream) }
-            },
-            daemon.listening.subscribe(),
-            drain,
-            {
-                let daemon = daemon.clone();
-                move |request| admin::handle(daemon.clone(), Some(token.clone()), request)
-            },
-        ));
+        spawn_server(&mut servers, &daemon, "TCP admin", listener, admin_handler(&daemon, Some(token)));
     }
     let watch = Watch::start(daemon.clone())?;
     servers.spawn(save_periodically(daemon.clone()));
@@ -224,6 +192,7 @@ async fn serve(
         tracing::info!("handed over; the last connection of this process closed, bye");
         return Ok(());
     }
+    let drain = config.shutdown_timeout;
     tracing::info!("stopping: finishing open requests (at most {drain:?}), then saving state");
     let _ = daemon.notifier.stopping();
     daemon.draining.store(true, Relaxed);
@@ -251,6 +220,27 @@ fn tcp_from(fd: OwnedFd, name: &str) -> Result<TcpListener, String> {
     let socket = std::net::TcpListener::from(fd);
     socket.set_nonblocking(true).map_err(|err| err.to_string())?;
     TcpListener::from_std(socket).map_err(|err| format!("cannot use the inherited {name} socket: {err}"))
+}
+
+/// Serves `listener` with `handler` as the daemon's accept mode says.
+fn spawn_server<L, H, F>(
+    servers: &mut tokio::task::JoinSet<()>,
+    daemon: &Daemon,
+    what: &'static str,
+    listener: L,
+    handler: H,
+) where
+    L: http::Listener,
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = http::Response> + Send + 'static,
+{
+    let listener = Arc::new(listener);
+    let accept = move || {
+        let listener = listener.clone();
+        async move { listener.accept_one().await }
+    };
+    let drain = daemon.config().shutdown_timeout;
+    servers.spawn(http::serve(what, accept, daemon.listening.subscribe(), drain, handler));
 }
 
 /// SIGHUP: re-read the config; a bad one is reported and the running one stays.

@@ -245,12 +245,7 @@ impl Engine {
     pub fn adopt(&self, module: &str, saved: &ModuleSnapshot) -> Result<usize, SwapError> {
         let _swap = self.begin_swap(module)?;
         let entry = self.entry(module).ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
-        if saved.module != module {
-            return Err(SwapError::SnapshotOfAnotherModule {
-                module: module.into(),
-                found: saved.module.clone(),
-            });
-        }
+        check_saved_module(module, saved)?;
         // Holding `current` keeps first calls from starting instances meanwhile.
         let current = entry.current.read();
         let code = current.as_ref().ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
@@ -260,14 +255,7 @@ impl Engine {
             if existing.as_ref().is_some_and(|instance| matches!(*instance.slot.lock(), Slot::Live(_))) {
                 return Err(SwapError::AlreadyStarted { module: module.into(), instance: key.clone() });
             }
-            let previous = Previous { name: &saved.module, version: &saved.version, state: bytes };
-            let state = code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
-                module: module.into(),
-                instance: key.clone(),
-                saved_version: saved.version.clone(),
-                fault,
-            })?;
-            started.push((key, existing, Live { code: code.clone(), state }));
+            started.push((key, existing, start_saved(code, saved, key, bytes)?));
         }
         let count = started.len();
         for (key, existing, live) in started {
@@ -492,23 +480,11 @@ impl Engine {
     ) -> Result<(), SwapError> {
         let entry = Arc::new(ModuleEntry::new(module, code.clone()));
         if let Some(saved) = saved {
-            if saved.module != module {
-                return Err(SwapError::SnapshotOfAnotherModule {
-                    module: module.into(),
-                    found: saved.module.clone(),
-                });
-            }
+            check_saved_module(module, saved)?;
             report.from_version = Some(saved.version.clone());
             let migrate_started = Instant::now();
             for (key, bytes) in &saved.instances {
-                let previous = Previous { name: &saved.module, version: &saved.version, state: bytes };
-                let state = code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
-                    module: module.into(),
-                    instance: key.clone(),
-                    saved_version: saved.version.clone(),
-                    fault,
-                })?;
-                let instance = Instance::new(key, Slot::Live(Live { code: code.clone(), state }));
+                let instance = Instance::new(key, Slot::Live(start_saved(&code, saved, key, bytes)?));
                 entry.instances.insert(key.as_str().into(), Arc::new(instance));
                 report.instances += 1;
                 report.snapshot_bytes_total += bytes.len() as u64;
@@ -556,6 +532,28 @@ impl Drop for Engine {
             entry.shut_down();
         }
     }
+}
+
+fn check_saved_module(module: &str, saved: &ModuleSnapshot) -> Result<(), SwapError> {
+    if saved.module != module {
+        return Err(SwapError::SnapshotOfAnotherModule {
+            module: module.into(),
+            found: saved.module.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Starts instance `key` on `code` from its saved state (restore, adopt).
+fn start_saved(code: &Arc<Code>, saved: &ModuleSnapshot, key: &str, state: &[u8]) -> Result<Live, SwapError> {
+    let previous = Previous { name: &saved.module, version: &saved.version, state };
+    let state = code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
+        module: saved.module.clone(),
+        instance: key.to_owned(),
+        saved_version: saved.version.clone(),
+        fault,
+    })?;
+    Ok(Live { code: code.clone(), state })
 }
 
 /// Starts and drops one fresh state on `code`, so a version whose `init`
