@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The game demo: builds the daemon and both versions of the game module,
-# puts the modules in examples/game/modules/, shows what to try, then runs
-# the daemon in the foreground (Ctrl-C stops it and saves the state).
+# puts the modules in examples/game/modules/, starts the daemon, runs a
+# 10-second tour (players score nonstop while the daemon process is replaced
+# and the game's code swapped; it checks that nothing was lost), shows what
+# to try, and keeps serving until Ctrl-C (which stops the daemon; it saves
+# the state). `run.sh --no-tour` skips the tour.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,7 +20,7 @@ esac
 export CARGO_TARGET_DIR="$target"
 
 cd "$root"
-cargo build --release -p hotswap-daemon -p game1 -p game2
+cargo build --release -p hotswap-daemon -p game1 -p game2 -p game-tour
 
 # The daemon refuses module files and folders that others could rewrite.
 mkdir -p "$here/modules"
@@ -26,43 +29,61 @@ install -m 644 "$target/release/libgame1.so" "$target/release/libgame2.so" "$her
 
 hotswap="$target/release/hotswap"
 config="examples/game/hotswap.toml"
+pid_file="$here/run/hotswap.pid"
+log="$here/run/daemon.log"
+mkdir -p "$here/run"
+
+"$hotswap" serve --config "$config" 2> "$log" &
+started=$!
+# The daemon's pid changes with every upgrade: the pid file names the current one.
+current() { cat "$pid_file" 2>/dev/null || echo "$started"; }
+stop() {
+    kill -TERM "$(current)" 2>/dev/null || true
+    while kill -0 "$(current)" 2>/dev/null; do sleep 0.2; done
+    exit "${1:-0}"
+}
+trap 'echo; stop 0' INT TERM
+for _ in $(seq 1 100); do
+    curl -sf -o /dev/null 127.0.0.1:8080/healthz && break
+    kill -0 "$started" 2>/dev/null || { echo "the daemon did not start:"; cat "$log"; exit 1; }
+    sleep 0.1
+done
+echo "The game demo serves on http://127.0.0.1:8080 (its log: $log)."
+
+if [ "${1:-}" != "--no-tour" ]; then
+    "$target/release/game-tour" 127.0.0.1:8080 "$hotswap" "$config" || stop 1
+fi
 
 cat <<TRY
 
-The game demo serves on http://127.0.0.1:8080. In another terminal:
+Try it yourself, in another terminal:
 
   curl -w '\n' 127.0.0.1:8080/hello
   curl -w '\n' -d alice 127.0.0.1:8080/join
   curl -w '\n' -d 'alice 120' 127.0.0.1:8080/score
   curl -w '\n' 127.0.0.1:8080/state
 
-Swap to game2 (players become records with a level), keeping the state:
-
-  curl -w '\n' '127.0.0.1:8080/load?name=game2'
-  curl -w '\n' 127.0.0.1:8080/hello
-  curl -w '\n' 127.0.0.1:8080/state
-
-And back to game1:
+Swap the game's code (game1 <-> game2, a different state layout), keeping the state:
 
   curl -w '\n' '127.0.0.1:8080/load?name=game1'
+  curl -w '\n' 127.0.0.1:8080/hello
+  curl -w '\n' '127.0.0.1:8080/load?name=game2'
+
+Replace the daemon process itself, keeping the players and every connection:
+
+  $hotswap --config $config upgrade
 
 What runs, with counters (from $root):
 
-  $hotswap status --config $config
+  $hotswap --config $config status
 
-Replace the daemon process itself, keeping the players and every connection
-(the new process prints its log here too; it is no longer this terminal's
-job, so stop it afterwards with kill \$(cat $here/run/hotswap.pid)):
-
-  $hotswap --config $config upgrade
-  curl -si -w '\n' 127.0.0.1:8080/state | grep -i -e hotswap-pid -e alice
-
-Stop the daemon with Ctrl-C (it saves the state) and run this script again:
-the players, their scores and the hit count come back from
-$here/run/state. The daemon starts on the configured file,
-modules/libgame1.so: stopped on game1, the hello line is the same as before;
-stopped on game2, game1 takes over game2's state and says so.
+Ctrl-C here stops the daemon; it saves the state. Run this script again and
+the players, their scores and the hit count come back from $here/run/state.
+The daemon starts on the configured file, modules/libgame1.so, and takes
+over whatever version saved the state.
 
 TRY
 
-exec "$hotswap" serve --config "$config"
+# Serve until Ctrl-C, following the daemon across upgrades.
+while kill -0 "$(current)" 2>/dev/null; do sleep 1; done
+echo "the daemon stopped; its log is $log"
