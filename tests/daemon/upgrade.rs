@@ -316,6 +316,10 @@ fn a_second_upgrade_while_one_runs_is_refused() {
     let output = setup.cli(&["upgrade"]);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("already in progress"), "{}", stderr(&output));
+    // Module swaps wait for the next process too.
+    let output = setup.cli(&["load", "counter"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("a process upgrade is in progress"), "{}", stderr(&output));
     let first = first.join().unwrap();
     assert!(stderr(&first).contains("not ready within 3s"), "{}", stderr(&first));
     assert_eq!(daemon.text("GET", "/total", ""), "0");
