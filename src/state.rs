@@ -136,8 +136,19 @@ impl StateStore {
     }
 }
 
-/// The bytes of a state file for `snapshot` (also how state travels in an upgrade).
+/// The bytes of a state file for `snapshot`: its [`encode_body`] and the
+/// SHA-256 of it.
 pub fn encode(snapshot: &ModuleSnapshot) -> Vec<u8> {
+    let mut out = encode_body(snapshot);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+/// `snapshot` as the framed body of a state file, without the checksum: how
+/// state travels in an upgrade, over a local socket whose frames are
+/// length-checked and which cannot corrupt bytes the way a disk can.
+pub fn encode_body(snapshot: &ModuleSnapshot) -> Vec<u8> {
     let state_bytes: usize = snapshot.instances.iter().map(|(key, state)| key.len() + state.len() + 12).sum();
     let mut out = Vec::with_capacity(64 + snapshot.module.len() + snapshot.version.len() + state_bytes);
     out.extend_from_slice(MAGIC);
@@ -151,8 +162,6 @@ pub fn encode(snapshot: &ModuleSnapshot) -> Vec<u8> {
         out.extend_from_slice(&(state.len() as u64).to_le_bytes());
         out.extend_from_slice(state);
     }
-    let digest = Sha256::digest(&out);
-    out.extend_from_slice(&digest);
     out
 }
 
@@ -172,7 +181,15 @@ pub fn decode(bytes: &[u8]) -> Result<ModuleSnapshot, String> {
     if Sha256::digest(body).as_slice() != digest {
         return Err("its checksum does not match: the file is corrupt".into());
     }
-    let mut reader = Reader { rest: &body[MAGIC.len()..] };
+    decode_body(body)
+}
+
+/// Reads what [`encode_body`] wrote; every length is checked against what is there.
+pub fn decode_body(body: &[u8]) -> Result<ModuleSnapshot, String> {
+    let Some(fields) = body.strip_prefix(MAGIC.as_slice()) else {
+        return Err("it does not start like a hotswap state".into());
+    };
+    let mut reader = Reader { rest: fields };
     let module = reader.text()?;
     let version = reader.text()?;
     let _written = reader.u64()?;
@@ -263,6 +280,15 @@ mod tests {
         fs::write(&file, b"").unwrap();
         let error = store.read("game").unwrap_err();
         assert!(error.to_string().contains("game.state"), "{error}");
+    }
+
+    #[test]
+    fn bodies_round_trip_and_refuse_what_is_cut() {
+        let body = encode_body(&sample());
+        assert_eq!(decode_body(&body).unwrap(), sample());
+        for at in 0..body.len() {
+            assert!(decode_body(&body[..at]).is_err(), "cut at {at} went unnoticed");
+        }
     }
 
     #[test]

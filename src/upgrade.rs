@@ -41,7 +41,7 @@ use crate::state;
 
 /// new -> old: modules loaded, ready for state (payload: pid).
 pub const HELLO: u16 = 1;
-/// old -> new: one module's snapshot, encoded as a state file.
+/// old -> new: one module's snapshot, encoded as the body of a state file.
 pub const STATE: u16 = 2;
 /// old -> new: every module was sent.
 pub const STATE_END: u16 = 3;
@@ -190,7 +190,7 @@ fn send_state(daemon: &Daemon, control: &mut UnixStream) -> Result<(), String> {
     for module in daemon.engine.status().modules {
         let snapshot =
             daemon.engine.snapshot(&module.name).map_err(|err| format!("cannot snapshot: {err}"))?;
-        let bytes = state::encode(&snapshot);
+        let bytes = state::encode_body(&snapshot);
         frame::write(control, STATE, &bytes).map_err(lost)?;
         daemon.update_progress(|progress| {
             progress.modules_sent += 1;
@@ -283,7 +283,7 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<UnixStream, St
             let received = frame::read(&mut control).map_err(|err| lost(&err))?;
             match received.kind {
                 STATE => {
-                    let snapshot = state::decode(&received.payload)
+                    let snapshot = state::decode_body(&received.payload)
                         .map_err(|reason| format!("a module's state arrived damaged: {reason}"))?;
                     if daemon.config().module(&snapshot.module).is_none() {
                         return Err(format!(
