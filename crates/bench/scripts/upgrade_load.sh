@@ -34,18 +34,8 @@ UPGRADE_PAUSE=${UPGRADE_PAUSE:-1}
 KEYS=${KEYS:-16}
 
 here=$(cd "$(dirname "$0")" && pwd)
-workspace=$(cd "$here/../../.." && pwd)
-cd "$workspace"
-
-for tool in wrk curl; do
-    command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install -y $tool)" >&2; exit 1; }
-done
-if [ -z "${HOTSWAP_BIN:-}" ]; then
-    cargo build --release -q -p hotswap-daemon
-    HOTSWAP_BIN=target/release/hotswap
-fi
-HOTSWAP_BIN=$(realpath "$HOTSWAP_BIN")
-eval "$(cargo run --release -q -p hotswap-bench --bin module-paths)"   # COUNTER_V1, COUNTER_V2
+# shellcheck source=common.sh
+source "$here/common.sh"
 
 dir=$(mktemp -d /tmp/hotswap-upgrade-load.XXXXXX)   # mode 0700
 socket="$dir/hotswap.sock"
