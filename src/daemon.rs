@@ -375,10 +375,15 @@ impl Daemon {
     /// Every swap is preceded by a durable snapshot of the module, so the
     /// state on disk is at most one swap old if the new version misbehaves.
     fn save_before_swap(&self, module: &str) {
-        if self.engine.status().module(module).is_none() {
-            return;
-        }
-        if let Err(error) = self.write_state(module) {
+        // Not `engine.status()`: that builds every module's status and reads
+        // /proc/self/maps, on the path of every swap.
+        let saved = match self.engine.snapshot(module) {
+            // A first load: nothing runs yet, so there is nothing to save.
+            Err(hotswap::SnapshotError::UnknownModule { .. }) => return,
+            Err(error) => Err(error.to_string()),
+            Ok(snapshot) => self.store.write(&snapshot).map(drop).map_err(|error| error.to_string()),
+        };
+        if let Err(error) = saved {
             tracing::error!(module, "could not save the state before the swap: {error}");
         }
     }
@@ -470,9 +475,10 @@ impl Daemon {
                 }
             }
         }
+        let loaded: std::collections::HashSet<String> =
+            self.engine.status().modules.into_iter().map(|module| module.name).collect();
         for module in &new.modules {
-            let loaded = self.engine.status().module(&module.name).is_some();
-            if !loaded {
+            if !loaded.contains(&module.name) {
                 if let Err(error) = self.start_module(&new, module, false) {
                     tracing::error!(module = %module.name, "could not load the added module: {error}");
                 }

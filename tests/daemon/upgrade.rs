@@ -203,6 +203,23 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0)
 }
 
+/// What each open descriptor of `pid` refers to (for failure messages).
+fn fd_targets(pid: u32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let mut targets: Vec<String> = entries
+        .flatten()
+        .map(|entry| {
+            format!(
+                "{} -> {}",
+                entry.file_name().to_string_lossy(),
+                std::fs::read_link(entry.path()).unwrap_or_default().display()
+            )
+        })
+        .collect();
+    targets.sort();
+    targets
+}
+
 /// Processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
@@ -231,13 +248,24 @@ fn assert_untouched(daemon: &Daemon, pid: u32, fds: usize, total: &str) {
     assert_eq!(daemon.status()["pid"], pid, "the same process serves");
     assert_eq!(daemon.text("GET", "/total", ""), total, "its state is untouched");
     assert_eq!(daemon.version(), "1.0.0");
-    assert!(children_of(pid).is_empty(), "a child process was left: {:?}", children_of(pid));
+    let children: Vec<String> = children_of(pid)
+        .iter()
+        .map(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/cmdline")).unwrap_or_default().replace('\0', " ")
+        })
+        .collect();
+    assert!(children.is_empty(), "child processes were left: {children:?}");
     // Connections of the checks above close asynchronously: allow a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     while open_fds(pid) > fds && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(open_fds(pid) <= fds, "descriptors leaked: {} open, {fds} before", open_fds(pid));
+    assert!(
+        open_fds(pid) <= fds,
+        "descriptors leaked: {} open, {fds} before: {:?}",
+        open_fds(pid),
+        fd_targets(pid)
+    );
 }
 
 #[test]
