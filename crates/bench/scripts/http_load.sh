@@ -97,8 +97,6 @@ swap_loop() {
     done
 }
 
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 counted=0
 warm=$(run_wrk 2s)
@@ -119,7 +117,7 @@ for i in $(seq "$REPEATS"); do
         fi
         swaps=$(( $(status_field swaps) - swaps_before ))
         counted=$((counted + $(field requests "$result")))
-        line="run $run$i: $(field rps "$result") req/s, p50 $(field p50_us "$result") µs, p90 $(field p90_us "$result") µs, p99 $(field p99_us "$result") µs, max $(field max_us "$result") µs, non-2xx $(field non2xx "$result"), socket errors connect/read/write/timeout $(field connect "$result")/$(field read "$result")/$(field write "$result")/$(field timeout "$result"), swaps $swaps"
+        line="$(run_line "$run$i" "$result"), swaps $swaps"
         if [ "$run" = B ]; then
             ok=$(grep -c '^200$' "$dir/swap-codes" || true)
             other=$(grep -vc '^200$' "$dir/swap-codes" || true)
@@ -138,11 +136,5 @@ echo "medians of $REPEATS runs:"
 echo "  A steady:          $(median "${a_rps[@]}") req/s, p50 $(median "${a_p50[@]}") µs, p99 $(median "${a_p99[@]}") µs"
 echo "  B swapping:        $(median "${b_rps[@]}") req/s, p50 $(median "${b_p50[@]}") µs, p99 $(median "${b_p99[@]}") µs, $(median "${b_swaps[@]}") swaps per run"
 
-# Every add that wrk counted must be in the totals (requests in flight when a
-# run stopped were served but not counted: up to one per connection and run).
-sum=0
-for k in $(seq 0 $((KEYS - 1))); do
-    sum=$((sum + $(curl -sS --max-time 10 -X POST "$url/call/counter/get?instance=k$k")))
-done
-echo "state check: sum of the $KEYS totals $sum, adds counted by wrk $counted (difference $((sum - counted)))"
+check_totals "$url" "$counted"
 echo "daemon: $(status_field swaps) swaps, $(status_field errors) call errors, last error: $(status_field last_error)"

@@ -118,8 +118,6 @@ upgrade_loop() {
     done
 }
 
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 counted=0
 warm=$(run_wrk 2s)
@@ -144,7 +142,7 @@ for i in $(seq "$REPEATS"); do
             took=$(sed -n 's/.*"took_ms":\([0-9]*\).*/\1/p' "$dir/upgrades" | sort -n | tr '\n' ' ')
         fi
         counted=$((counted + $(field requests "$result")))
-        line="run $run$i: $(field rps "$result") req/s, p50 $(field p50_us "$result") µs, p90 $(field p90_us "$result") µs, p99 $(field p99_us "$result") µs, max $(field max_us "$result") µs, non-2xx $(field non2xx "$result"), socket errors connect/read/write/timeout $(field connect "$result")/$(field read "$result")/$(field write "$result")/$(field timeout "$result")"
+        line="$(run_line "$run$i" "$result")"
         if [ "$run" = B ]; then
             line="$line, upgrades $ok answered 200, $other other (took_ms: $took)"
             b_rps+=("$(field rps "$result")"); b_p50+=("$(field p50_us "$result")")
@@ -161,12 +159,6 @@ echo "medians of $REPEATS runs:"
 echo "  A steady:          $(median "${a_rps[@]}") req/s, p50 $(median "${a_p50[@]}") µs, p99 $(median "${a_p99[@]}") µs"
 echo "  B upgrading:       $(median "${b_rps[@]}") req/s, p50 $(median "${b_p50[@]}") µs, p99 $(median "${b_p99[@]}") µs, $(median "${b_ups[@]}") upgrades per run"
 
-# Every add that wrk counted must be in the totals (requests in flight when a
-# run stopped were served but not counted: up to one per connection and run).
-sum=0
-for k in $(seq 0 $((KEYS - 1))); do
-    sum=$((sum + $(curl -sS --max-time 10 -X POST "$url/call/counter/get?instance=k$k")))
-done
-echo "state check: sum of the $KEYS totals $sum, adds counted by wrk $counted (difference $((sum - counted)))"
+check_totals "$url" "$counted"
 echo "daemon: pid $(status_field pid), $(grep -c . "$pids_file") processes in all, $(status_field errors) call errors"
 grep -i 'error\|warn' "$dir/daemon.log" | head -5 || true
