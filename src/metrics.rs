@@ -20,6 +20,8 @@ pub struct Metrics {
     pub inflight_calls: AtomicI64,
     responses: [AtomicU64; 5],
     swaps: Mutex<BTreeMap<String, SwapStats>>,
+    /// State saves that failed, by module.
+    saves_failed: Mutex<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -50,6 +52,15 @@ impl Metrics {
 
     pub fn swap_failed(&self, module: &str) {
         self.swaps.lock().expect("metrics lock").entry(module.to_owned()).or_default().failed += 1;
+    }
+
+    pub fn save_failed(&self, module: &str) {
+        *self.saves_failed.lock().expect("metrics lock").entry(module.to_owned()).or_default() += 1;
+    }
+
+    /// State saves that failed so far, by module.
+    pub fn saves_failed(&self) -> BTreeMap<String, u64> {
+        self.saves_failed.lock().expect("metrics lock").clone()
     }
 
     /// The whole exposition: the engine's view plus the daemon's own counters.
@@ -185,6 +196,16 @@ impl Metrics {
                 class + 1,
                 count.load(Relaxed)
             );
+        }
+        header(
+            &mut text,
+            "hotswap_state_saves_failed_total",
+            "counter",
+            "State saves (periodic, before a swap, on request, at shutdown) that failed, by module.",
+        );
+        for (module, failed) in self.saves_failed() {
+            let _ =
+                writeln!(text, "hotswap_state_saves_failed_total{{module=\"{}\"}} {failed}", esc(&module));
         }
         header(&mut text, "hotswap_uptime_seconds", "gauge", "Seconds since this process started.");
         let _ = writeln!(text, "hotswap_uptime_seconds {}", uptime.as_secs_f64());
