@@ -112,8 +112,9 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         }
         (&Method::POST, ["v1", "snapshot"]) => {
             match tokio::task::spawn_blocking(move || daemon.snapshot_all()).await {
-                Ok(run) if run.failed.is_empty() => http::json(200, &run),
-                Ok(run) => http::json(500, &run),
+                Ok(Ok(run)) if run.failed.is_empty() => http::json(200, &run),
+                Ok(Ok(run)) => http::json(500, &run),
+                Ok(Err(not_now)) => http::error(409, not_now.to_string()),
                 Err(err) => http::error(500, format!("the snapshot task failed: {err}")),
             }
         }
@@ -149,8 +150,7 @@ pub async fn upgrade(daemon: Arc<Daemon>, binary: Option<std::path::PathBuf>) ->
     let runtime = tokio::runtime::Handle::current();
     match tokio::task::spawn_blocking(move || crate::upgrade::run(&daemon, &runtime, &binary)).await {
         Ok(Ok(done)) => http::json(200, &done),
-        Ok(Err(reason)) if reason.contains("already in progress") => http::error(409, reason),
-        Ok(Err(reason)) => http::error(422, reason),
+        Ok(Err(refused)) => http::error(refused.http_status(), refused.to_string()),
         Err(err) => http::error(500, format!("the upgrade task failed: {err}")),
     }
 }

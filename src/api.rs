@@ -17,6 +17,9 @@ pub struct Status {
     pub state_dir: String,
     /// `true` once the daemon stopped taking new connections.
     pub draining: bool,
+    /// starting, serving, upgrading, handed over to pid N, stopping.
+    #[serde(default)]
+    pub phase: String,
     pub last_snapshot: Option<SnapshotRun>,
     /// The running or last process upgrade.
     pub upgrade: Option<Upgrade>,
@@ -100,6 +103,12 @@ pub struct Module {
     pub last_swap: Option<SwapReport>,
     /// The last failed swap of this module, if it failed after the last success.
     pub last_error: Option<String>,
+    /// State saves of this module that failed since the daemon started.
+    #[serde(default)]
+    pub saves_failed: u64,
+    /// Why the last save failed, if it failed after the last success.
+    #[serde(default)]
+    pub last_save_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ mod cli;
 mod config;
 mod daemon;
 mod http;
+mod lifecycle;
 mod metrics;
 mod policy;
 mod public;
