@@ -4,9 +4,11 @@
 
 mod admin;
 mod game;
+mod handover;
 mod http_front;
 mod load;
 mod reload;
+mod saves;
 mod state;
 mod upgrade;
 
