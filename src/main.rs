@@ -17,6 +17,7 @@ mod admin;
 mod api;
 mod cli;
 mod config;
+mod connections;
 mod daemon;
 mod http;
 mod metrics;

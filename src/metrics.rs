@@ -20,6 +20,7 @@ pub struct Metrics {
     pub inflight_calls: AtomicI64,
     responses: [AtomicU64; 5],
     swaps: Mutex<BTreeMap<String, SwapStats>>,
+    pub connections: std::sync::Arc<crate::connections::ConnectionStats>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -186,6 +187,24 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
+        let connections = &self.connections;
+        header(&mut text, "hotswap_public_connections", "gauge", "Open connections on the public port.");
+        let _ = writeln!(text, "hotswap_public_connections {}", connections.open.load(Relaxed));
+        header(
+            &mut text,
+            "hotswap_public_connections_max",
+            "gauge",
+            "The cap on open public connections (server.max_connections, fitted to the descriptor limit).",
+        );
+        let _ = writeln!(text, "hotswap_public_connections_max {}", connections.max.load(Relaxed));
+        header(
+            &mut text,
+            "hotswap_public_connections_refused_total",
+            "counter",
+            "Public connections closed at once because the cap was reached.",
+        );
+        let _ =
+            writeln!(text, "hotswap_public_connections_refused_total {}", connections.refused.load(Relaxed));
         header(&mut text, "hotswap_uptime_seconds", "gauge", "Seconds since this process started.");
         let _ = writeln!(text, "hotswap_uptime_seconds {}", uptime.as_secs_f64());
         text
