@@ -90,6 +90,11 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             .await
         }
         (&Method::POST, ["v1", "modules", name, "rollback"]) => {
+            // Named as `load` names it (the engine would say "not loaded").
+            if daemon.config().module(name).is_none() {
+                let failure = crate::daemon::SwapFailure::NotConfigured(name.to_string());
+                return http::error(failure.http_status(), failure.to_string());
+            }
             let name = name.to_string();
             blocking(move || daemon.rollback(&name)).await
         }
