@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -32,11 +32,20 @@ use crate::code::{Code, ModuleInfo, Previous, StatePtr};
 use crate::config::EngineConfig;
 use crate::error::{CallError, Fault, SnapshotError, SwapError};
 use crate::maps;
-use crate::status::{EngineStatus, ModuleSnapshot, ModuleStatus, RetiredVersion, SwapReport, VersionCalls};
+use crate::status::{
+    EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion, SwapReport,
+    VersionCalls,
+};
 
-/// Randomly seeded, so instance keys chosen by clients cannot be picked to collide.
-type Hasher = foldhash::fast::RandomState;
-type ModuleMap = HashMap<Box<str>, Arc<ModuleEntry>, Hasher>;
+/// Module names come from the host's configuration, not from clients: a fast
+/// randomly seeded hash is enough, and every call looks one up.
+type ModuleHasher = foldhash::fast::RandomState;
+type ModuleMap = HashMap<Box<str>, Arc<ModuleEntry>, ModuleHasher>;
+/// Instance keys are chosen by clients. SipHash with a random key (std's
+/// `RandomState`) is made to resist keys picked to collide (hash flooding);
+/// foldhash says plainly it should not be used where someone may study the
+/// process to build colliding inputs.
+pub(crate) type InstanceHasher = std::hash::RandomState;
 
 /// Hosts modules, runs their calls and swaps their versions. See the crate docs.
 pub struct Engine {
@@ -64,17 +73,31 @@ struct ModuleEntry {
     name: Box<str>,
     /// `None` once the module is unloaded.
     current: RwLock<Option<Arc<Code>>>,
-    instances: DashMap<Box<str>, Arc<Instance>, Hasher>,
+    instances: DashMap<Box<str>, Arc<Instance>, InstanceHasher>,
+    /// How many entries `instances` has; kept beside the map so a new key
+    /// can be checked against `max_instances` atomically, without a lock on
+    /// every shard. Changed only together with an insert or a remove.
+    instance_count: AtomicUsize,
+    /// The most instances calls may create; `usize::MAX` is no limit.
+    max_instances: AtomicUsize,
     books: Mutex<Books>,
 }
 
 struct Instance {
     key: Box<str>,
     slot: Mutex<Slot>,
-    /// Written only under `slot`'s lock (see [`bump`]); read by status without it.
+    /// The version the slot's state belongs to (`None`: not started), for
+    /// [`Engine::instances`], which must not wait for a running call. Written
+    /// under `slot`'s lock whenever the slot changes version; a leaf lock.
+    version: Mutex<Option<String>>,
+    /// Calls since the instance was created. Written only under `slot`'s lock
+    /// (see [`bump`]); read by status without it.
     calls: AtomicU64,
     errors: AtomicU64,
     panics: AtomicU64,
+    /// How much of each count is already booked to a version in
+    /// [`Books::counted`]; written under `slot`'s lock and the books' lock.
+    booked: [AtomicU64; 3],
 }
 
 enum Slot {
@@ -122,9 +145,13 @@ impl Books {
             .counted
             .entry(version.to_owned())
             .or_insert_with(|| VersionCalls { version: version.to_owned(), ..VersionCalls::default() });
-        line.calls += instance.calls.swap(0, Relaxed);
-        line.errors += instance.errors.swap(0, Relaxed);
-        line.panics += instance.panics.swap(0, Relaxed);
+        let [calls, errors, panics] = instance.unbooked();
+        line.calls += calls;
+        line.errors += errors;
+        line.panics += panics;
+        for (booked, count) in instance.booked.iter().zip(instance.counts()) {
+            booked.store(count, Relaxed);
+        }
     }
 }
 
@@ -262,12 +289,12 @@ impl Engine {
             match existing {
                 // Created by a call or a handle but not started: fill it in
                 // place, so whoever holds it sees the adopted state.
-                Some(instance) => *instance.slot.lock() = Slot::Live(live),
-                None => {
-                    entry
-                        .instances
-                        .insert(key.as_str().into(), Arc::new(Instance::new(key, Slot::Live(live))));
+                Some(instance) => {
+                    let mut slot = instance.slot.lock();
+                    *instance.version.lock() = Some(live.code.info.version.clone());
+                    *slot = Slot::Live(live);
                 }
+                None => entry.insert_saved(key, live),
             }
         }
         Ok(count)
@@ -327,7 +354,7 @@ impl Engine {
         let modules = self.modules.load();
         let entry = modules.get(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
         loop {
-            let found = entry.instance(instance);
+            let found = entry.instance(instance)?;
             match entry.call_instance(&found, method, payload) {
                 // Removed between the lookup and the lock: look up again.
                 Err(CallError::InstanceRemoved { .. }) => continue,
@@ -340,8 +367,41 @@ impl Engine {
     /// yet; started by its first call).
     pub fn instance(&self, module: &str, key: &str) -> Result<InstanceHandle, CallError> {
         let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
-        let instance = entry.instance(key);
+        let instance = entry.instance(key)?;
         Ok(InstanceHandle { entry, instance })
+    }
+
+    /// Caps how many instances of `module` calls and [`Engine::instance`]
+    /// may create (`None`: no limit, the default). One more is refused with
+    /// [`CallError::TooManyInstances`]; instances that exist keep working,
+    /// even if there are more than `limit` (a lowered limit, or a restored or
+    /// adopted state: saved state is never refused for its size).
+    pub fn set_max_instances(&self, module: &str, limit: Option<usize>) -> Result<(), CallError> {
+        let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
+        entry.max_instances.store(limit.unwrap_or(usize::MAX), Relaxed);
+        Ok(())
+    }
+
+    /// Every instance of `module`, sorted by key, with the version it runs on
+    /// and its counts. Does not wait for running calls.
+    pub fn instances(&self, module: &str) -> Result<Vec<InstanceStatus>, CallError> {
+        let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
+        let mut list: Vec<InstanceStatus> = entry
+            .instances_now()
+            .iter()
+            .map(|instance| {
+                let [calls, errors, panics] = instance.counts();
+                InstanceStatus {
+                    key: instance.key.to_string(),
+                    version: instance.version.lock().clone(),
+                    calls,
+                    errors,
+                    panics,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(list)
     }
 
     /// Ends instance `key` of `module`: waits for its current call and drops
@@ -349,7 +409,7 @@ impl Engine {
     /// starts a fresh instance.
     pub fn remove_instance(&self, module: &str, key: &str) -> Result<bool, CallError> {
         let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
-        let Some((_, instance)) = entry.instances.remove(key) else { return Ok(false) };
+        let Some(instance) = entry.remove(key) else { return Ok(false) };
         let removed = {
             let mut slot = instance.slot.lock();
             let version = match &*slot {
@@ -357,6 +417,7 @@ impl Engine {
                 _ => entry.current.read().as_ref().map(|code| code.info.version.clone()).unwrap_or_default(),
             };
             entry.books.lock().take_counts(&version, &instance);
+            *instance.version.lock() = None;
             std::mem::replace(&mut *slot, Slot::Removed)
         };
         drop(removed);
@@ -368,21 +429,17 @@ impl Engine {
     pub fn snapshot(&self, module: &str) -> Result<ModuleSnapshot, SnapshotError> {
         let entry =
             self.entry(module).ok_or_else(|| SnapshotError::UnknownModule { module: module.into() })?;
-        let version = entry.current.read().as_ref().map(|code| code.info.version.clone()).unwrap_or_default();
-        let mut instances = Vec::new();
-        for instance in entry.instances_now() {
-            let slot = instance.slot.lock();
-            let Slot::Live(live) = &*slot else { continue };
-            let bytes = live.code.snapshot(live.state).map_err(|fault| SnapshotError::Failed {
-                module: module.into(),
-                version: live.code.info.version.clone(),
-                instance: instance.key.to_string(),
-                fault,
-            })?;
-            instances.push((instance.key.to_string(), bytes));
-        }
-        instances.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(ModuleSnapshot { module: module.into(), version, instances })
+        Ok(entry.snapshot(None)?.snapshot)
+    }
+
+    /// [`snapshot`](Self::snapshot), except that an instance still busy at
+    /// `deadline` (a call that is stuck or slow) is left out and its key
+    /// listed in [`PartialSnapshot::busy`]: a host shutting down saves every
+    /// other instance and keeps the busy one's last saved state.
+    pub fn snapshot_until(&self, module: &str, deadline: Instant) -> Result<PartialSnapshot, SnapshotError> {
+        let entry =
+            self.entry(module).ok_or_else(|| SnapshotError::UnknownModule { module: module.into() })?;
+        entry.snapshot(Some(deadline))
     }
 
     /// The state of every loaded module. Also rechecks whether retired
@@ -484,8 +541,7 @@ impl Engine {
             report.from_version = Some(saved.version.clone());
             let migrate_started = Instant::now();
             for (key, bytes) in &saved.instances {
-                let instance = Instance::new(key, Slot::Live(start_saved(&code, saved, key, bytes)?));
-                entry.instances.insert(key.as_str().into(), Arc::new(instance));
+                entry.insert_saved(key, start_saved(&code, saved, key, bytes)?);
                 report.instances += 1;
                 report.snapshot_bytes_total += bytes.len() as u64;
                 report.snapshot_bytes_max = report.snapshot_bytes_max.max(bytes.len() as u64);
@@ -579,13 +635,30 @@ fn bump(counter: &AtomicU64) {
 
 impl Instance {
     fn new(key: &str, slot: Slot) -> Instance {
+        let version = match &slot {
+            Slot::Live(live) => Some(live.code.info.version.clone()),
+            Slot::Unstarted | Slot::Removed => None,
+        };
         Instance {
             key: key.into(),
             slot: Mutex::new(slot),
+            version: Mutex::new(version),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            booked: Default::default(),
         }
+    }
+
+    /// Calls, errors and panics since the instance was created.
+    fn counts(&self) -> [u64; 3] {
+        [self.calls.load(Relaxed), self.errors.load(Relaxed), self.panics.load(Relaxed)]
+    }
+
+    /// The counts not yet booked to a version (see [`Books::take_counts`]).
+    fn unbooked(&self) -> [u64; 3] {
+        let counts = self.counts();
+        std::array::from_fn(|i| counts[i] - self.booked[i].load(Relaxed))
     }
 }
 
@@ -594,7 +667,9 @@ impl ModuleEntry {
         ModuleEntry {
             name: name.into(),
             current: RwLock::new(Some(code)),
-            instances: DashMap::with_hasher(Hasher::default()),
+            instances: DashMap::with_hasher(InstanceHasher::default()),
+            instance_count: AtomicUsize::new(0),
+            max_instances: AtomicUsize::new(usize::MAX),
             books: Mutex::new(Books {
                 since: SystemTime::now(),
                 swaps: 0,
@@ -607,14 +682,92 @@ impl ModuleEntry {
         }
     }
 
-    fn instance(&self, key: &str) -> Arc<Instance> {
+    /// Instance `key`, created (not started) if it does not exist and the
+    /// module is below its `max_instances`.
+    fn instance(&self, key: &str) -> Result<Arc<Instance>, CallError> {
         if let Some(found) = self.instances.get(key) {
-            return found.clone();
+            return Ok(found.clone());
         }
-        self.instances
-            .entry(key.into())
-            .or_insert_with(|| Arc::new(Instance::new(key, Slot::Unstarted)))
-            .clone()
+        match self.instances.entry(key.into()) {
+            dashmap::Entry::Occupied(found) => Ok(found.get().clone()),
+            dashmap::Entry::Vacant(vacant) => {
+                // Counted while the key's shard is locked, so concurrent
+                // creators of other keys cannot together pass the limit.
+                let limit = self.max_instances.load(Relaxed);
+                self.instance_count
+                    .fetch_update(Relaxed, Relaxed, |count| (count < limit).then_some(count + 1))
+                    .map_err(|_| CallError::TooManyInstances { module: self.name.to_string(), limit })?;
+                Ok(vacant.insert(Arc::new(Instance::new(key, Slot::Unstarted))).clone())
+            }
+        }
+    }
+
+    /// Adds an instance that starts from saved state (restore, adopt). Saved
+    /// state is never refused for the instance limit: it only stops new keys.
+    fn insert_saved(&self, key: &str, live: Live) {
+        let instance = Arc::new(Instance::new(key, Slot::Live(live)));
+        if self.instances.insert(key.into(), instance).is_none() {
+            self.instance_count.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Takes `key` out of the instance map.
+    fn remove(&self, key: &str) -> Option<Arc<Instance>> {
+        let (_, removed) = self.instances.remove(key)?;
+        self.instance_count.fetch_sub(1, Relaxed);
+        Some(removed)
+    }
+
+    /// Snapshots every started instance; with a `deadline`, an instance whose
+    /// call has not ended by then is listed as busy instead of waited for.
+    fn snapshot(&self, deadline: Option<Instant>) -> Result<PartialSnapshot, SnapshotError> {
+        for attempt in 0.. {
+            // Instances are snapshotted one by one, so a swap can publish
+            // between two of them, and one snapshot would hold two versions'
+            // layouts under one version. Such a try is thrown away; after a
+            // few, `current` is held, which keeps swaps out until done.
+            let _no_swap = (attempt >= 3).then(|| self.current.read());
+            let mut version = None;
+            let mut instances = Vec::new();
+            let mut busy = Vec::new();
+            let mut mixed = false;
+            for instance in self.instances_now() {
+                let slot = match deadline {
+                    None => instance.slot.lock(),
+                    Some(deadline) => match instance.slot.try_lock_until(deadline) {
+                        Some(slot) => slot,
+                        None => {
+                            busy.push(instance.key.to_string());
+                            continue;
+                        }
+                    },
+                };
+                let Slot::Live(live) = &*slot else { continue };
+                let live_version = &live.code.info.version;
+                if version.get_or_insert_with(|| live_version.clone()) != live_version {
+                    mixed = true;
+                    break;
+                }
+                let bytes = live.code.snapshot(live.state).map_err(|fault| SnapshotError::Failed {
+                    module: self.name.to_string(),
+                    version: live_version.clone(),
+                    instance: instance.key.to_string(),
+                    fault,
+                })?;
+                instances.push((instance.key.to_string(), bytes));
+            }
+            if mixed {
+                continue;
+            }
+            let version = version
+                .or_else(|| self.current.read().as_ref().map(|code| code.info.version.clone()))
+                .unwrap_or_default();
+            instances.sort_by(|a, b| a.0.cmp(&b.0));
+            busy.sort();
+            let snapshot = ModuleSnapshot { module: self.name.to_string(), version, instances };
+            return Ok(PartialSnapshot { snapshot, busy });
+        }
+        unreachable!("the loop returns")
     }
 
     /// The instances that exist now, in no particular order.
@@ -667,6 +820,7 @@ impl ModuleEntry {
         }
         match code.init(None) {
             Ok(state) => {
+                *instance.version.lock() = Some(code.info.version.clone());
                 *slot = Slot::Live(Live { code: code.clone(), state });
                 Ok(slot)
             }
@@ -692,6 +846,7 @@ impl ModuleEntry {
             drop(removed);
         }
         self.instances.clear();
+        self.instance_count.store(0, Relaxed);
         old
     }
 
@@ -813,6 +968,7 @@ impl ModuleEntry {
         for ((instance, slot), new_live) in instances.iter().zip(slots.iter_mut()).zip(migrated) {
             books.take_counts(&old.info.version, instance);
             if let Some(new_live) = new_live {
+                *instance.version.lock() = Some(code.info.version.clone());
                 old_states.push(std::mem::replace(&mut **slot, Slot::Live(new_live)));
             }
         }
@@ -847,10 +1003,10 @@ impl ModuleEntry {
             .or_insert_with(|| VersionCalls { version: current.version.clone(), ..VersionCalls::default() });
         let mut instances = 0;
         for item in self.instances.iter() {
-            let instance = item.value();
-            live.calls += instance.calls.load(Relaxed);
-            live.errors += instance.errors.load(Relaxed);
-            live.panics += instance.panics.load(Relaxed);
+            let [calls, errors, panics] = item.value().unbooked();
+            live.calls += calls;
+            live.errors += errors;
+            live.panics += panics;
             instances += 1;
         }
         let by_version: Vec<VersionCalls> = by_version.into_values().collect();
@@ -921,4 +1077,22 @@ fn refresh_resident(books: &mut Books, maps: &str) {
     let before = books.resident_retired.len();
     books.resident_retired.retain(|retired| mapped.contains(retired.private_copy.as_path()));
     books.reclaimed += (before - books.resident_retired.len()) as u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::TypeId;
+    use std::hash::BuildHasher;
+
+    use super::InstanceHasher;
+
+    /// Instance keys come from clients, who could pick keys that collide in
+    /// a weak or fixed hash and make every lookup walk one long chain. The map
+    /// hashes them with std's SipHash under a random key.
+    #[test]
+    fn instance_keys_are_hashed_with_siphash_under_a_random_key() {
+        assert_eq!(TypeId::of::<InstanceHasher>(), TypeId::of::<std::hash::RandomState>());
+        let (one, other) = (InstanceHasher::default(), InstanceHasher::default());
+        assert_ne!(one.hash_one("room-1"), other.hash_one("room-1"), "each map has its own key");
+    }
 }
