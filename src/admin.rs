@@ -76,11 +76,13 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             response
         }
         (&Method::POST, ["v1", "modules", name, "load"]) => {
-            let request: api::LoadRequest = match json_body(body, &parts.headers, "{\"path\": \"...\"}").await
-            {
-                Ok(request) => request,
-                Err(response) => return response,
-            };
+            let request: api::LoadRequest =
+                match json_body(body, &parts.headers, "{\"path\": \"...\"}", daemon.config().body_timeout)
+                    .await
+                {
+                    Ok(request) => request,
+                    Err(response) => return response,
+                };
             let name = name.to_string();
             blocking(move || {
                 daemon.swap(&name, request.path.as_deref().map(std::path::Path::new), Trigger::Admin)
@@ -88,15 +90,22 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             .await
         }
         (&Method::POST, ["v1", "modules", name, "rollback"]) => {
+            // Named as `load` names it (the engine would say "not loaded").
+            if daemon.config().module(name).is_none() {
+                let failure = crate::daemon::SwapFailure::NotConfigured(name.to_string());
+                return http::error(failure.http_status(), failure.to_string());
+            }
             let name = name.to_string();
             blocking(move || daemon.rollback(&name)).await
         }
         (&Method::POST, ["v1", "modules", name, "call", method]) => {
             let instance = http::query_param(parts.uri.query(), "instance").unwrap_or_default();
-            let payload = match http::read_body(body, &parts.headers, daemon.config().max_body).await {
-                Ok(payload) => payload,
-                Err(response) => return response,
-            };
+            let config = daemon.config();
+            let payload =
+                match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
+                    Ok(payload) => payload,
+                    Err(response) => return response,
+                };
             // The same call as on the public port, through the upgrade gate.
             let uri = format!("/call/{}/{}?instance={}", encode(name), encode(method), encode(&instance));
             let (call_parts, ()) = hyper::Request::post(uri).body(()).expect("a valid request").into_parts();
@@ -104,7 +113,9 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         }
         (&Method::POST, ["v1", "upgrade"]) => {
             let request: api::UpgradeRequest =
-                match json_body(body, &parts.headers, "{\"binary\": \"...\"}").await {
+                match json_body(body, &parts.headers, "{\"binary\": \"...\"}", daemon.config().body_timeout)
+                    .await
+                {
                     Ok(request) => request,
                     Err(response) => return response,
                 };
@@ -135,8 +146,9 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
     body: Incoming,
     headers: &hyper::HeaderMap,
     shape: &str,
+    timeout: std::time::Duration,
 ) -> Result<T, Response> {
-    let bytes = http::read_body(body, headers, ADMIN_BODY_LIMIT).await?;
+    let bytes = http::read_body(body, headers, ADMIN_BODY_LIMIT, timeout).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -219,6 +219,24 @@ pub struct LoadRequest {
     pub path: Option<String>,
 }
 
+/// One instance in `GET /v1/modules/{name}/instances` (a JSON list of them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub key: String,
+    /// The version its state belongs to; `null` if it has not started.
+    pub version: Option<String>,
+    pub calls: u64,
+    pub errors: u64,
+    pub panics: u64,
+}
+
+/// `DELETE /v1/modules/{name}/instances/{key}` removed it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovedInstance {
+    pub module: String,
+    pub key: String,
+}
+
 pub fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }

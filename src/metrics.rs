@@ -22,6 +22,7 @@ pub struct Metrics {
     swaps: Mutex<BTreeMap<String, SwapStats>>,
     /// State saves that failed, by module.
     saves_failed: Mutex<BTreeMap<String, u64>>,
+    pub connections: std::sync::Arc<crate::connections::ConnectionStats>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -207,6 +208,24 @@ impl Metrics {
             let _ =
                 writeln!(text, "hotswap_state_saves_failed_total{{module=\"{}\"}} {failed}", esc(&module));
         }
+        let connections = &self.connections;
+        header(&mut text, "hotswap_public_connections", "gauge", "Open connections on the public port.");
+        let _ = writeln!(text, "hotswap_public_connections {}", connections.open.load(Relaxed));
+        header(
+            &mut text,
+            "hotswap_public_connections_max",
+            "gauge",
+            "The cap on open public connections (server.max_connections, fitted to the descriptor limit).",
+        );
+        let _ = writeln!(text, "hotswap_public_connections_max {}", connections.max.load(Relaxed));
+        header(
+            &mut text,
+            "hotswap_public_connections_refused_total",
+            "counter",
+            "Public connections closed at once because the cap was reached.",
+        );
+        let _ =
+            writeln!(text, "hotswap_public_connections_refused_total {}", connections.refused.load(Relaxed));
         header(&mut text, "hotswap_uptime_seconds", "gauge", "Seconds since this process started.");
         let _ = writeln!(text, "hotswap_uptime_seconds {}", uptime.as_secs_f64());
         text

@@ -65,7 +65,7 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
             return http::error(404, "call a module with POST /call/{module}/{method}?instance={key}");
         };
         let instance = http::query_param(query, "instance").unwrap_or_default();
-        return match http::read_body(body, &parts.headers, config.max_body).await {
+        return match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
             Ok(payload) => gated_call(daemon, &parts, payload, &module, &instance, &method).await,
             Err(response) => response,
         };
@@ -86,13 +86,15 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
     match &route.action {
         RouteAction::Call { method, instance } => {
             let instance = http::query_param(query, "instance").unwrap_or_else(|| instance.clone());
-            match http::read_body(body, &parts.headers, config.max_body).await {
+            match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
                 Ok(payload) => gated_call(daemon, &parts, payload, &route.module, &instance, method).await,
                 Err(response) => response,
             }
         }
         RouteAction::LoadFrom(_) if daemon.handed_over.get().is_some() => {
-            let payload = http::read_body(body, &parts.headers, config.max_body).await.unwrap_or_default();
+            let payload = http::read_body(body, &parts.headers, config.max_body, config.body_timeout)
+                .await
+                .unwrap_or_default();
             let (to, _) = daemon.handed_over.get().expect("checked above");
             http::forward(*to, &parts, payload).await
         }

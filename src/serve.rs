@@ -200,6 +200,8 @@ async fn serve(
         let daemon = daemon.clone();
         move |request| public::handle(daemon.clone(), request)
     };
+    let max_connections = crate::connections::fit_to_descriptors(config.max_connections)?;
+    let public = crate::connections::Capped::new(public, max_connections, daemon.metrics.connections.clone());
     spawn_server(&mut servers, &daemon, "public port", public, handler(&daemon));
     let admin_handler = |daemon: &Arc<Daemon>, token: Option<Token>| {
         let daemon = daemon.clone();

@@ -3,10 +3,12 @@
 //! it over HTTP, its admin socket and the CLI, and stops it by its pid.
 
 mod admin;
+mod cli;
 mod game;
 mod handover;
 mod http_front;
 mod load;
+mod public_limits;
 mod reload;
 mod saves;
 mod state;

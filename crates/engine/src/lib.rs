@@ -78,7 +78,10 @@ pub use code::ModuleInfo;
 pub use config::EngineConfig;
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
-pub use status::{EngineStatus, ModuleSnapshot, ModuleStatus, RetiredVersion, SwapReport, VersionCalls};
+pub use status::{
+    EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion, SwapReport,
+    VersionCalls,
+};
 
 #[cfg(test)]
 mod tests {

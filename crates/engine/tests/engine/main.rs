@@ -2,6 +2,7 @@
 //! built by `hotswap-test-modules`. One test binary, several files.
 
 mod concurrency;
+mod instances;
 mod panics;
 mod refusals;
 mod swap;
