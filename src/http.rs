@@ -143,9 +143,51 @@ pub fn query_param(request_query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// The value of query parameter `name`, percent-decoded (`+` is a space) to
+/// its bytes exactly: nothing is replaced, so bytes that are not UTF-8 can
+/// be refused rather than merged into U+FFFD.
+pub fn query_bytes(request_query: Option<&str>, name: &str) -> Option<Vec<u8>> {
+    let decode = |raw: &str| -> Vec<u8> {
+        let spaced = raw.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced).collect()
+    };
+    request_query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(key) == name.as_bytes()).then(|| decode(value))
+    })
+}
+
 /// A percent-decoded path segment.
 pub fn segment(raw: &str) -> Option<String> {
     percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+/// Lets a repeated warning through at most once per period, counting the
+/// occurrences in between, so an attacker cannot flood the log.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    /// When it last let one through, and the occurrences since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle { every, state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// Counts one occurrence; returns how many to report (this one
+    /// included) when it is time to log, else `None`.
+    pub fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.1 += 1;
+        if state.0.is_some_and(|at| at.elapsed() < self.every) {
+            return None;
+        }
+        let count = state.1;
+        *state = (Some(std::time::Instant::now()), 0);
+        Some(count)
+    }
 }
 
 /// A listening socket the accept loop can take connections from.

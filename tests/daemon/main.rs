@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod game;
 mod http_front;
+mod instances;
 mod load;
 mod public_limits;
 mod reload;
