@@ -135,7 +135,7 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             let instance =
                 match crate::public::instance_key(parts.uri.query(), crate::config::DEFAULT_INSTANCE) {
                     Ok(instance) => instance,
-                    Err(response) => return response,
+                    Err(reason) => return http::error(400, reason),
                 };
             let config = daemon.config();
             let payload =

@@ -74,15 +74,15 @@ fn raise_descriptor_limit(wanted: u64) -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return u64::MAX;
     }
-    let (soft, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
     if soft >= wanted || soft >= hard {
         return soft;
     }
-    let raised = libc::rlimit { rlim_cur: wanted.min(hard) as libc::rlim_t, rlim_max: limit.rlim_max };
+    let raised = libc::rlimit { rlim_cur: wanted.min(hard), rlim_max: limit.rlim_max };
     // SAFETY: `raised` is a valid rlimit that outlives the call; the soft
     // limit it sets is within the hard limit, so the call cannot fail for that.
     match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
-        0 => raised.rlim_cur as u64,
+        0 => raised.rlim_cur,
         _ => soft,
     }
 }

@@ -68,7 +68,7 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
         };
         let instance = match instance_key(query, DEFAULT_INSTANCE) {
             Ok(instance) => instance,
-            Err(response) => return response,
+            Err(reason) => return http::error(400, reason),
         };
         return match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
             Ok(payload) => gated_call(daemon, &parts, payload, &module, &instance, &method).await,
@@ -92,7 +92,7 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
         RouteAction::Call { method, instance } => {
             let instance = match instance_key(query, instance) {
                 Ok(instance) => instance,
-                Err(response) => return response,
+                Err(reason) => return http::error(400, reason),
             };
             match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
                 Ok(payload) => gated_call(daemon, &parts, payload, &route.module, &instance, method).await,
@@ -127,11 +127,12 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
 }
 
 /// The instance a request addresses: `?instance=`, percent-decoded and
-/// checked (1 to 256 bytes of UTF-8; 400 otherwise), or `default`.
-pub fn instance_key(query: Option<&str>, default: &str) -> Result<String, Response> {
+/// checked (1 to 256 bytes of UTF-8), or `default`; `Err` says why not,
+/// for a 400.
+pub fn instance_key(query: Option<&str>, default: &str) -> Result<String, String> {
     match http::query_bytes(query, "instance") {
         None => Ok(default.to_owned()),
-        Some(key) => check_instance_key(&key).map(str::to_owned).map_err(|reason| http::error(400, reason)),
+        Some(key) => check_instance_key(&key).map(str::to_owned),
     }
 }
 
