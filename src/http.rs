@@ -147,14 +147,20 @@ pub fn query_param(request_query: Option<&str>, name: &str) -> Option<String> {
 /// its bytes exactly: nothing is replaced, so bytes that are not UTF-8 can
 /// be refused rather than merged into U+FFFD.
 pub fn query_bytes(request_query: Option<&str>, name: &str) -> Option<Vec<u8>> {
-    let decode = |raw: &str| -> Vec<u8> {
-        let spaced = raw.replace('+', " ");
-        percent_encoding::percent_decode_str(&spaced).collect()
-    };
     request_query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(key) == name.as_bytes()).then(|| decode(value))
+        percent_encoding::percent_decode_str(&spaced(key))
+            .eq(name.bytes())
+            .then(|| percent_encoding::percent_decode_str(&spaced(value)).collect())
     })
+}
+
+/// `+` becomes a space before percent-decoding, so `%2B` stays a `+`.
+fn spaced(raw: &str) -> std::borrow::Cow<'_, str> {
+    match raw.contains('+') {
+        true => std::borrow::Cow::Owned(raw.replace('+', " ")),
+        false => std::borrow::Cow::Borrowed(raw),
+    }
 }
 
 /// A percent-decoded path segment.
@@ -358,4 +364,30 @@ fn is_hop_by_hop(name: &hyper::header::HeaderName) -> bool {
     use hyper::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     [CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE].contains(name)
         || name.as_str() == "keep-alive"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_bytes_decodes_exactly() {
+        let query = Some("a=1&instance=room+1%2B%FF&instance=second&flag");
+        assert_eq!(query_bytes(query, "instance").as_deref(), Some(b"room 1+\xFF".as_slice()));
+        assert_eq!(query_bytes(query, "flag").as_deref(), Some(b"".as_slice()));
+        assert_eq!(query_bytes(Some("inst%61nce=x"), "instance").as_deref(), Some(b"x".as_slice()));
+        assert_eq!(query_bytes(query, "missing"), None);
+        assert_eq!(query_bytes(None, "instance"), None);
+    }
+
+    #[test]
+    fn appending_grows_within_the_limit() {
+        let mut buffer = Vec::new();
+        for _ in 0..1000 {
+            assert!(append_within(&mut buffer, b"x", 1000).is_ok());
+            assert!(buffer.capacity() <= 1000 && buffer.capacity() <= 2 * buffer.len().max(1));
+        }
+        assert!(matches!(append_within(&mut buffer, b"x", 1000), Err(BodyError::TooLarge)));
+        assert_eq!(buffer.len(), 1000);
+    }
 }
