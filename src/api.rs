@@ -230,6 +230,18 @@ pub struct Instance {
     pub panics: u64,
 }
 
+impl From<hotswap::InstanceStatus> for Instance {
+    fn from(instance: hotswap::InstanceStatus) -> Instance {
+        Instance {
+            key: instance.key,
+            version: instance.version,
+            calls: instance.calls,
+            errors: instance.errors,
+            panics: instance.panics,
+        }
+    }
+}
+
 /// `DELETE /v1/modules/{name}/instances/{key}` removed it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RemovedInstance {

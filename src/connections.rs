@@ -11,16 +11,16 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::http::Listener;
+use crate::http::{Listener, Throttle};
 
 /// Descriptors kept free for everything but public connections: admin
 /// connections, state files and their folder, module copies, an upgrade's
@@ -74,15 +74,15 @@ fn raise_descriptor_limit(wanted: u64) -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return u64::MAX;
     }
-    let (soft, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
     if soft >= wanted || soft >= hard {
         return soft;
     }
-    let raised = libc::rlimit { rlim_cur: wanted.min(hard) as libc::rlim_t, rlim_max: limit.rlim_max };
+    let raised = libc::rlimit { rlim_cur: wanted.min(hard), rlim_max: limit.rlim_max };
     // SAFETY: `raised` is a valid rlimit that outlives the call; the soft
     // limit it sets is within the hard limit, so the call cannot fail for that.
     match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
-        0 => raised.rlim_cur as u64,
+        0 => raised.rlim_cur,
         _ => soft,
     }
 }
@@ -93,27 +93,22 @@ pub struct Capped<L> {
     inner: L,
     max: usize,
     stats: Arc<ConnectionStats>,
-    /// When a refusal was last logged, and how many since then.
-    last_logged: Mutex<(Option<Instant>, u64)>,
+    refusals: Throttle,
 }
 
 impl<L> Capped<L> {
     pub fn new(inner: L, max: usize, stats: Arc<ConnectionStats>) -> Capped<L> {
         stats.max.store(max, Relaxed);
-        Capped { inner, max, stats, last_logged: Mutex::new((None, 0)) }
+        Capped { inner, max, stats, refusals: Throttle::new(REFUSAL_LOG_EVERY) }
     }
 
     fn log_refusal(&self) {
-        let mut last = self.last_logged.lock().expect("refusal log lock");
-        last.1 += 1;
-        if last.0.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+        if let Some(refused) = self.refusals.admit() {
             tracing::warn!(
-                "public port: {} open connections reached server.max_connections; closed {} new \
+                "public port: {} open connections reached server.max_connections; closed {refused} new \
                  connection(s) at once (hotswap_public_connections_refused_total)",
                 self.max,
-                last.1
             );
-            *last = (Some(Instant::now()), 0);
         }
     }
 }

@@ -263,7 +263,18 @@ impl Daemon {
         for module in &config.modules {
             self.start_module(&config, module, discard_corrupt)?;
         }
+        self.apply_instance_limits(&config);
         Ok(())
+    }
+
+    /// Applies each module's `max_instances` (at start, in an upgrade's new
+    /// process, on SIGHUP). Saved state is never refused for it; new
+    /// instances past it are.
+    fn apply_instance_limits(&self, config: &Config) {
+        for module in &config.modules {
+            // A module that could not be loaded has no instances to limit.
+            let _ = self.engine.set_max_instances(&module.name, Some(module.max_instances));
+        }
     }
 
     /// Loads every configured module with no instances: the new process of
@@ -279,6 +290,7 @@ impl Daemon {
                 .map_err(|error| format!("module '{name}': {error}"))?;
             self.remember_hash(module, &source);
         }
+        self.apply_instance_limits(&config);
         Ok(())
     }
 
@@ -586,6 +598,7 @@ impl Daemon {
                 let _ = self.swap_serving(&module.name, None, Trigger::Reload);
             }
         }
+        self.apply_instance_limits(&new);
         Ok(())
     }
 

@@ -143,9 +143,57 @@ pub fn query_param(request_query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// The value of query parameter `name`, percent-decoded (`+` is a space) to
+/// its bytes exactly: nothing is replaced, so bytes that are not UTF-8 can
+/// be refused rather than merged into U+FFFD.
+pub fn query_bytes(request_query: Option<&str>, name: &str) -> Option<Vec<u8>> {
+    request_query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        percent_encoding::percent_decode_str(&spaced(key))
+            .eq(name.bytes())
+            .then(|| percent_encoding::percent_decode_str(&spaced(value)).collect())
+    })
+}
+
+/// `+` becomes a space before percent-decoding, so `%2B` stays a `+`.
+fn spaced(raw: &str) -> std::borrow::Cow<'_, str> {
+    match raw.contains('+') {
+        true => std::borrow::Cow::Owned(raw.replace('+', " ")),
+        false => std::borrow::Cow::Borrowed(raw),
+    }
+}
+
 /// A percent-decoded path segment.
 pub fn segment(raw: &str) -> Option<String> {
     percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+/// Lets a repeated warning through at most once per period, counting the
+/// occurrences in between, so an attacker cannot flood the log.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    /// When it last let one through, and the occurrences since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle { every, state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// Counts one occurrence; returns how many to report (this one
+    /// included) when it is time to log, else `None`.
+    pub fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.1 += 1;
+        if state.0.is_some_and(|at| at.elapsed() < self.every) {
+            return None;
+        }
+        let count = state.1;
+        *state = (Some(std::time::Instant::now()), 0);
+        Some(count)
+    }
 }
 
 /// A listening socket the accept loop can take connections from.
@@ -316,4 +364,30 @@ fn is_hop_by_hop(name: &hyper::header::HeaderName) -> bool {
     use hyper::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     [CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE].contains(name)
         || name.as_str() == "keep-alive"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_bytes_decodes_exactly() {
+        let query = Some("a=1&instance=room+1%2B%FF&instance=second&flag");
+        assert_eq!(query_bytes(query, "instance").as_deref(), Some(b"room 1+\xFF".as_slice()));
+        assert_eq!(query_bytes(query, "flag").as_deref(), Some(b"".as_slice()));
+        assert_eq!(query_bytes(Some("inst%61nce=x"), "instance").as_deref(), Some(b"x".as_slice()));
+        assert_eq!(query_bytes(query, "missing"), None);
+        assert_eq!(query_bytes(None, "instance"), None);
+    }
+
+    #[test]
+    fn appending_grows_within_the_limit() {
+        let mut buffer = Vec::new();
+        for _ in 0..1000 {
+            assert!(append_within(&mut buffer, b"x", 1000).is_ok());
+            assert!(buffer.capacity() <= 1000 && buffer.capacity() <= 2 * buffer.len().max(1));
+        }
+        assert!(matches!(append_within(&mut buffer, b"x", 1000), Err(BodyError::TooLarge)));
+        assert_eq!(buffer.len(), 1000);
+    }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod game;
 mod handover;
 mod http_front;
+mod instances;
 mod load;
 mod public_limits;
 mod reload;
