@@ -6,6 +6,7 @@ mod admin;
 mod game;
 mod http_front;
 mod load;
+mod policy;
 mod reload;
 mod state;
 mod upgrade;
