@@ -18,12 +18,17 @@ use hotswap::{Engine, SwapError};
 use crate::api;
 use crate::config::{Config, ModuleConfig};
 use crate::metrics::Metrics;
+use crate::module_store::ModuleStore;
 use crate::policy;
 use crate::state::StateStore;
+
+mod installed;
 
 /// What asked for a swap; reported in status and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// A start (or the new process of an upgrade) loading the configured file.
+    Start,
     Admin,
     Watch,
     Reload,
@@ -33,6 +38,7 @@ pub enum Trigger {
 impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
+            Trigger::Start => "start",
             Trigger::Admin => "admin",
             Trigger::Watch => "watch",
             Trigger::Reload => "reload",
@@ -106,6 +112,8 @@ pub struct Daemon {
     pub engine: Engine,
     config: RwLock<Arc<Config>>,
     pub store: StateStore,
+    /// The module files that run, kept so a restart or an upgrade runs them again.
+    pub module_store: ModuleStore,
     pub metrics: Metrics,
     started: Instant,
     pub public_addr: OnceLock<SocketAddr>,
@@ -148,6 +156,7 @@ impl Daemon {
         Daemon {
             engine: Engine::new(config.engine_config()),
             config: RwLock::new(Arc::new(config)),
+            module_store: ModuleStore::new(store.dir()),
             store,
             metrics: Metrics::default(),
             started: Instant::now(),
@@ -231,16 +240,36 @@ impl Daemon {
 
     /// Loads every configured module with no instances: the new process of
     /// an upgrade, whose state comes from the old process, not from disk.
+    /// Each runs its recorded version, or the configured file if that
+    /// changed since (it then takes the state over from the old process).
     pub fn load_modules(&self) -> Result<(), String> {
         let config = self.config();
         for module in &config.modules {
             let name = &module.name;
-            let source = policy::check_source(&config, &module.path)
-                .map_err(|reason| format!("module '{name}': {reason}"))?;
-            self.engine
-                .load_checked(name, &source, |copy| policy::check_sha256(module.sha256.as_deref(), copy))
+            let mut choice = self.choose(&config, module)?;
+            if choice.configured_changed {
+                choice = installed::Choice {
+                    source: policy::check_source(&config, &module.path)
+                        .map_err(|reason| format!("module '{name}': {reason}"))?,
+                    expected: None,
+                    record: None,
+                    configured_changed: false,
+                };
+            }
+            let kept = Mutex::new(None);
+            let report = self
+                .engine
+                .load_checked(
+                    name,
+                    &choice.source,
+                    self.check_and_keep(module, choice.expected.as_deref(), &kept),
+                )
                 .map_err(|error| format!("module '{name}': {error}"))?;
-            self.remember_hash(module, &source);
+            if choice.record.is_none() {
+                let kept = kept.lock().expect("kept lock").take();
+                self.record_installed(module, kept, &report.to_version, Trigger::Start, &choice.source);
+            }
+            self.remember_hash(module, &choice.source);
         }
         Ok(())
     }
@@ -261,9 +290,7 @@ impl Daemon {
         discard_corrupt: bool,
     ) -> Result<(), String> {
         let name = &module.name;
-        let source = policy::check_source(config, &module.path)
-            .map_err(|reason| format!("module '{name}': {reason}"))?;
-        let check = |copy: &Path| policy::check_sha256(module.sha256.as_deref(), copy);
+        let choice = self.choose(config, module)?;
         let hint = "start with --discard-corrupt-state to move it aside and start this module fresh";
         let saved = match self.store.read(name) {
             Ok(saved) => saved,
@@ -274,9 +301,18 @@ impl Daemon {
             }
             Err(error) => return Err(format!("{error}; {hint}")),
         };
+        let kept = Mutex::new(None);
+        let mut source = choice.source.clone();
+        let check = self.check_and_keep(module, choice.expected.as_deref(), &kept);
         let report = match &saved {
-            None => self.engine.load_checked(name, &source, check),
-            Some(saved) => match self.engine.restore_checked(name, &source, saved, check) {
+            None => self.engine.load_checked(name, &source, &check),
+            Some(saved) => match self.restore_or_previous(module, &choice, saved, &kept, &check) {
+                Ok((used, report)) => {
+                    source = used;
+                    Ok(report)
+                }
+                // Read by neither the recorded version nor, failing that, its
+                // predecessor (which may have written it: see `restore_or_previous`).
                 Err(
                     error @ (SwapError::RestoreFailed { .. } | SwapError::SnapshotOfAnotherModule { .. }),
                 ) => {
@@ -286,15 +322,26 @@ impl Daemon {
                     }
                     let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
                     tracing::warn!(module = %name, "{error}; moved {} to {} and starting fresh", file.display(), aside.display());
-                    self.engine.load_checked(name, &source, check)
+                    self.engine.load_checked(name, &source, &check)
                 }
-                other => other,
+                Err(error) => Err(error),
             },
         };
         let report = report.map_err(|error| format!("module '{name}': {error}"))?;
+        if choice.record.is_none() {
+            let kept = kept.lock().expect("kept lock").take();
+            self.record_installed(module, kept, &report.to_version, Trigger::Start, &source);
+        }
         self.remember_hash(module, &source);
         let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
         tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
+        if choice.configured_changed {
+            // Changed while the daemon was stopped: a swap from the recorded
+            // version, which keeps serving if the new file is refused.
+            tracing::info!(module = %name, "{} changed since {} was recorded; swapping to it", module.path.display(), report.to_version);
+            let outcome = self.swap_file(config, module, &module.path, Trigger::Start);
+            self.record(name, Trigger::Start, &outcome);
+        }
         Ok(())
     }
 
@@ -344,10 +391,14 @@ impl Daemon {
             return Err(SwapFailure::Unchanged);
         }
         self.save_before_swap(module);
+        let kept = Mutex::new(None);
         let report = self
             .engine
-            .load_checked(module, &source, |copy| policy::check_sha256(configured.sha256.as_deref(), copy))
+            .load_checked(module, &source, self.check_and_keep(configured, None, &kept))
             .map_err(SwapFailure::Engine)?;
+        // Recorded before the swap is acknowledged, so what it installed is what a restart runs.
+        let kept = kept.lock().expect("kept lock").take();
+        self.record_installed(configured, kept, &report.to_version, trigger, &source);
         let mut hashes = self.loaded_hashes.lock().expect("hash lock");
         match source_hash {
             Some(hash) => hashes.insert(module.to_owned(), hash),
@@ -365,7 +416,10 @@ impl Daemon {
         let outcome = self
             .engine
             .rollback(module)
-            .map(|report| api::SwapReport::from_engine(&report, Trigger::Admin.as_str()))
+            .map(|report| {
+                self.record_rollback(module, &report.to_version);
+                api::SwapReport::from_engine(&report, Trigger::Admin.as_str())
+            })
             .map_err(SwapFailure::Engine);
         self.loaded_hashes.lock().expect("hash lock").remove(module);
         self.record(module, Trigger::Admin, &outcome);
@@ -528,6 +582,7 @@ impl Daemon {
                     api::SwapReport::from_engine(report, trigger)
                 }),
                 last_error: last_errors.get(&module.name).cloned(),
+                origin: self.origin(&module.name),
             })
             .collect();
         api::Status {

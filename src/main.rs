@@ -20,6 +20,7 @@ mod config;
 mod daemon;
 mod http;
 mod metrics;
+mod module_store;
 mod policy;
 mod public;
 mod serve;

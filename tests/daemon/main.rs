@@ -8,6 +8,7 @@ mod http_front;
 mod load;
 mod policy;
 mod reload;
+mod restart;
 mod state;
 mod upgrade;
 
