@@ -238,42 +238,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Loads every configured module with no instances: the new process of
-    /// an upgrade, whose state comes from the old process, not from disk.
-    /// Each runs its recorded version, or the configured file if that
-    /// changed since (it then takes the state over from the old process).
-    pub fn load_modules(&self) -> Result<(), String> {
-        let config = self.config();
-        for module in &config.modules {
-            let name = &module.name;
-            let mut choice = self.choose(&config, module)?;
-            if choice.configured_changed {
-                choice = installed::Choice {
-                    source: policy::check_source(&config, &module.path)
-                        .map_err(|reason| format!("module '{name}': {reason}"))?,
-                    expected: None,
-                    record: None,
-                    configured_changed: false,
-                };
-            }
-            let kept = Mutex::new(None);
-            let report = self
-                .engine
-                .load_checked(
-                    name,
-                    &choice.source,
-                    self.check_and_keep(module, choice.expected.as_deref(), &kept),
-                )
-                .map_err(|error| format!("module '{name}': {error}"))?;
-            if choice.record.is_none() {
-                let kept = kept.lock().expect("kept lock").take();
-                self.record_installed(module, kept, &report.to_version, Trigger::Start, &choice.source);
-            }
-            self.remember_hash(module, &choice.source);
-        }
-        Ok(())
-    }
-
     /// Records the content a watched module was loaded from (see `swap_file`).
     fn remember_hash(&self, module: &ModuleConfig, source: &Path) {
         if module.watch
@@ -281,68 +245,6 @@ impl Daemon {
         {
             self.loaded_hashes.lock().expect("hash lock").insert(module.name.clone(), hash);
         }
-    }
-
-    fn start_module(
-        &self,
-        config: &Config,
-        module: &ModuleConfig,
-        discard_corrupt: bool,
-    ) -> Result<(), String> {
-        let name = &module.name;
-        let choice = self.choose(config, module)?;
-        let hint = "start with --discard-corrupt-state to move it aside and start this module fresh";
-        let saved = match self.store.read(name) {
-            Ok(saved) => saved,
-            Err(error) if discard_corrupt => {
-                let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
-                tracing::warn!(module = %name, "{error}; moved it to {} and starting fresh", aside.display());
-                None
-            }
-            Err(error) => return Err(format!("{error}; {hint}")),
-        };
-        let kept = Mutex::new(None);
-        let mut source = choice.source.clone();
-        let check = self.check_and_keep(module, choice.expected.as_deref(), &kept);
-        let report = match &saved {
-            None => self.engine.load_checked(name, &source, &check),
-            Some(saved) => match self.restore_or_previous(module, &choice, saved, &kept, &check) {
-                Ok((used, report)) => {
-                    source = used;
-                    Ok(report)
-                }
-                // Read by neither the recorded version nor, failing that, its
-                // predecessor (which may have written it: see `restore_or_previous`).
-                Err(
-                    error @ (SwapError::RestoreFailed { .. } | SwapError::SnapshotOfAnotherModule { .. }),
-                ) => {
-                    let file = self.store.file(name);
-                    if !discard_corrupt {
-                        return Err(format!("state file {}: {error}; {hint}", file.display()));
-                    }
-                    let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
-                    tracing::warn!(module = %name, "{error}; moved {} to {} and starting fresh", file.display(), aside.display());
-                    self.engine.load_checked(name, &source, &check)
-                }
-                Err(error) => Err(error),
-            },
-        };
-        let report = report.map_err(|error| format!("module '{name}': {error}"))?;
-        if choice.record.is_none() {
-            let kept = kept.lock().expect("kept lock").take();
-            self.record_installed(module, kept, &report.to_version, Trigger::Start, &source);
-        }
-        self.remember_hash(module, &source);
-        let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
-        tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
-        if choice.configured_changed {
-            // Changed while the daemon was stopped: a swap from the recorded
-            // version, which keeps serving if the new file is refused.
-            tracing::info!(module = %name, "{} changed since {} was recorded; swapping to it", module.path.display(), report.to_version);
-            let outcome = self.swap_file(config, module, &module.path, Trigger::Start);
-            self.record(name, Trigger::Start, &outcome);
-        }
-        Ok(())
     }
 
     /// Swaps `module` to `path` (default: its configured path).

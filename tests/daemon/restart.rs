@@ -136,7 +136,7 @@ fn stored_copies_no_longer_referenced_are_removed() {
     let daemon = setup.start();
     let v1_copy =
         setup.path("state/modules").join(format!("{}.so", sha256_hex(&setup.path("modules/libcounter.so"))));
-    assert_eq!(stored_copies(&setup), [v1_copy.clone()]);
+    assert_eq!(stored_copies(&setup), std::slice::from_ref(&v1_copy));
     load(&daemon, &v2);
     assert_eq!(stored_copies(&setup).len(), 2, "the running one and the one to roll back to");
     load(&daemon, &v3);
