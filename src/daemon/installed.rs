@@ -128,10 +128,11 @@ impl Daemon {
         self.remember_hash(module, &source);
         let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
         tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
-        if choice.configured_changed {
-            // Changed while the daemon was stopped: a swap from the recorded
-            // version, which keeps serving if the new file is refused.
-            tracing::info!(module = %name, "{} changed since {} was recorded; swapping to it", module.path.display(), report.to_version);
+        // The configured file changed while the daemon was stopped, or the
+        // version recorded before ran (see `restore_or_previous`): a swap
+        // from what runs, which keeps serving if the file is refused.
+        if choice.configured_changed || source != choice.source {
+            tracing::info!(module = %name, "swapping from {} to the configured file {}", report.to_version, module.path.display());
             let outcome = self.swap_file(config, module, &module.path, Trigger::Start);
             self.record(name, Trigger::Start, &outcome);
         }

@@ -151,3 +151,30 @@ fn stored_copies_no_longer_referenced_are_removed() {
     let daemon = setup.start();
     assert_eq!(daemon.version(), "2.0.0");
 }
+
+#[test]
+fn the_version_serving_through_a_failed_upgrade_runs_after_a_restart() {
+    let setup = Setup::new(&config());
+    setup.install(modules::COUNTER_INIT_PANICS, "libcounter-panics.so");
+    let daemon = setup.start();
+    daemon.text("POST", "/call/counter/add?instance=lobby", "4");
+    // The new process loads (and records) the newly configured file, which
+    // cannot take the state: the upgrade fails and 1.0.0 serves on.
+    setup.write_config(&config().replace("modules/libcounter.so", "modules/libcounter-panics.so"));
+    let output = setup.cli(&["upgrade"]);
+    assert!(!output.status.success(), "the upgrade must fail: {}", stdout(&output));
+    assert!(stderr(&output).contains("could not take the state"), "{}", stderr(&output));
+    assert_eq!(daemon.version(), "1.0.0");
+    assert!(daemon.stop().success());
+
+    // The state on disk is 1.0.0's: 1.0.0 runs it, and the configured file
+    // is tried again as a swap, refused, and reported.
+    let daemon = setup.start_with(&[]).unwrap_or_else(|log| panic!("the start must go on:\n{log}"));
+    assert_eq!(daemon.version(), "1.0.0", "{}", daemon.log());
+    assert_eq!(daemon.text("GET", "/total", ""), "4");
+    let module = daemon.status()["modules"][0].clone();
+    assert!(
+        module["last_error"].as_str().is_some_and(|error| error.contains("exploded on purpose")),
+        "{module}"
+    );
+}
