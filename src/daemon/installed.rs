@@ -143,23 +143,23 @@ impl Daemon {
     /// one and its copy is usable, else the configured file.
     pub(super) fn choose(&self, config: &Config, module: &ModuleConfig) -> Result<Choice, String> {
         let name = &module.name;
-        let configured = |configured_changed| -> Result<Choice, String> {
+        let configured = || -> Result<Choice, String> {
             let source = policy::check_source(config, &module.path)
                 .map_err(|reason| format!("module '{name}': {reason}"))?;
-            Ok(Choice { source, expected: None, record: None, configured_changed })
+            Ok(Choice { source, expected: None, record: None, configured_changed: false })
         };
         let record = self.module_store.read(name).map_err(|error| {
             format!("module '{name}': record {error}; remove it to start from the configured file")
         })?;
-        let Some(record) = record else { return configured(false) };
+        let Some(record) = record else { return configured() };
         if module.sha256.as_ref().is_some_and(|pin| *pin != record.sha256) {
             tracing::info!(module = %name, "the pinned sha256 is not the recorded version's; loading the configured file");
-            return configured(false);
+            return configured();
         }
         let copy = self.module_store.copy_path(&record.sha256);
         if let Err(reason) = policy::check_trusted(&copy, self.module_store.state_dir()) {
             tracing::warn!(module = %name, "the stored copy of {} {} cannot be used ({reason}); loading the configured file", name, record.version);
-            return configured(false);
+            return configured();
         }
         let changed = record.configured.path != module.path
             || policy::sha256_of(&module.path).is_ok_and(|sha256| sha256 != record.configured.sha256);
