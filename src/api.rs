@@ -109,6 +109,22 @@ pub struct Module {
     /// Why the last save failed, if it failed after the last success.
     #[serde(default)]
     pub last_save_error: Option<String>,
+    /// Where the running version came from; a restart or an upgrade runs it again.
+    #[serde(default)]
+    pub origin: Option<Origin>,
+}
+
+/// What installed a module's running version, and the copy the daemon keeps of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Origin {
+    /// What loaded it: "start" (the configured file), "admin", "watch", "reload", "route", "rollback".
+    pub trigger: String,
+    /// The file it was loaded from.
+    pub source: String,
+    /// The daemon's copy of exactly those bytes in the state folder.
+    pub stored: String,
+    pub sha256: String,
+    pub recorded_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,12 +19,17 @@ use crate::api;
 use crate::config::{Config, ModuleConfig};
 use crate::lifecycle::{Lifecycle, NotNow};
 use crate::metrics::Metrics;
+use crate::module_store::ModuleStore;
 use crate::policy;
 use crate::state::StateStore;
+
+mod installed;
 
 /// What asked for a swap; reported in status and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// A start (or the new process of an upgrade) loading the configured file.
+    Start,
     Admin,
     Watch,
     Reload,
@@ -34,6 +39,7 @@ pub enum Trigger {
 impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
+            Trigger::Start => "start",
             Trigger::Admin => "admin",
             Trigger::Watch => "watch",
             Trigger::Reload => "reload",
@@ -134,6 +140,8 @@ pub struct Daemon {
     pub engine: Engine,
     config: RwLock<Arc<Config>>,
     pub store: StateStore,
+    /// The module files that run, kept so a restart or an upgrade runs them again.
+    pub module_store: ModuleStore,
     pub metrics: Metrics,
     started: Instant,
     pub public_addr: OnceLock<SocketAddr>,
@@ -183,6 +191,7 @@ impl Daemon {
         Daemon {
             engine: Engine::new(config.engine_config()),
             config: RwLock::new(Arc::new(config)),
+            module_store: ModuleStore::new(store.dir()),
             store,
             metrics: Metrics::default(),
             started: Instant::now(),
@@ -277,23 +286,6 @@ impl Daemon {
         }
     }
 
-    /// Loads every configured module with no instances: the new process of
-    /// an upgrade, whose state comes from the old process, not from disk.
-    pub fn load_modules(&self) -> Result<(), String> {
-        let config = self.config();
-        for module in &config.modules {
-            let name = &module.name;
-            let source = policy::check_source(&config, &module.path)
-                .map_err(|reason| format!("module '{name}': {reason}"))?;
-            self.engine
-                .load_checked(name, &source, |copy| policy::check_sha256(module.sha256.as_deref(), copy))
-                .map_err(|error| format!("module '{name}': {error}"))?;
-            self.remember_hash(module, &source);
-        }
-        self.apply_instance_limits(&config);
-        Ok(())
-    }
-
     /// Records the content a watched module was loaded from (see `swap_file`).
     fn remember_hash(&self, module: &ModuleConfig, source: &Path) {
         if module.watch
@@ -301,50 +293,6 @@ impl Daemon {
         {
             self.loaded_hashes.lock().expect("hash lock").insert(module.name.clone(), hash);
         }
-    }
-
-    fn start_module(
-        &self,
-        config: &Config,
-        module: &ModuleConfig,
-        discard_corrupt: bool,
-    ) -> Result<(), String> {
-        let name = &module.name;
-        let source = policy::check_source(config, &module.path)
-            .map_err(|reason| format!("module '{name}': {reason}"))?;
-        let check = |copy: &Path| policy::check_sha256(module.sha256.as_deref(), copy);
-        let hint = "start with --discard-corrupt-state to move it aside and start this module fresh";
-        let saved = match self.store.read(name) {
-            Ok(saved) => saved,
-            Err(error) if discard_corrupt => {
-                let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
-                tracing::warn!(module = %name, "{error}; moved it to {} and starting fresh", aside.display());
-                None
-            }
-            Err(error) => return Err(format!("{error}; {hint}")),
-        };
-        let report = match &saved {
-            None => self.engine.load_checked(name, &source, check),
-            Some(saved) => match self.engine.restore_checked(name, &source, saved, check) {
-                Err(
-                    error @ (SwapError::RestoreFailed { .. } | SwapError::SnapshotOfAnotherModule { .. }),
-                ) => {
-                    let file = self.store.file(name);
-                    if !discard_corrupt {
-                        return Err(format!("state file {}: {error}; {hint}", file.display()));
-                    }
-                    let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
-                    tracing::warn!(module = %name, "{error}; moved {} to {} and starting fresh", file.display(), aside.display());
-                    self.engine.load_checked(name, &source, check)
-                }
-                other => other,
-            },
-        };
-        let report = report.map_err(|error| format!("module '{name}': {error}"))?;
-        self.remember_hash(module, &source);
-        let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
-        tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
-        Ok(())
     }
 
     /// Swaps `module` to `path` (default: its configured path).
@@ -409,10 +357,14 @@ impl Daemon {
         }
         let _swapping = self.begin_swap(module)?;
         self.save_before_swap(module)?;
+        let kept = Mutex::new(None);
         let report = self
             .engine
-            .load_checked(module, &source, |copy| policy::check_sha256(configured.sha256.as_deref(), copy))
+            .load_checked(module, &source, self.check_and_keep(configured, None, &kept))
             .map_err(SwapFailure::Engine)?;
+        // Recorded before the swap is acknowledged, so what it installed is what a restart runs.
+        let kept = kept.lock().expect("kept lock").take();
+        self.record_installed(configured, kept, &report.to_version, trigger, &source);
         let mut hashes = self.loaded_hashes.lock().expect("hash lock");
         match source_hash {
             Some(hash) => hashes.insert(module.to_owned(), hash),
@@ -429,6 +381,7 @@ impl Daemon {
             let _swapping = self.begin_swap(module)?;
             self.save_before_swap(module)?;
             let report = self.engine.rollback(module).map_err(SwapFailure::Engine)?;
+            self.record_rollback(module, &report.to_version);
             self.loaded_hashes.lock().expect("hash lock").remove(module);
             Ok(api::SwapReport::from_engine(&report, Trigger::Admin.as_str()))
         })();
@@ -646,6 +599,7 @@ impl Daemon {
                 last_error: last_errors.get(&module.name).cloned(),
                 saves_failed: saves_failed.get(&module.name).copied().unwrap_or(0),
                 last_save_error: last_save_errors.get(&module.name).cloned(),
+                origin: self.origin(&module.name),
             })
             .collect();
         api::Status {

@@ -24,6 +24,7 @@ mod daemon;
 mod http;
 mod lifecycle;
 mod metrics;
+mod module_store;
 mod policy;
 mod public;
 mod serve;
