@@ -72,6 +72,7 @@ mod config;
 mod engine;
 mod error;
 mod maps;
+mod private_dir;
 mod status;
 
 pub use code::ModuleInfo;

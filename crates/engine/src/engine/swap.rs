@@ -13,8 +13,8 @@ use super::hold::StillBusy;
 use super::{Engine, Instance, Live, ModuleEntry, Slot};
 use crate::code::{Code, Previous};
 use crate::error::SwapError;
-use crate::maps;
 use crate::status::{ModuleSnapshot, SwapReport};
+use crate::{maps, private_dir};
 
 impl Engine {
     /// Loads `module` from `path`: a first load, or a swap of the running
@@ -117,12 +117,7 @@ impl Engine {
     fn private_copy_path(&self, module: &str, source: &Path) -> Result<PathBuf, SwapError> {
         let mut dir = self.private_dir.lock();
         if dir.is_none() {
-            let mut builder = tempfile::Builder::new();
-            builder.prefix("hotswap-");
-            let created = match &self.config.private_dir {
-                Some(parent) => std::fs::create_dir_all(parent).and_then(|()| builder.tempdir_in(parent)),
-                None => builder.tempdir(),
-            };
+            let created = private_dir::create(self.config.private_dir.as_deref());
             *dir = Some(created.map_err(|source| SwapError::PrivateDir { source })?);
         }
         let dir = dir.as_ref().expect("created above");

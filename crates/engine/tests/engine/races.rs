@@ -39,6 +39,13 @@ fn calls_of(engine: &Engine, key: &str) -> u64 {
     engine.instances("counter").unwrap().into_iter().find(|i| i.key == key).map_or(0, |i| i.calls)
 }
 
+/// No signal tells from outside that a swap has opened the new version and
+/// reached its wait for busy instances. Opening a module takes well under a
+/// second even on a loaded machine; the long calls the tests hold last several.
+fn wait_until_the_swap_waits() {
+    std::thread::sleep(Duration::from_millis(1_000));
+}
+
 /// Item 15. `remove_instance` of an instance that never started, while a
 /// swap waits for busy instances: removal must not take locks in the
 /// opposite order to the swap, or the swap gives up at its deadline
@@ -50,17 +57,13 @@ fn remove_instance_during_a_swap_does_not_stall_the_swap() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_with_timeout(dir.path(), Duration::from_secs(4));
         engine.load("counter", COUNTER_V1).unwrap();
-        let busy: Vec<_> = (0..6).map(|i| hold_with_sleep(&engine, &format!("busy-{i}"), 600)).collect();
+        let busy: Vec<_> = (0..6).map(|i| hold_with_sleep(&engine, &format!("busy-{i}"), 2_000)).collect();
         let idle = engine.instance("counter", "idle").unwrap();
         let swap = std::thread::spawn({
             let engine = engine.clone();
             move || engine.load("counter", COUNTER_V2)
         });
-        // No signal tells that the swap reached its wait for the busy
-        // instances; opening a module takes milliseconds, so after 150 ms it is
-        // there (or a little later on a loaded machine: the test still passes,
-        // it only probes less).
-        std::thread::sleep(Duration::from_millis(150));
+        wait_until_the_swap_waits();
         assert!(engine.remove_instance("counter", "idle").unwrap());
         let swapped = swap.join().unwrap();
         assert!(swapped.is_ok(), "round {round}: {:?}", swapped.err().map(|error| error.to_string()));
@@ -138,13 +141,12 @@ fn a_swap_waiting_for_a_long_call_holds_no_other_instance() {
     for key in &others {
         call_text(&engine, key, "add", "1");
     }
-    let sleeper = hold_with_sleep(&engine, "slow", 3_000);
+    let sleeper = hold_with_sleep(&engine, "slow", 4_000);
     let swap = std::thread::spawn({
         let engine = engine.clone();
         move || engine.load("counter", COUNTER_V2)
     });
-    // No signal tells that the swap is waiting; see the probe of item 15.
-    std::thread::sleep(Duration::from_millis(150));
+    wait_until_the_swap_waits();
     for round in 0..5 {
         for key in &others {
             call_text(&engine, key, "add", "1");
@@ -170,16 +172,22 @@ fn a_swap_waiting_for_a_long_call_holds_no_other_instance() {
 #[test]
 fn a_swap_past_its_deadline_changes_nothing_and_others_kept_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine_with_timeout(dir.path(), Duration::from_millis(800));
+    let engine = engine_with_timeout(dir.path(), Duration::from_millis(2_500));
     engine.load("counter", COUNTER_V1).unwrap();
-    for key in ["a", "b", "c"] {
+    let others: Vec<String> = (0..20).map(|i| format!("other-{i}")).collect();
+    for key in others.iter().map(String::as_str).chain(["a", "b", "c"]) {
         call_text(&engine, key, "add", "5");
     }
-    let sleeper = hold_with_sleep(&engine, "slow", 4_000);
+    let sleeper = hold_with_sleep(&engine, "slow", 5_000);
     let swap = std::thread::spawn({
         let engine = engine.clone();
         move || engine.load("counter", COUNTER_V2)
     });
+    wait_until_the_swap_waits();
+    for key in &others {
+        call_text(&engine, key, "add", "1");
+    }
+    assert!(!swap.is_finished(), "the calls to other instances completed while the swap waited");
     let mut served_while_waiting = 0;
     while !swap.is_finished() {
         call_text(&engine, "a", "add", "1");
