@@ -212,7 +212,7 @@ pub async fn upgrade(daemon: Arc<Daemon>, binary: Option<std::path::PathBuf>) ->
     }
 }
 
-/// 404 naming the module the way a refused load does, if it has no [[module]] entry.
+/// 404 naming the module the way a refused load does, if it has no `[[module]]` entry.
 fn not_configured(daemon: &Daemon, module: &str) -> Option<Response> {
     if daemon.config().module(module).is_some() {
         return None;

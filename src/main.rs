@@ -114,9 +114,9 @@ enum Command {
     /// Swap a module to a new file (default: the file in its config entry).
     #[command(after_help = "Example:\n  hotswap load ledger releases/libledger-2.so")]
     Load {
-        /// The module's name, as in its [[module]] entry.
+        /// The module's name, as in its `[[module]]` entry.
         module: String,
-        /// The new module file (default: the `path` of its [[module]] entry).
+        /// The new module file (default: the `path` of its `[[module]]` entry).
         path: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
@@ -126,7 +126,7 @@ enum Command {
     /// Swap a module back to the version it ran before.
     #[command(after_help = "Example:\n  hotswap rollback ledger")]
     Rollback {
-        /// The module's name, as in its [[module]] entry.
+        /// The module's name, as in its `[[module]]` entry.
         module: String,
         #[command(flatten)]
         target: Target,
