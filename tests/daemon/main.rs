@@ -8,6 +8,7 @@ mod http_front;
 mod load;
 mod reload;
 mod state;
+mod stuck_calls;
 mod upgrade;
 
 use std::io::{BufRead, BufReader, Write};
