@@ -195,6 +195,15 @@ pub enum CallError {
     /// The instance did not exist yet and the module's `init(None)` failed.
     #[error("{module} {version} could not start instance '{instance}': its init {fault}")]
     InitFailed { module: String, version: String, instance: String, fault: Fault },
+
+    /// The call would have created a new instance past the module's limit
+    /// (`Engine::set_max_instances`). Existing instances are not affected.
+    #[error(
+        "module '{module}' has reached its limit of {limit} instances (max_instances), so no new instance \
+         is started; existing instances keep working. Remove instances that are no longer needed \
+         (`hotswap remove-instance {module} KEY`) or raise the limit"
+    )]
+    TooManyInstances { module: String, limit: usize },
 }
 
 /// Why a snapshot of a module's instances could not be taken.

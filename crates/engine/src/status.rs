@@ -145,3 +145,32 @@ pub struct ModuleSnapshot {
     /// Instance key and snapshot bytes, sorted by key.
     pub instances: Vec<(String, Vec<u8>)>,
 }
+
+/// A [`ModuleSnapshot`] that leaves out instances that were busy past a
+/// deadline (from [`Engine::snapshot_until`](crate::Engine::snapshot_until)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartialSnapshot {
+    /// Every instance that could be snapshotted.
+    pub snapshot: ModuleSnapshot,
+    /// Keys of the instances whose call had not ended by the deadline,
+    /// sorted; they are not in `snapshot`.
+    pub busy: Vec<String>,
+}
+
+/// One instance of a module, as [`Engine::instances`](crate::Engine::instances) lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InstanceStatus {
+    pub key: String,
+    /// The version its state belongs to; `None` if it was created (by a
+    /// handle, or a first call whose `init` failed) but has not started.
+    pub version: Option<String>,
+    /// Calls since the instance was created, across versions (a failed
+    /// start counts as a call).
+    pub calls: u64,
+    /// Calls the module refused (`Err`), including failed starts.
+    pub errors: u64,
+    /// Calls in which the module panicked.
+    pub panics: u64,
+}

@@ -2,7 +2,9 @@
 //! built by `hotswap-test-modules`. One test binary, several files.
 
 mod concurrency;
+mod instances;
 mod panics;
+mod races;
 mod refusals;
 mod swap;
 mod unloading;

@@ -48,6 +48,16 @@ impl Module for Counter {
             "adds" => Ok(self.adds.to_string().into_bytes()),
             "version" => Ok(Self::VERSION.as_bytes().to_vec()),
             "noop" => Ok(Vec::new()),
+            // Holds the instance for this many milliseconds: a slow call, for
+            // tests of what waits for it and what must not.
+            "sleep" => {
+                let millis: u64 = std::str::from_utf8(payload)
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .ok_or("sleep takes a number of milliseconds")?;
+                std::thread::sleep(std::time::Duration::from_millis(millis));
+                Ok(Vec::new())
+            }
             other => Err(ModuleError::new(format!("counter 2.0.0 has no method {other:?}"))),
         }
     }

@@ -1,0 +1,165 @@
+//! The call path: finding an instance, starting it on its first call, and
+//! running one call while holding it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::MutexGuard;
+
+use super::{Engine, Instance, Live, ModuleEntry, Slot};
+use crate::error::{CallError, Fault};
+
+/// A handle on one instance of a module, for hosts that call the same
+/// instance again and again (a connection bound to a game room): it skips
+/// the lookups [`Engine::call`] makes. It stays valid across swaps and
+/// rollbacks. Made by [`Engine::instance`].
+pub struct InstanceHandle {
+    entry: Arc<ModuleEntry>,
+    instance: Arc<Instance>,
+}
+
+impl std::fmt::Debug for InstanceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceHandle").field("module", &self.module()).field("key", &self.key()).finish()
+    }
+}
+
+impl InstanceHandle {
+    /// Calls `method` on this instance, as [`Engine::call`] does. After the
+    /// instance is removed it returns [`CallError::InstanceRemoved`]; after
+    /// the module is unloaded, [`CallError::UnknownModule`].
+    pub fn call(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.entry.call_instance(&self.instance, method, payload)
+    }
+
+    pub fn module(&self) -> &str {
+        &self.entry.name
+    }
+
+    pub fn key(&self) -> &str {
+        &self.instance.key
+    }
+}
+
+impl Engine {
+    /// Calls `method` on instance `instance` of `module`, starting the
+    /// instance with `init(None)` if this is its first call.
+    ///
+    /// Calls to one instance are serialized; calls to different instances
+    /// run in parallel. A call that arrives during a swap waits for it and
+    /// runs on the new version.
+    pub fn call(
+        &self,
+        module: &str,
+        instance: &str,
+        method: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, CallError> {
+        let modules = self.modules.load();
+        let entry = modules.get(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
+        loop {
+            let found = entry.instance(instance)?;
+            match entry.call_instance(&found, method, payload) {
+                // Removed between the lookup and the lock: look up again.
+                Err(CallError::InstanceRemoved { .. }) => continue,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// A handle on instance `key` of `module` (created if it does not exist
+    /// yet; started by its first call).
+    pub fn instance(&self, module: &str, key: &str) -> Result<InstanceHandle, CallError> {
+        let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
+        let instance = entry.instance(key)?;
+        Ok(InstanceHandle { entry, instance })
+    }
+}
+
+impl ModuleEntry {
+    fn call_instance(&self, instance: &Instance, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        // While a swap takes the module's instances, wait for it (hold.rs).
+        self.gate.pass(instance);
+        let mut slot = instance.slot.lock();
+        if !matches!(*slot, Slot::Live(_)) {
+            drop(slot);
+            slot = self.start(instance)?;
+        }
+        let Slot::Live(live) = &*slot else { unreachable!("start returns a live slot") };
+        bump(&instance.calls);
+        live.code.handle(live.state, method, payload).map_err(|fault| {
+            let info = &live.code.info;
+            let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
+            match fault {
+                Fault::Error(message) => {
+                    bump(&instance.errors);
+                    CallError::Refused { module, version, method, message: message.into() }
+                }
+                Fault::Panic(message) => {
+                    bump(&instance.panics);
+                    tracing::warn!(%module, %version, %method, instance = %instance.key, "module panicked: {message}");
+                    CallError::Panicked { module, version, method, message: message.into() }
+                }
+            }
+        })
+    }
+
+    /// Starts `instance` on the current version with `init(None)`.
+    fn start<'a>(&self, instance: &'a Instance) -> Result<MutexGuard<'a, Slot>, CallError> {
+        let mut slot = loop {
+            let slot = instance.slot.lock();
+            match &*slot {
+                Slot::Live(_) => return Ok(slot),
+                // After an unload every slot is removed and there is no current version.
+                Slot::Removed if self.current.lock().is_none() => {
+                    return Err(CallError::UnknownModule { module: self.name.to_string() });
+                }
+                Slot::Removed => {
+                    return Err(CallError::InstanceRemoved {
+                        module: self.name.to_string(),
+                        instance: instance.key.to_string(),
+                    });
+                }
+                Slot::Unstarted => {}
+            }
+            // A swap or adopt under way may have listed the instances before
+            // this one was added, and would then neither wait for this start
+            // nor move its state: wait for it to finish (hold.rs).
+            if !self.gate.closed_for_new_instance() {
+                break slot;
+            }
+            drop(slot);
+            self.gate.pass(instance);
+        };
+        // An unloaded module has no current version (and removed every slot).
+        let code = self
+            .current
+            .lock()
+            .clone()
+            .ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
+        match code.init(None) {
+            Ok(state) => {
+                *instance.version.lock() = Some(code.info.version.clone());
+                *slot = Slot::Live(Live { code, state });
+                Ok(slot)
+            }
+            Err(fault) => {
+                bump(&instance.calls);
+                bump(if fault.is_panic() { &instance.panics } else { &instance.errors });
+                Err(CallError::InitFailed {
+                    module: self.name.to_string(),
+                    version: code.info.version.clone(),
+                    instance: instance.key.to_string(),
+                    fault,
+                })
+            }
+        }
+    }
+}
+
+/// Counters are written only under their instance's lock, so a load and a
+/// store is enough (no read-modify-write, which costs as much as the rest of
+/// a call); readers only need a recent value.
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
