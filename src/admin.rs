@@ -7,6 +7,8 @@
 //! | `POST /v1/modules/{name}/load` | swap to `{"path": ...}` or the configured file; answers when done |
 //! | `POST /v1/modules/{name}/rollback` | swap back to the version before |
 //! | `POST /v1/modules/{name}/call/{method}?instance=K` | one call, as on the public port |
+//! | `GET /v1/modules/{name}/instances` | the module's instances: key, version, calls (a JSON list) |
+//! | `DELETE /v1/modules/{name}/instances/{key}` | end one instance, dropping its state (after its call in flight) |
 //! | `POST /v1/snapshot` | write every module's state file now |
 //! | `POST /v1/upgrade` | replace this process with `{"binary": ...}` (default: the binary it was started from); answers once the new process serves, or why not |
 //! | `GET /metrics` | Prometheus text format |
@@ -64,7 +66,13 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let segments: Vec<String> = path.trim_start_matches('/').split('/').filter_map(http::segment).collect();
+    // A segment that is not UTF-8 is refused, not dropped (which would
+    // shift the others into another endpoint).
+    let Some(segments) =
+        path.trim_start_matches('/').split('/').map(http::segment).collect::<Option<Vec<String>>>()
+    else {
+        return http::error(400, format!("{path} is not UTF-8 once percent-decoded"));
+    };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["v1", "status"]) => http::json(200, &daemon.status()),
@@ -76,11 +84,13 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             response
         }
         (&Method::POST, ["v1", "modules", name, "load"]) => {
-            let request: api::LoadRequest = match json_body(body, &parts.headers, "{\"path\": \"...\"}").await
-            {
-                Ok(request) => request,
-                Err(response) => return response,
-            };
+            let request: api::LoadRequest =
+                match json_body(body, &parts.headers, "{\"path\": \"...\"}", daemon.config().body_timeout)
+                    .await
+                {
+                    Ok(request) => request,
+                    Err(response) => return response,
+                };
             let name = name.to_string();
             blocking(move || {
                 daemon.swap(&name, request.path.as_deref().map(std::path::Path::new), Trigger::Admin)
@@ -88,15 +98,56 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             .await
         }
         (&Method::POST, ["v1", "modules", name, "rollback"]) => {
+            // Named as `load` names it (the engine would say "not loaded").
+            if let Some(refusal) = not_configured(&daemon, name) {
+                return refusal;
+            }
             let name = name.to_string();
             blocking(move || daemon.rollback(&name)).await
         }
+        (&Method::GET, ["v1", "modules", name, "instances"]) => {
+            if let Some(refusal) = not_configured(&daemon, name) {
+                return refusal;
+            }
+            match daemon.engine.instances(name) {
+                Ok(list) => http::json(200, &list.into_iter().map(api::Instance::from).collect::<Vec<_>>()),
+                Err(error) => http::error(404, error.to_string()),
+            }
+        }
+        (&Method::DELETE, ["v1", "modules", name, "instances", key]) => {
+            if let Some(refusal) = not_configured(&daemon, name) {
+                return refusal;
+            }
+            let (name, key) = (name.to_string(), key.to_string());
+            // It waits for the instance's call in flight: not on an async worker.
+            let removing = daemon.clone();
+            let (module, instance) = (name.clone(), key.clone());
+            let removed = tokio::task::spawn_blocking(move || {
+                // Not while an upgrade moves the state, nor after it left.
+                let _serving =
+                    removing.lifecycle.hold(&format!("remove instance '{instance}' of {module}"))?;
+                Ok(removing.engine.remove_instance(&module, &instance))
+            });
+            match removed.await {
+                Ok(Ok(Ok(true))) => http::json(200, &api::RemovedInstance { module: name, key }),
+                Ok(Ok(Ok(false))) => http::error(404, format!("module '{name}' has no instance '{key}'")),
+                Ok(Ok(Err(error))) => http::error(404, error.to_string()),
+                Ok(Err(not_now)) => http::error(409, crate::lifecycle::NotNow::to_string(&not_now)),
+                Err(err) => http::error(500, format!("removing the instance failed: {err}")),
+            }
+        }
         (&Method::POST, ["v1", "modules", name, "call", method]) => {
-            let instance = http::query_param(parts.uri.query(), "instance").unwrap_or_default();
-            let payload = match http::read_body(body, &parts.headers, daemon.config().max_body).await {
-                Ok(payload) => payload,
-                Err(response) => return response,
-            };
+            let instance =
+                match crate::public::instance_key(parts.uri.query(), crate::config::DEFAULT_INSTANCE) {
+                    Ok(instance) => instance,
+                    Err(reason) => return http::error(400, reason),
+                };
+            let config = daemon.config();
+            let payload =
+                match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
+                    Ok(payload) => payload,
+                    Err(response) => return response,
+                };
             // The same call as on the public port, through the upgrade gate.
             let uri = format!("/call/{}/{}?instance={}", encode(name), encode(method), encode(&instance));
             let (call_parts, ()) = hyper::Request::post(uri).body(()).expect("a valid request").into_parts();
@@ -104,7 +155,9 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         }
         (&Method::POST, ["v1", "upgrade"]) => {
             let request: api::UpgradeRequest =
-                match json_body(body, &parts.headers, "{\"binary\": \"...\"}").await {
+                match json_body(body, &parts.headers, "{\"binary\": \"...\"}", daemon.config().body_timeout)
+                    .await
+                {
                     Ok(request) => request,
                     Err(response) => return response,
                 };
@@ -112,12 +165,16 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         }
         (&Method::POST, ["v1", "snapshot"]) => {
             match tokio::task::spawn_blocking(move || daemon.snapshot_all()).await {
-                Ok(run) if run.failed.is_empty() => http::json(200, &run),
-                Ok(run) => http::json(500, &run),
+                Ok(Ok(run)) if run.failed.is_empty() => http::json(200, &run),
+                Ok(Ok(run)) => http::json(500, &run),
+                Ok(Err(not_now)) => http::error(409, not_now.to_string()),
                 Err(err) => http::error(500, format!("the snapshot task failed: {err}")),
             }
         }
-        (_, ["v1", "status"] | ["metrics"]) => http::error(405, format!("use GET {path}")),
+        (_, ["v1", "status"] | ["metrics"] | ["v1", "modules", _, "instances"]) => {
+            http::error(405, format!("use GET {path}"))
+        }
+        (_, ["v1", "modules", _, "instances", _]) => http::error(405, format!("use DELETE {path}")),
         (
             _,
             ["v1", "snapshot" | "upgrade"]
@@ -134,8 +191,9 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
     body: Incoming,
     headers: &hyper::HeaderMap,
     shape: &str,
+    timeout: std::time::Duration,
 ) -> Result<T, Response> {
-    let bytes = http::read_body(body, headers, ADMIN_BODY_LIMIT).await?;
+    let bytes = http::read_body(body, headers, ADMIN_BODY_LIMIT, timeout).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -149,10 +207,18 @@ pub async fn upgrade(daemon: Arc<Daemon>, binary: Option<std::path::PathBuf>) ->
     let runtime = tokio::runtime::Handle::current();
     match tokio::task::spawn_blocking(move || crate::upgrade::run(&daemon, &runtime, &binary)).await {
         Ok(Ok(done)) => http::json(200, &done),
-        Ok(Err(reason)) if reason.contains("already in progress") => http::error(409, reason),
-        Ok(Err(reason)) => http::error(422, reason),
+        Ok(Err(refused)) => http::error(refused.http_status(), refused.to_string()),
         Err(err) => http::error(500, format!("the upgrade task failed: {err}")),
     }
+}
+
+/// 404 naming the module the way a refused load does, if it has no [[module]] entry.
+fn not_configured(daemon: &Daemon, module: &str) -> Option<Response> {
+    if daemon.config().module(module).is_some() {
+        return None;
+    }
+    let failure = crate::daemon::SwapFailure::NotConfigured(module.to_owned());
+    Some(http::error(failure.http_status(), failure.to_string()))
 }
 
 fn encode(segment: &str) -> String {

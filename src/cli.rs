@@ -157,6 +157,10 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
             if let Some(swap) = &module.last_swap {
                 out += &format!("  last: {}\n", swap.summary());
             }
+            if let Some(origin) = &module.origin {
+                out +=
+                    &format!("  from: {} ({}), stored as {}\n", origin.source, origin.trigger, origin.stored);
+            }
             if !module.resident_retired.is_empty() {
                 out += &format!(
                     "  still mapped after retirement: {} (thread-local destructors pending)\n",
@@ -212,7 +216,7 @@ pub fn call(
     module: &str,
     method: &str,
     payload: Option<&str>,
-    instance: &str,
+    instance: Option<&str>,
 ) -> Result<(), String> {
     let payload = match payload {
         Some("-") => {
@@ -225,8 +229,9 @@ pub fn call(
         Some(text) => text.as_bytes().to_vec(),
         None => Vec::new(),
     };
-    let path =
-        format!("/v1/modules/{}/call/{}?instance={}", encode(module), encode(method), encode(instance));
+    // Without --instance the daemon's default instance answers.
+    let query = instance.map(|key| format!("?instance={}", encode(key))).unwrap_or_default();
+    let path = format!("/v1/modules/{}/call/{}{query}", encode(module), encode(method));
     let (status, body) = request(target, Method::POST, &path, payload)?;
     expect_success(status, &body)?;
     let mut stdout = std::io::stdout();
@@ -255,6 +260,39 @@ pub fn snapshot(target: &Target, json: bool) -> Result<(), String> {
             })
             .collect();
         if lines.is_empty() { "no modules loaded; nothing to save".to_owned() } else { lines.join("\n") }
+    })
+}
+
+/// Lists a module's instances.
+pub fn instances(target: &Target, json: bool, module: &str) -> Result<(), String> {
+    let (status, body) =
+        request(target, Method::GET, &format!("/v1/modules/{}/instances", encode(module)), Vec::new())?;
+    expect_success(status, &body)?;
+    print_json_or(json, &body, |instances: Vec<api::Instance>| {
+        let mut out =
+            format!("{:<32} {:<12} {:>11} {:>7} {:>7}\n", "INSTANCE", "VERSION", "CALLS", "ERRORS", "PANICS");
+        for instance in &instances {
+            out += &format!(
+                "{:<32} {:<12} {:>11} {:>7} {:>7}\n",
+                instance.key,
+                instance.version.as_deref().unwrap_or("(not started)"),
+                instance.calls,
+                instance.errors,
+                instance.panics
+            );
+        }
+        out += &format!("{} instance(s) of {module}", instances.len());
+        out
+    })
+}
+
+/// Ends one instance of a module.
+pub fn remove_instance(target: &Target, json: bool, module: &str, key: &str) -> Result<(), String> {
+    let path = format!("/v1/modules/{}/instances/{}", encode(module), encode(key));
+    let (status, body) = request(target, Method::DELETE, &path, Vec::new())?;
+    expect_success(status, &body)?;
+    print_json_or(json, &body, |removed: api::RemovedInstance| {
+        format!("removed instance '{}' of {}; its state is gone", removed.key, removed.module)
     })
 }
 

@@ -17,6 +17,10 @@ pub struct Config {
     pub file: PathBuf,
     pub listen: SocketAddr,
     pub max_body: usize,
+    /// How long a request body may take to arrive, from the end of its header.
+    pub body_timeout: Duration,
+    /// Open public connections at most (further ones are closed at once).
+    pub max_connections: usize,
     pub shutdown_timeout: Duration,
     /// Written with this process's pid (atomically) once it serves.
     pub pid_file: Option<PathBuf>,
@@ -48,6 +52,8 @@ pub struct ModuleConfig {
     pub watch: bool,
     /// Expected sha256 of the module file, lowercase hex.
     pub sha256: Option<String>,
+    /// Instances at most; a call that would start one more is refused.
+    pub max_instances: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +113,10 @@ struct RawServer {
     listen: String,
     #[serde(default = "default_max_body")]
     max_body: String,
+    #[serde(default = "default_body_timeout")]
+    body_timeout: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
     #[serde(default = "default_shutdown_timeout")]
     shutdown_timeout: String,
     pid_file: Option<PathBuf>,
@@ -181,6 +191,8 @@ struct RawModule {
     #[serde(default)]
     watch: bool,
     sha256: Option<String>,
+    #[serde(default = "default_max_instances")]
+    max_instances: usize,
 }
 
 #[derive(Deserialize)]
@@ -190,13 +202,25 @@ struct RawRoute {
     path: String,
     module: String,
     call: Option<String>,
-    #[serde(default)]
+    #[serde(default = "default_instance")]
     instance: String,
     load_from: Option<PathBuf>,
 }
 
 fn default_max_body() -> String {
     "1MiB".into()
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_instances() -> usize {
+    100_000
+}
+fn default_instance() -> String {
+    DEFAULT_INSTANCE.into()
 }
 fn default_shutdown_timeout() -> String {
     "10s".into()
@@ -238,6 +262,13 @@ impl Config {
         let listen = parse_addr("server.listen", &raw.server.listen)?;
         let max_body = parse_size("server.max_body", &raw.server.max_body)?;
         let shutdown_timeout = parse_duration("server.shutdown_timeout", &raw.server.shutdown_timeout)?;
+        let body_timeout = parse_duration("server.body_timeout", &raw.server.body_timeout)?;
+        if body_timeout.is_zero() {
+            return Err("server.body_timeout must be longer than 0s".into());
+        }
+        if raw.server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
         let tcp = match (raw.admin.listen, raw.admin.token_file) {
             (None, None) => None,
             (Some(listen), Some(token)) => Some((parse_addr("admin.listen", &listen)?, resolve(&token))),
@@ -274,11 +305,15 @@ impl Config {
                 }
                 None => None,
             };
+            if module.max_instances == 0 {
+                return Err(format!("module '{}': max_instances must be at least 1", module.name));
+            }
             modules.push(ModuleConfig {
                 name: module.name,
                 path: resolve(&module.path),
                 watch: module.watch,
                 sha256,
+                max_instances: module.max_instances,
             });
         }
 
@@ -293,6 +328,7 @@ impl Config {
             if route.path.starts_with("/call/") || route.path == "/healthz" {
                 return Err(format!("{where_}: /call/... and /healthz are built in"));
             }
+            check_instance_key(route.instance.as_bytes()).map_err(|reason| format!("{where_}: {reason}"))?;
             if !names.contains(&route.module) {
                 return Err(format!("{where_}: module '{}' is not configured", route.module));
             }
@@ -322,6 +358,8 @@ impl Config {
             file: std::path::absolute(file).unwrap_or_else(|_| file.to_owned()),
             listen,
             max_body,
+            body_timeout,
+            max_connections: raw.server.max_connections,
             shutdown_timeout,
             pid_file: raw.server.pid_file.as_deref().map(resolve),
             upgrade_timeout,
@@ -360,6 +398,35 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     } else {
         Err(format!("{what} {name:?} must be 1 to 64 of A-Z a-z 0-9 - _ . and not start with '.'"))
     }
+}
+
+/// The instance a call without `?instance=` reaches.
+pub const DEFAULT_INSTANCE: &str = "default";
+
+/// The longest instance key, in bytes: keys travel in URLs, in state files
+/// and in upgrade frames, and each one is an instance a client can create.
+pub const MAX_INSTANCE_KEY: usize = 256;
+
+/// Instance keys are 1 to `MAX_INSTANCE_KEY` bytes of UTF-8. Bytes that are
+/// not UTF-8 are refused, never replaced: a lossy decoding would merge
+/// different keys into one instance.
+pub fn check_instance_key(key: &[u8]) -> Result<&str, String> {
+    let rule = format!("instance keys are 1 to {MAX_INSTANCE_KEY} bytes of UTF-8");
+    if key.is_empty() {
+        return Err(format!(
+            "the instance key is empty; {rule} (leave out `instance` for the default instance '{DEFAULT_INSTANCE}')"
+        ));
+    }
+    if key.len() > MAX_INSTANCE_KEY {
+        return Err(format!("the instance key is {} bytes long; {rule}", key.len()));
+    }
+    std::str::from_utf8(key).map_err(|err| {
+        let at = err.valid_up_to();
+        format!(
+            "the instance key is not UTF-8 (byte {at} is 0x{:02X}); {rule}, percent-encoded in a URL",
+            key[at]
+        )
+    })
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
@@ -433,7 +500,7 @@ load_from = "modules"
         assert_eq!(config.routes[0].method, hyper::Method::GET);
         assert_eq!(
             config.routes[0].action,
-            RouteAction::Call { method: "hello".into(), instance: String::new() }
+            RouteAction::Call { method: "hello".into(), instance: "default".into() }
         );
         assert_eq!(config.routes[1].action, RouteAction::LoadFrom("/srv/demo/modules".into()));
         assert_eq!(config.allowed_dirs, [Path::new("/srv/demo/extra"), Path::new("/srv/demo/modules")]);
@@ -447,6 +514,33 @@ load_from = "modules"
         assert_eq!(config.admin.tcp, None);
         assert_eq!(config.snapshot_every, Duration::from_secs(30));
         assert_eq!(config.swap_timeout, Duration::from_secs(5));
+        assert_eq!(config.body_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, 10_000);
+    }
+
+    #[test]
+    fn module_limits() {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\n[[module]]\nname = \"a\"\npath = \"a.so\"\n\
+                    [[module]]\nname = \"b\"\npath = \"b.so\"\nmax_instances = 3\n";
+        let config = Config::parse(Path::new("/x/h.toml"), text).unwrap();
+        assert_eq!(config.modules[0].max_instances, 100_000);
+        assert_eq!(config.modules[1].max_instances, 3);
+    }
+
+    #[test]
+    fn instance_keys_are_1_to_256_bytes_of_utf8() {
+        assert_eq!(check_instance_key(b"alice"), Ok("alice"));
+        assert_eq!(check_instance_key("é".repeat(128).as_bytes()).map(str::len), Ok(256));
+        let cases: [(&[u8], &str); 4] = [
+            (b"", "the instance key is empty"),
+            (&[b'k'; 257], "the instance key is 257 bytes long"),
+            (b"\xFF", "not UTF-8 (byte 0 is 0xFF)"),
+            (b"ab\xFE", "not UTF-8 (byte 2 is 0xFE)"),
+        ];
+        for (key, says) in cases {
+            let error = check_instance_key(key).unwrap_err();
+            assert!(error.contains(says) && error.contains("1 to 256 bytes of UTF-8"), "{key:?}: {error}");
+        }
     }
 
     #[test]
@@ -473,6 +567,23 @@ load_from = "modules"
             (
                 "[server]\nlisten = \"127.0.0.1:1\"\n[[route]]\nmethod = \"GET\"\npath = \"/x\"\nmodule = \"nope\"\ncall = \"x\"",
                 "module 'nope' is not configured",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nbody_timeout = \"0s\"",
+                "server.body_timeout must be longer than 0s",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nmax_connections = 0",
+                "server.max_connections must be at least 1",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[module]]\nname = \"a\"\npath = \"x.so\"\nmax_instances = 0",
+                "module 'a': max_instances must be at least 1",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[module]]\nname = \"a\"\npath = \"x.so\"\n\
+                 [[route]]\nmethod = \"GET\"\npath = \"/x\"\nmodule = \"a\"\ncall = \"x\"\ninstance = \"\"",
+                "route GET /x: the instance key is empty",
             ),
         ];
         for (text, expected) in cases {

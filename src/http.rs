@@ -7,9 +7,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
@@ -54,19 +54,86 @@ fn with_type(status: u16, content_type: &'static str, body: Bytes) -> Response {
     response
 }
 
-/// Reads a request body of at most `limit` bytes; a larger one gets 413.
-pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+/// Reads a request body of at most `limit` bytes (a larger one gets 413)
+/// that arrives within `timeout` (a slower one gets 408 and the connection
+/// is closed).
+pub async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Response> {
     let too_large = || error(413, format!("the request body is larger than the limit of {limit} bytes"));
     let declared =
         headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|declared| declared > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(err) => Err(error(400, format!("could not read the request body: {err}"))),
+    match tokio::time::timeout(timeout, collect_body(body, limit)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(BodyError::TooLarge)) => Err(too_large()),
+        Ok(Err(BodyError::Read(err))) => Err(error(400, format!("could not read the request body: {err}"))),
+        Err(_elapsed) => {
+            let took = humantime::format_duration(timeout);
+            let mut response = error(
+                408,
+                format!(
+                    "the request body did not arrive within {took} (server.body_timeout); send it faster"
+                ),
+            );
+            // The rest of the body may still come: the connection cannot
+            // carry another request.
+            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Collects a body into one buffer. Each piece is copied out as it comes:
+/// a piece is a view into the connection's read buffer (kilobytes), so
+/// keeping the pieces of a body sent a byte at a time would hold kilobytes
+/// per byte. Memory stays within twice the bytes received, and `limit`.
+async fn collect_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    // Most bodies arrive in one piece: that one is kept as it is, uncopied.
+    let mut first: Option<Bytes> = None;
+    let mut copied: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        if first.is_none() && copied.is_empty() {
+            if data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            first = Some(data);
+            continue;
+        }
+        if let Some(held) = first.take() {
+            append_within(&mut copied, &held, limit)?;
+        }
+        append_within(&mut copied, &data, limit)?;
+    }
+    Ok(first.unwrap_or_else(|| copied.into()))
+}
+
+/// Appends `data` to `buffer`, growing it at most to `limit` bytes.
+fn append_within(buffer: &mut Vec<u8>, data: &[u8], limit: usize) -> Result<(), BodyError> {
+    let needed = buffer.len() + data.len();
+    if needed > limit {
+        return Err(BodyError::TooLarge);
+    }
+    if needed > buffer.capacity() {
+        let grown = needed.max(buffer.capacity() * 2).min(limit);
+        buffer.reserve_exact(grown - buffer.len());
+    }
+    buffer.extend_from_slice(data);
+    Ok(())
 }
 
 /// The value of query parameter `name`, percent-decoded.
@@ -76,9 +143,57 @@ pub fn query_param(request_query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// The value of query parameter `name`, percent-decoded (`+` is a space) to
+/// its bytes exactly: nothing is replaced, so bytes that are not UTF-8 can
+/// be refused rather than merged into U+FFFD.
+pub fn query_bytes(request_query: Option<&str>, name: &str) -> Option<Vec<u8>> {
+    request_query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        percent_encoding::percent_decode_str(&spaced(key))
+            .eq(name.bytes())
+            .then(|| percent_encoding::percent_decode_str(&spaced(value)).collect())
+    })
+}
+
+/// `+` becomes a space before percent-decoding, so `%2B` stays a `+`.
+fn spaced(raw: &str) -> std::borrow::Cow<'_, str> {
+    match raw.contains('+') {
+        true => std::borrow::Cow::Owned(raw.replace('+', " ")),
+        false => std::borrow::Cow::Borrowed(raw),
+    }
+}
+
 /// A percent-decoded path segment.
 pub fn segment(raw: &str) -> Option<String> {
     percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+/// Lets a repeated warning through at most once per period, counting the
+/// occurrences in between, so an attacker cannot flood the log.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    /// When it last let one through, and the occurrences since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle { every, state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// Counts one occurrence; returns how many to report (this one
+    /// included) when it is time to log, else `None`.
+    pub fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.1 += 1;
+        if state.0.is_some_and(|at| at.elapsed() < self.every) {
+            return None;
+        }
+        let count = state.1;
+        *state = (Some(std::time::Instant::now()), 0);
+        Some(count)
+    }
 }
 
 /// A listening socket the accept loop can take connections from.
@@ -249,4 +364,30 @@ fn is_hop_by_hop(name: &hyper::header::HeaderName) -> bool {
     use hyper::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     [CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE].contains(name)
         || name.as_str() == "keep-alive"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_bytes_decodes_exactly() {
+        let query = Some("a=1&instance=room+1%2B%FF&instance=second&flag");
+        assert_eq!(query_bytes(query, "instance").as_deref(), Some(b"room 1+\xFF".as_slice()));
+        assert_eq!(query_bytes(query, "flag").as_deref(), Some(b"".as_slice()));
+        assert_eq!(query_bytes(Some("inst%61nce=x"), "instance").as_deref(), Some(b"x".as_slice()));
+        assert_eq!(query_bytes(query, "missing"), None);
+        assert_eq!(query_bytes(None, "instance"), None);
+    }
+
+    #[test]
+    fn appending_grows_within_the_limit() {
+        let mut buffer = Vec::new();
+        for _ in 0..1000 {
+            assert!(append_within(&mut buffer, b"x", 1000).is_ok());
+            assert!(buffer.capacity() <= 1000 && buffer.capacity() <= 2 * buffer.len().max(1));
+        }
+        assert!(matches!(append_within(&mut buffer, b"x", 1000), Err(BodyError::TooLarge)));
+        assert_eq!(buffer.len(), 1000);
+    }
 }

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub inflight_calls: AtomicI64,
     responses: [AtomicU64; 5],
     swaps: Mutex<BTreeMap<String, SwapStats>>,
+    /// State saves that failed, by module.
+    saves_failed: Mutex<BTreeMap<String, u64>>,
+    pub connections: std::sync::Arc<crate::connections::ConnectionStats>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -50,6 +53,15 @@ impl Metrics {
 
     pub fn swap_failed(&self, module: &str) {
         self.swaps.lock().expect("metrics lock").entry(module.to_owned()).or_default().failed += 1;
+    }
+
+    pub fn save_failed(&self, module: &str) {
+        *self.saves_failed.lock().expect("metrics lock").entry(module.to_owned()).or_default() += 1;
+    }
+
+    /// State saves that failed so far, by module.
+    pub fn saves_failed(&self) -> BTreeMap<String, u64> {
+        self.saves_failed.lock().expect("metrics lock").clone()
     }
 
     /// The whole exposition: the engine's view plus the daemon's own counters.
@@ -186,6 +198,34 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
+        header(
+            &mut text,
+            "hotswap_state_saves_failed_total",
+            "counter",
+            "State saves (periodic, before a swap, on request, at shutdown) that failed, by module.",
+        );
+        for (module, failed) in self.saves_failed() {
+            let _ =
+                writeln!(text, "hotswap_state_saves_failed_total{{module=\"{}\"}} {failed}", esc(&module));
+        }
+        let connections = &self.connections;
+        header(&mut text, "hotswap_public_connections", "gauge", "Open connections on the public port.");
+        let _ = writeln!(text, "hotswap_public_connections {}", connections.open.load(Relaxed));
+        header(
+            &mut text,
+            "hotswap_public_connections_max",
+            "gauge",
+            "The cap on open public connections (server.max_connections, fitted to the descriptor limit).",
+        );
+        let _ = writeln!(text, "hotswap_public_connections_max {}", connections.max.load(Relaxed));
+        header(
+            &mut text,
+            "hotswap_public_connections_refused_total",
+            "counter",
+            "Public connections closed at once because the cap was reached.",
+        );
+        let _ =
+            writeln!(text, "hotswap_public_connections_refused_total {}", connections.refused.load(Relaxed));
         header(&mut text, "hotswap_uptime_seconds", "gauge", "Seconds since this process started.");
         let _ = writeln!(text, "hotswap_uptime_seconds {}", uptime.as_secs_f64());
         text

@@ -2,13 +2,15 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /call/{module}/{method}?instance=K` | 200 with the reply bytes |
+//! | `POST /call/{module}/{method}?instance=K` | 200 with the reply bytes; no `instance`: the one named `default` |
 //! | a `[[route]]` with `call` | the same, for a fixed module, method and instance |
 //! | a `[[route]]` with `load_from` | swaps the module to `lib{name}.so` from that folder |
 //! | `GET /healthz` | 200 while serving, 503 once draining |
 //!
 //! A module's error is 422 `{"error": ...}`, a panic 500, an unknown module
-//! or route 404, a body over `server.max_body` 413. Every response names
+//! or route 404, a body over `server.max_body` 413, one slower than
+//! `server.body_timeout` 408, a key that is not 1 to 256 bytes of UTF-8
+//! 400, a new instance past the module's `max_instances` 429. Every response names
 //! the process that served it in a `hotswap-pid` header.
 //!
 //! During a process upgrade calls wait while the state moves; once it moved,
@@ -23,7 +25,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::{Method, Request};
 
-use crate::config::RouteAction;
+use crate::config::{DEFAULT_INSTANCE, RouteAction, check_instance_key};
 use crate::daemon::{Daemon, Trigger};
 use crate::http::{self, Response};
 
@@ -64,8 +66,11 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
         else {
             return http::error(404, "call a module with POST /call/{module}/{method}?instance={key}");
         };
-        let instance = http::query_param(query, "instance").unwrap_or_default();
-        return match http::read_body(body, &parts.headers, config.max_body).await {
+        let instance = match instance_key(query, DEFAULT_INSTANCE) {
+            Ok(instance) => instance,
+            Err(reason) => return http::error(400, reason),
+        };
+        return match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
             Ok(payload) => gated_call(daemon, &parts, payload, &module, &instance, &method).await,
             Err(response) => response,
         };
@@ -85,14 +90,19 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
     };
     match &route.action {
         RouteAction::Call { method, instance } => {
-            let instance = http::query_param(query, "instance").unwrap_or_else(|| instance.clone());
-            match http::read_body(body, &parts.headers, config.max_body).await {
+            let instance = match instance_key(query, instance) {
+                Ok(instance) => instance,
+                Err(reason) => return http::error(400, reason),
+            };
+            match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
                 Ok(payload) => gated_call(daemon, &parts, payload, &route.module, &instance, method).await,
                 Err(response) => response,
             }
         }
         RouteAction::LoadFrom(_) if daemon.handed_over.get().is_some() => {
-            let payload = http::read_body(body, &parts.headers, config.max_body).await.unwrap_or_default();
+            let payload = http::read_body(body, &parts.headers, config.max_body, config.body_timeout)
+                .await
+                .unwrap_or_default();
             let (to, _) = daemon.handed_over.get().expect("checked above");
             http::forward(*to, &parts, payload).await
         }
@@ -115,6 +125,20 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
         }
     }
 }
+
+/// The instance a request addresses: `?instance=`, percent-decoded and
+/// checked (1 to 256 bytes of UTF-8), or `default`; `Err` says why not,
+/// for a 400.
+pub fn instance_key(query: Option<&str>, default: &str) -> Result<String, String> {
+    match http::query_bytes(query, "instance") {
+        None => Ok(default.to_owned()),
+        Some(key) => check_instance_key(&key).map(str::to_owned),
+    }
+}
+
+/// Refusals for `max_instances` are logged at most this often (a client
+/// that keeps trying must not flood the log).
+static INSTANCE_LIMIT_LOG: http::Throttle = http::Throttle::new(std::time::Duration::from_secs(10));
 
 /// A call through the upgrade gate: it waits while an upgrade moves the
 /// state, and goes to the new process once the state moved. The body was
@@ -146,6 +170,12 @@ pub fn call(daemon: &Daemon, module: &str, instance: &str, method: &str, payload
             let status = match &error {
                 CallError::UnknownModule { .. } => 404,
                 CallError::Refused { .. } => 422,
+                CallError::TooManyInstances { .. } => {
+                    if let Some(refused) = INSTANCE_LIMIT_LOG.admit() {
+                        tracing::warn!("{error} ({refused} call(s) refused for it since the last report)");
+                    }
+                    429
+                }
                 _ => 500,
             };
             http::error(status, error.to_string())

@@ -18,7 +18,7 @@ fn calls_routes_and_their_statuses() {
         "1",
         "keys are percent-decoded"
     );
-    assert_eq!(daemon.text("POST", "/call/counter/get", ""), "0", "the default instance is \"\"");
+    assert_eq!(daemon.text("POST", "/call/counter/get", ""), "0", "no key: the instance named default");
     assert_eq!(daemon.text("GET", "/total", ""), "7", "a configured route");
     assert_eq!(daemon.text("GET", "/healthz", ""), "ok\n");
 

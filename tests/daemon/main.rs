@@ -3,10 +3,17 @@
 //! it over HTTP, its admin socket and the CLI, and stops it by its pid.
 
 mod admin;
+mod cli;
 mod game;
+mod handover;
 mod http_front;
+mod instances;
 mod load;
+mod policy;
+mod public_limits;
 mod reload;
+mod restart;
+mod saves;
 mod state;
 mod stuck_calls;
 mod upgrade;
