@@ -271,9 +271,11 @@ fn periodic_saves_go_on_while_an_instance_is_stuck() {
     setup.install(modules::BLOB, "libblob.so");
     let daemon = setup.start();
     daemon.text("POST", "/call/counter/add?instance=stuck", "5");
+    assert_eq!(daemon.admin("POST", "/v1/snapshot", b"").unwrap().0, 200, "stuck = 5 is saved");
     let _stuck = call_in_background(daemon.public(), "/call/counter/sleep?instance=stuck", FOREVER_MS);
     wait_in_flight(&daemon, 1);
     daemon.text("POST", "/call/counter/add?instance=other", "9");
+    let after_other = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     // Two saves in a row that went past the stuck instance: saves go on.
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -286,9 +288,11 @@ fn periodic_saves_go_on_while_an_instance_is_stuck() {
                 .find(|w| w["module"] == "counter" && w["busy"].as_array().is_some_and(|b| !b.is_empty()))
         });
         if let Some(counter) = counter
+            && run["at_unix_ms"].as_u64().is_some_and(|at| u128::from(at) > after_other)
             && !seen.contains(&run["at_unix_ms"])
         {
             assert_eq!(counter["busy"][0], "stuck", "{counter}");
+            assert_eq!(counter["never_saved"], serde_json::json!([]), "{counter}");
             assert_eq!(counter["instances"], 2, "other, saved now, and stuck, kept: {counter}");
             seen.push(run["at_unix_ms"].clone());
         }
