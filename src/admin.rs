@@ -75,9 +75,19 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&parts.method, segments.as_slice()) {
-        (&Method::GET, ["v1", "status"]) => http::json(200, &daemon.status()),
+        // Both read the engine's locks and /proc/self/maps: not on an async worker.
+        (&Method::GET, ["v1", "status"]) => {
+            match tokio::task::spawn_blocking(move || daemon.status()).await {
+                Ok(status) => http::json(200, &status),
+                Err(err) => http::error(500, format!("reading the status failed: {err}")),
+            }
+        }
         (&Method::GET, ["metrics"]) => {
-            let mut response = http::bytes(200, daemon.metrics_text());
+            let text = match tokio::task::spawn_blocking(move || daemon.metrics_text()).await {
+                Ok(text) => text,
+                Err(err) => return http::error(500, format!("reading the metrics failed: {err}")),
+            };
+            let mut response = http::bytes(200, text);
             response
                 .headers_mut()
                 .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

@@ -24,6 +24,34 @@ pub struct Status {
     /// The running or last process upgrade.
     pub upgrade: Option<Upgrade>,
     pub modules: Vec<Module>,
+    /// `engine.slow_call`: calls running this long are listed in `slow_calls`.
+    #[serde(default)]
+    pub slow_call_ms: u64,
+    /// Calls running for `engine.slow_call` or longer, longest first.
+    #[serde(default)]
+    pub slow_calls: Vec<SlowCall>,
+}
+
+/// A module call that has run for `engine.slow_call` or longer and still runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlowCall {
+    pub module: String,
+    pub instance: String,
+    pub method: String,
+    pub started_unix_ms: u64,
+    pub running_ms: u64,
+}
+
+impl SlowCall {
+    pub fn from_running(call: &crate::calls::RunningCall) -> SlowCall {
+        SlowCall {
+            module: call.module.clone(),
+            instance: call.instance.clone(),
+            method: call.method.clone(),
+            started_unix_ms: unix_ms(call.started_at),
+            running_ms: call.running.as_millis() as u64,
+        }
+    }
 }
 
 /// Where a process upgrade stands.
@@ -214,6 +242,13 @@ pub struct Written {
     pub file: String,
     pub instances: usize,
     pub bytes: u64,
+    /// Instances busy in a call past the save's deadline: the file keeps
+    /// their state from the last save that reached them.
+    #[serde(default)]
+    pub busy: Vec<String>,
+    /// The busy instances that no save ever reached: not in the file.
+    #[serde(default)]
+    pub never_saved: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

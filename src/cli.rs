@@ -171,6 +171,16 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
                 out += &format!("  last refused swap: {error}\n");
             }
         }
+        if !status.slow_calls.is_empty() {
+            out += &format!("\nslow calls (running for {} ms or longer):\n", status.slow_call_ms);
+            for call in &status.slow_calls {
+                let running = api::format_us(call.running_ms.saturating_mul(1000));
+                out += &format!(
+                    "  {} '{}' {}, running for {running}\n",
+                    call.module, call.instance, call.method
+                );
+            }
+        }
         if let Some(upgrade) = &status.upgrade {
             let pid = upgrade.new_pid.map(|pid| format!(" to pid {pid}")).unwrap_or_default();
             out += &format!(

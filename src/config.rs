@@ -31,6 +31,8 @@ pub struct Config {
     pub snapshot_every: Duration,
     pub swap_timeout: Duration,
     pub max_resident_retired: usize,
+    /// A call running longer than this is listed in status and metrics.
+    pub slow_call: Duration,
     /// Folders module files may be loaded from.
     pub allowed_dirs: Vec<PathBuf>,
     pub modules: Vec<ModuleConfig>,
@@ -172,6 +174,8 @@ struct RawEngine {
     swap_timeout: String,
     #[serde(default = "default_max_resident_retired")]
     max_resident_retired: usize,
+    #[serde(default = "default_slow_call")]
+    slow_call: String,
 }
 
 impl Default for RawEngine {
@@ -179,6 +183,7 @@ impl Default for RawEngine {
         RawEngine {
             swap_timeout: default_swap_timeout(),
             max_resident_retired: default_max_resident_retired(),
+            slow_call: default_slow_call(),
         }
     }
 }
@@ -240,6 +245,9 @@ fn default_snapshot_every() -> String {
 fn default_swap_timeout() -> String {
     "5s".into()
 }
+fn default_slow_call() -> String {
+    "1s".into()
+}
 fn default_max_resident_retired() -> usize {
     hotswap::EngineConfig::default().max_resident_retired
 }
@@ -284,6 +292,7 @@ impl Config {
             return Err("state.snapshot_every must be longer than 0s".into());
         }
         let swap_timeout = parse_duration("engine.swap_timeout", &raw.engine.swap_timeout)?;
+        let slow_call = parse_duration("engine.slow_call", &raw.engine.slow_call)?;
         let upgrade_timeout = parse_duration("upgrade.ready_timeout", &raw.upgrade.ready_timeout)?;
 
         let mut names = HashSet::new();
@@ -368,6 +377,7 @@ impl Config {
             snapshot_every,
             swap_timeout,
             max_resident_retired: raw.engine.max_resident_retired,
+            slow_call,
             allowed_dirs,
             modules,
             routes,

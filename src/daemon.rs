@@ -11,15 +11,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hotswap::{Engine, SwapError};
 
 use crate::api;
+use crate::calls::CallRunner;
 use crate::config::{Config, ModuleConfig};
 use crate::lifecycle::{Lifecycle, NotNow};
 use crate::metrics::Metrics;
 use crate::module_store::ModuleStore;
+use crate::partial_save;
 use crate::policy;
 use crate::state::StateStore;
 
@@ -143,6 +145,8 @@ pub struct Daemon {
     /// The module files that run, kept so a restart or an upgrade runs them again.
     pub module_store: ModuleStore,
     pub metrics: Metrics,
+    /// Runs module calls off the async workers, one at a time per instance.
+    pub calls: CallRunner,
     started: Instant,
     pub public_addr: OnceLock<SocketAddr>,
     /// Set when the daemon stops taking connections.
@@ -190,6 +194,7 @@ impl Daemon {
     pub fn new(config: Config, store: StateStore) -> Daemon {
         Daemon {
             engine: Engine::new(config.engine_config()),
+            calls: CallRunner::new(config.slow_call),
             config: RwLock::new(Arc::new(config)),
             module_store: ModuleStore::new(store.dir()),
             store,
@@ -404,7 +409,7 @@ impl Daemon {
     /// state on disk older than the version that wrote it, with nothing
     /// saying so until the next restart.
     fn save_before_swap(&self, module: &str) -> Result<(), SwapFailure> {
-        match self.save(module) {
+        match self.save(module, self.calls.slow_call()) {
             // A first load: nothing runs yet, so there is nothing to save.
             Ok(_) | Err(Saving::NotLoaded) => Ok(()),
             Err(Saving::Failed(error)) => {
@@ -444,12 +449,26 @@ impl Daemon {
     /// are ordered (see [`StateStore::save`]): an older snapshot never
     /// replaces a newer one. The caller holds the lifecycle, or is the stop
     /// path.
-    fn save(&self, module: &str) -> Result<api::Written, Saving> {
-        let saved = self.store.save(module, || match self.engine.snapshot(module) {
-            Ok(snapshot) => Ok(Some(snapshot)),
-            Err(hotswap::SnapshotError::UnknownModule { .. }) => Ok(None),
-            Err(error) => Err(error.to_string()),
+    ///
+    /// A call still running after `wait` does not hold the save up: its
+    /// instance keeps its last saved state (see `partial_save.rs`) and is
+    /// listed in the result as busy.
+    fn save(&self, module: &str, wait: Duration) -> Result<api::Written, Saving> {
+        let mut busy = (Vec::new(), Vec::new());
+        let saved = self.store.save(module, || {
+            let partial = match self.engine.snapshot_until(module, Instant::now() + wait) {
+                Ok(partial) => partial,
+                Err(hotswap::SnapshotError::UnknownModule { .. }) => return Ok(None),
+                Err(error) => return Err(error.to_string()),
+            };
+            let saving = partial_save::carry_over_busy(&self.store, partial.snapshot, partial.busy)?;
+            busy = (saving.busy, saving.never_saved);
+            Ok(Some(saving.snapshot))
         });
+        let (busy, never_saved) = busy;
+        if !busy.is_empty() {
+            self.report_busy(module, &busy, &never_saved);
+        }
         let mut last_save_errors = self.last_save_errors.lock().expect("save error lock");
         match saved {
             Ok(Some(written)) => {
@@ -459,6 +478,8 @@ impl Daemon {
                     file: written.file.display().to_string(),
                     instances: written.instances,
                     bytes: written.bytes,
+                    busy,
+                    never_saved,
                 })
             }
             Ok(None) => Err(Saving::NotLoaded),
@@ -470,26 +491,47 @@ impl Daemon {
         }
     }
 
+    /// Logs each instance a save could not reach, with the call that held it.
+    fn report_busy(&self, module: &str, busy: &[String], never_saved: &[String]) {
+        let running = self.calls.running_for(Duration::ZERO);
+        for key in busy {
+            let call = running
+                .iter()
+                .find(|call| call.module == module && &call.instance == key)
+                .map_or_else(|| "a call".to_owned(), |call| format!("{call}"));
+            let kept = match never_saved.contains(key) {
+                true => "it was never saved, so it is not in the state file",
+                false => "the state file keeps its state from the last save",
+            };
+            tracing::warn!(module, instance = %key, "instance '{key}' is stuck or slow ({call}): {kept}");
+        }
+    }
+
     /// Writes every module's state file now (the admin API, the periodic
     /// save); a module that fails does not stop the others. Refused while
     /// the daemon is not serving: during an upgrade the state is moving,
     /// and after it the new process owns it.
     pub fn snapshot_all(&self) -> Result<api::SnapshotRun, NotNow> {
         let _serving = self.lifecycle.hold("save the state")?;
-        Ok(self.save_all())
+        Ok(self.save_all(self.calls.slow_call()))
     }
 
     /// The last save of the stop path, once the lifecycle is `Stopping`.
     /// `None` if the daemon handed over meanwhile: the state is not ours to write.
+    /// A call still running after `engine.slow_call` (or
+    /// `server.shutdown_timeout`, if shorter) is taken for stuck: its
+    /// instance keeps the state it had at the last save.
     pub fn final_save(&self) -> Option<api::SnapshotRun> {
-        (self.lifecycle.phase() == crate::lifecycle::Phase::Stopping).then(|| self.save_all())
+        let wait = self.calls.slow_call().min(self.config().shutdown_timeout);
+        (self.lifecycle.phase() == crate::lifecycle::Phase::Stopping).then(|| self.save_all(wait))
     }
 
-    fn save_all(&self) -> api::SnapshotRun {
+    /// Saves every module; each waits at most `wait` for its busy instances.
+    fn save_all(&self, wait: Duration) -> api::SnapshotRun {
         let mut run =
             api::SnapshotRun { at_unix_ms: api::unix_ms(SystemTime::now()), written: vec![], failed: vec![] };
         for module in self.engine.status().modules {
-            match self.save(&module.name) {
+            match self.save(&module.name, wait) {
                 Ok(written) => run.written.push(written),
                 // Unloaded meanwhile (SIGHUP removed it, after saving it).
                 Err(Saving::NotLoaded) => {}
@@ -526,9 +568,10 @@ impl Daemon {
             }
         }
         *self.config.write().expect("config lock") = Arc::new(new.clone());
+        self.calls.set_slow_call(new.slow_call);
         for module in &old.modules {
             if new.module(&module.name).is_none() {
-                let saved = match self.save(&module.name) {
+                let saved = match self.save(&module.name, self.calls.slow_call()) {
                     Ok(_) | Err(Saving::NotLoaded) => Ok(()),
                     Err(Saving::Failed(error)) => Err(format!("its state could not be saved: {error}")),
                 };
@@ -615,11 +658,13 @@ impl Daemon {
             last_snapshot: self.last_snapshot.lock().expect("snapshot lock").clone(),
             upgrade: self.progress(),
             modules,
+            slow_call_ms: self.calls.slow_call().as_millis() as u64,
+            slow_calls: self.calls.slow_calls().iter().map(api::SlowCall::from_running).collect(),
         }
     }
 
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(&self.engine.status(), self.started.elapsed())
+        self.metrics.render(&self.engine.status(), &self.calls.slow_calls(), self.started.elapsed())
     }
 
     /// The file a `load_from` route swaps to for `?name=NAME`: `libNAME.so`

@@ -17,6 +17,7 @@
 
 mod admin;
 mod api;
+mod calls;
 mod cli;
 mod config;
 mod connections;
@@ -25,6 +26,7 @@ mod http;
 mod lifecycle;
 mod metrics;
 mod module_store;
+mod partial_save;
 mod policy;
 mod public;
 mod serve;

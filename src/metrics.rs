@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
+use crate::calls::RunningCall;
+
 /// Upper bounds (seconds) of the swap duration histogram.
 const SWAP_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -22,6 +24,8 @@ pub struct Metrics {
     swaps: Mutex<BTreeMap<String, SwapStats>>,
     /// State saves that failed, by module.
     saves_failed: Mutex<BTreeMap<String, u64>>,
+    /// Calls that ended after running `engine.slow_call` or longer, by module.
+    slow_calls_ended: Mutex<BTreeMap<String, u64>>,
     pub connections: std::sync::Arc<crate::connections::ConnectionStats>,
 }
 
@@ -64,8 +68,20 @@ impl Metrics {
         self.saves_failed.lock().expect("metrics lock").clone()
     }
 
-    /// The whole exposition: the engine's view plus the daemon's own counters.
-    pub fn render(&self, status: &hotswap::EngineStatus, uptime: Duration) -> String {
+    /// Counts a call that ended after running `engine.slow_call` or longer.
+    pub fn slow_call_ended(&self, module: &str) {
+        let mut ended = self.slow_calls_ended.lock().expect("metrics lock");
+        match ended.get_mut(module) {
+            Some(count) => *count += 1,
+            None => {
+                ended.insert(module.to_owned(), 1);
+            }
+        }
+    }
+
+    /// The whole exposition: the engine's view plus the daemon's own
+    /// counters, and the calls running past `engine.slow_call` now.
+    pub fn render(&self, status: &hotswap::EngineStatus, slow: &[RunningCall], uptime: Duration) -> String {
         let mut text = String::new();
         type Field = fn(&hotswap::VersionCalls) -> u64;
         let per_version: [(&str, &str, Field); 3] = [
@@ -182,8 +198,38 @@ impl Metrics {
                 esc(module)
             );
         }
-        header(&mut text, "hotswap_inflight_calls", "gauge", "Module calls running now on the public port.");
+        header(
+            &mut text,
+            "hotswap_inflight_calls",
+            "gauge",
+            "Module calls on the public port and the admin API, running or waiting for their instance.",
+        );
         let _ = writeln!(text, "hotswap_inflight_calls {}", self.inflight_calls.load(Relaxed).max(0));
+        header(
+            &mut text,
+            "hotswap_slow_call_running_seconds",
+            "gauge",
+            "How long each call that has run for engine.slow_call or longer has been running (while it runs).",
+        );
+        for call in slow {
+            let _ = writeln!(
+                text,
+                "hotswap_slow_call_running_seconds{{module=\"{}\",instance=\"{}\",method=\"{}\"}} {}",
+                esc(&call.module),
+                esc(&call.instance),
+                esc(&call.method),
+                call.running.as_secs_f64()
+            );
+        }
+        header(
+            &mut text,
+            "hotswap_slow_calls_total",
+            "counter",
+            "Calls that ended after running for engine.slow_call or longer.",
+        );
+        for (module, count) in self.slow_calls_ended.lock().expect("metrics lock").iter() {
+            let _ = writeln!(text, "hotswap_slow_calls_total{{module=\"{}\"}} {count}", esc(module));
+        }
         header(
             &mut text,
             "hotswap_http_responses_total",

@@ -144,7 +144,7 @@ static INSTANCE_LIMIT_LOG: http::Throttle = http::Throttle::new(std::time::Durat
 /// state, and goes to the new process once the state moved. The body was
 /// read before, so a slow client never holds up an upgrade.
 pub async fn gated_call(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     parts: &hyper::http::request::Parts,
     payload: Bytes,
     module: &str,
@@ -156,14 +156,48 @@ pub async fn gated_call(
         drop(open);
         return http::forward(*to, parts, payload).await;
     }
-    call(daemon, module, instance, method, &payload)
+    call(daemon, module, instance, method, payload).await
 }
 
 /// One module call, answered with the reply or a status that says what went wrong.
-pub fn call(daemon: &Daemon, module: &str, instance: &str, method: &str, payload: &[u8]) -> Response {
-    daemon.metrics.inflight_calls.fetch_add(1, Relaxed);
-    let result = daemon.engine.call(module, instance, method, payload);
-    daemon.metrics.inflight_calls.fetch_sub(1, Relaxed);
+///
+/// The module's code runs on a blocking thread, never on an async worker,
+/// after the call's turn on its instance came (see `calls.rs`): a slow or
+/// stuck call holds only its own instance.
+pub async fn call(
+    daemon: &Arc<Daemon>,
+    module: &str,
+    instance: &str,
+    method: &str,
+    payload: Bytes,
+) -> Response {
+    let in_flight = InFlight::new(daemon.clone());
+    let turn = daemon.calls.turn(module, instance).await;
+    let method = method.to_owned();
+    // Everything the call needs moves to its thread: if the client leaves,
+    // the call still ends there and only then releases the instance.
+    let ran = tokio::task::spawn_blocking(move || {
+        let daemon = &in_flight.0;
+        let (result, took) =
+            turn.run(&method, || daemon.engine.call(turn.module(), turn.instance(), &method, &payload));
+        if took >= daemon.calls.slow_call() {
+            daemon.metrics.slow_call_ended(turn.module());
+            tracing::warn!(
+                module = turn.module(),
+                instance = turn.instance(),
+                method,
+                "a call took {:.2} s (engine.slow_call is {:?})",
+                took.as_secs_f64(),
+                daemon.calls.slow_call()
+            );
+        }
+        result
+    })
+    .await;
+    let result = match ran {
+        Ok(result) => result,
+        Err(failed) => return http::error(500, format!("the call's thread failed: {failed}")),
+    };
     match result {
         Ok(reply) => http::bytes(200, reply),
         Err(error) => {
@@ -180,5 +214,22 @@ pub fn call(daemon: &Daemon, module: &str, instance: &str, method: &str, payload
             };
             http::error(status, error.to_string())
         }
+    }
+}
+
+/// Counts a call in `hotswap_inflight_calls` from its arrival until its
+/// module code returned (or it gave up before its turn came).
+struct InFlight(Arc<Daemon>);
+
+impl InFlight {
+    fn new(daemon: Arc<Daemon>) -> InFlight {
+        daemon.metrics.inflight_calls.fetch_add(1, Relaxed);
+        InFlight(daemon)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.inflight_calls.fetch_sub(1, Relaxed);
     }
 }

@@ -53,7 +53,7 @@ pub fn run(options: &ServeOptions) -> Result<(), String> {
         .build()
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
     let control = inherited.remove(upgrade::CONTROL);
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         // Before anything slow (restoring a large state can take seconds):
         // from here on SIGHUP, SIGUSR2 and SIGTERM wait until the daemon
         // serves instead of killing it with their default action.
@@ -61,7 +61,12 @@ pub fn run(options: &ServeOptions) -> Result<(), String> {
         drop(held);
         let config = Config::load(&options.config).map_err(|err| err.to_string())?;
         serve(config, options.discard_corrupt_state, inherited, control, signals).await
-    })
+    });
+    // Dropping the runtime would wait for every blocking thread, and a
+    // module call that never returns would then keep the process forever.
+    // The state is saved by now; such a call is reported and left behind.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(250));
+    served
 }
 
 /// SIGHUP, SIGUSR2, SIGTERM and SIGINT blocked on this thread (and on the
@@ -284,10 +289,18 @@ async fn serve(
             tracing::info!("handed over while stopping; the new process owns the state; bye");
             Ok(())
         }
-        Ok(Some(run)) if run.failed.is_empty() => {
+        Ok(Some(run)) if run.failed.is_empty() && run.written.iter().all(|w| w.busy.is_empty()) => {
             tracing::info!("state saved for {} module(s); bye", run.written.len());
             Ok(())
         }
+        Ok(Some(run)) if run.failed.is_empty() => Err(format!(
+            "stopped while calls had not returned on {}; the log says what the state file keeps of each",
+            run.written
+                .iter()
+                .flat_map(|w| w.busy.iter().map(move |key| format!("{} '{key}'", w.module)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
         Ok(Some(run)) => {
             Err(format!("could not save the state of {} module(s); see the log above", run.failed.len()))
         }

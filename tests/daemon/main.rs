@@ -15,6 +15,7 @@ mod reload;
 mod restart;
 mod saves;
 mod state;
+mod stuck_calls;
 mod upgrade;
 
 use std::io::{BufRead, BufReader, Write};
