@@ -128,7 +128,7 @@ impl CallRunner {
                 })
             })
             .collect();
-        calls.sort_by(|a, b| b.running.cmp(&a.running));
+        calls.sort_by_key(|call| std::cmp::Reverse(call.running));
         calls
     }
 }

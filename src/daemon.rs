@@ -103,7 +103,7 @@ impl std::fmt::Display for SwapFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SwapFailure::NotConfigured(module) => {
-                write!(f, "module '{module}' is not configured; add a `[[module]]` entry for it")
+                write!(f, "module '{module}' is not configured; add a [[module]] entry for it")
             }
             SwapFailure::Refused(reason) => write!(f, "refused: {reason}"),
             SwapFailure::Engine(error) => error.fmt(f),

@@ -181,8 +181,13 @@ fn signals_during_start_wait_until_the_daemon_serves() {
 /// each now.
 #[test]
 fn a_module_state_larger_than_one_frame_upgrades() {
+    // No periodic save during the test: a debug build checksums 1 GB slowly,
+    // and the upgrade would wait for that save first.
     let setup = Setup::new(
         r#"
+[state]
+snapshot_every = "1h"
+
 [server]
 listen = "127.0.0.1:0"
 
