@@ -122,12 +122,17 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             // It waits for the instance's call in flight: not on an async worker.
             let removing = daemon.clone();
             let (module, instance) = (name.clone(), key.clone());
-            match tokio::task::spawn_blocking(move || removing.engine.remove_instance(&module, &instance))
-                .await
-            {
-                Ok(Ok(true)) => http::json(200, &api::RemovedInstance { module: name, key }),
-                Ok(Ok(false)) => http::error(404, format!("module '{name}' has no instance '{key}'")),
-                Ok(Err(error)) => http::error(404, error.to_string()),
+            let removed = tokio::task::spawn_blocking(move || {
+                // Not while an upgrade moves the state, nor after it left.
+                let _serving =
+                    removing.lifecycle.hold(&format!("remove instance '{instance}' of {module}"))?;
+                Ok(removing.engine.remove_instance(&module, &instance))
+            });
+            match removed.await {
+                Ok(Ok(Ok(true))) => http::json(200, &api::RemovedInstance { module: name, key }),
+                Ok(Ok(Ok(false))) => http::error(404, format!("module '{name}' has no instance '{key}'")),
+                Ok(Ok(Err(error))) => http::error(404, error.to_string()),
+                Ok(Err(not_now)) => http::error(409, crate::lifecycle::NotNow::to_string(&not_now)),
                 Err(err) => http::error(500, format!("removing the instance failed: {err}")),
             }
         }
@@ -161,8 +166,9 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
         }
         (&Method::POST, ["v1", "snapshot"]) => {
             match tokio::task::spawn_blocking(move || daemon.snapshot_all()).await {
-                Ok(run) if run.failed.is_empty() => http::json(200, &run),
-                Ok(run) => http::json(500, &run),
+                Ok(Ok(run)) if run.failed.is_empty() => http::json(200, &run),
+                Ok(Ok(run)) => http::json(500, &run),
+                Ok(Err(not_now)) => http::error(409, not_now.to_string()),
                 Err(err) => http::error(500, format!("the snapshot task failed: {err}")),
             }
         }
@@ -202,8 +208,7 @@ pub async fn upgrade(daemon: Arc<Daemon>, binary: Option<std::path::PathBuf>) ->
     let runtime = tokio::runtime::Handle::current();
     match tokio::task::spawn_blocking(move || crate::upgrade::run(&daemon, &runtime, &binary)).await {
         Ok(Ok(done)) => http::json(200, &done),
-        Ok(Err(reason)) if reason.contains("already in progress") => http::error(409, reason),
-        Ok(Err(reason)) => http::error(422, reason),
+        Ok(Err(refused)) => http::error(refused.http_status(), refused.to_string()),
         Err(err) => http::error(500, format!("the upgrade task failed: {err}")),
     }
 }

@@ -17,6 +17,9 @@ pub struct Status {
     pub state_dir: String,
     /// `true` once the daemon stopped taking new connections.
     pub draining: bool,
+    /// starting, serving, upgrading, handed over to pid N, stopping.
+    #[serde(default)]
+    pub phase: String,
     pub last_snapshot: Option<SnapshotRun>,
     /// The running or last process upgrade.
     pub upgrade: Option<Upgrade>,
@@ -100,6 +103,28 @@ pub struct Module {
     pub last_swap: Option<SwapReport>,
     /// The last failed swap of this module, if it failed after the last success.
     pub last_error: Option<String>,
+    /// State saves of this module that failed since the daemon started.
+    #[serde(default)]
+    pub saves_failed: u64,
+    /// Why the last save failed, if it failed after the last success.
+    #[serde(default)]
+    pub last_save_error: Option<String>,
+    /// Where the running version came from; a restart or an upgrade runs it again.
+    #[serde(default)]
+    pub origin: Option<Origin>,
+}
+
+/// What installed a module's running version, and the copy the daemon keeps of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Origin {
+    /// What loaded it: "start" (the configured file), "admin", "watch", "reload", "route", "rollback".
+    pub trigger: String,
+    /// The file it was loaded from.
+    pub source: String,
+    /// The daemon's copy of exactly those bytes in the state folder.
+    pub stored: String,
+    pub sha256: String,
+    pub recorded_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

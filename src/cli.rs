@@ -157,6 +157,10 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
             if let Some(swap) = &module.last_swap {
                 out += &format!("  last: {}\n", swap.summary());
             }
+            if let Some(origin) = &module.origin {
+                out +=
+                    &format!("  from: {} ({}), stored as {}\n", origin.source, origin.trigger, origin.stored);
+            }
             if !module.resident_retired.is_empty() {
                 out += &format!(
                     "  still mapped after retirement: {} (thread-local destructors pending)\n",

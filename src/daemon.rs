@@ -6,7 +6,7 @@
 //! each one. These methods block (a swap waits for busy instances); async
 //! callers run them with `spawn_blocking`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -17,13 +17,19 @@ use hotswap::{Engine, SwapError};
 
 use crate::api;
 use crate::config::{Config, ModuleConfig};
+use crate::lifecycle::{Lifecycle, NotNow};
 use crate::metrics::Metrics;
+use crate::module_store::ModuleStore;
 use crate::policy;
 use crate::state::StateStore;
+
+mod installed;
 
 /// What asked for a swap; reported in status and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// A start (or the new process of an upgrade) loading the configured file.
+    Start,
     Admin,
     Watch,
     Reload,
@@ -33,6 +39,7 @@ pub enum Trigger {
 impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
+            Trigger::Start => "start",
             Trigger::Admin => "admin",
             Trigger::Watch => "watch",
             Trigger::Reload => "reload",
@@ -52,8 +59,11 @@ pub enum SwapFailure {
     Engine(SwapError),
     /// A watched file changed back to the content already loaded.
     Unchanged,
-    /// A process upgrade is under way; swaps wait for the next process.
-    Upgrading,
+    /// Not while the daemon starts, upgrades, has handed over or stops.
+    NotNow(NotNow),
+    /// The state could not be saved first, so the swap was not made: the
+    /// state on disk would otherwise be older than the version before it.
+    SaveFailed(String),
 }
 
 impl SwapFailure {
@@ -62,7 +72,8 @@ impl SwapFailure {
         match self {
             SwapFailure::NotConfigured(_) => 404,
             SwapFailure::Refused(_) => 403,
-            SwapFailure::Engine(SwapError::SwapInProgress { .. }) | SwapFailure::Upgrading => 409,
+            SwapFailure::Engine(SwapError::SwapInProgress { .. }) | SwapFailure::NotNow(_) => 409,
+            SwapFailure::SaveFailed(_) => 503,
             SwapFailure::Engine(SwapError::UnknownModule { .. }) => 404,
             SwapFailure::Engine(_) => 422,
             SwapFailure::Unchanged => 200,
@@ -81,7 +92,7 @@ impl SwapFailure {
                     | SwapError::Open { .. }
                     | SwapError::Unreadable { .. }
                     | SwapError::SwapInProgress { .. }
-            ) | SwapFailure::Upgrading
+            ) | SwapFailure::NotNow(_)
         )
     }
 }
@@ -95,10 +106,33 @@ impl std::fmt::Display for SwapFailure {
             SwapFailure::Refused(reason) => write!(f, "refused: {reason}"),
             SwapFailure::Engine(error) => error.fmt(f),
             SwapFailure::Unchanged => write!(f, "the file did not change"),
-            SwapFailure::Upgrading => {
-                write!(f, "a process upgrade is in progress; try again once the new process serves")
-            }
+            SwapFailure::NotNow(not_now) => not_now.fmt(f),
+            SwapFailure::SaveFailed(error) => write!(
+                f,
+                "the swap was not made: the state could not be saved before it ({error}); \
+                 fix the state folder (state.dir) and try again"
+            ),
         }
+    }
+}
+
+/// Why a module's state was not saved.
+#[derive(Debug)]
+enum Saving {
+    /// The module is not loaded: there is nothing to save.
+    NotLoaded,
+    Failed(String),
+}
+
+/// A swap of `module` under way in this daemon; dropping it ends it.
+struct SwapRunning<'a> {
+    daemon: &'a Daemon,
+    module: String,
+}
+
+impl Drop for SwapRunning<'_> {
+    fn drop(&mut self) {
+        self.daemon.swaps_running.lock().expect("swap lock").remove(&self.module);
     }
 }
 
@@ -106,12 +140,16 @@ pub struct Daemon {
     pub engine: Engine,
     config: RwLock<Arc<Config>>,
     pub store: StateStore,
+    /// The module files that run, kept so a restart or an upgrade runs them again.
+    pub module_store: ModuleStore,
     pub metrics: Metrics,
     started: Instant,
     pub public_addr: OnceLock<SocketAddr>,
     /// Set when the daemon stops taking connections.
     pub draining: AtomicBool,
     last_errors: Mutex<HashMap<String, String>>,
+    /// Why each module's last save failed, until one succeeds.
+    last_save_errors: Mutex<HashMap<String, String>>,
     /// What triggered each module's last successful swap.
     last_triggers: Mutex<HashMap<String, Trigger>>,
     last_snapshot: Mutex<Option<api::SnapshotRun>>,
@@ -122,7 +160,12 @@ pub struct Daemon {
     pub gate: tokio::sync::RwLock<()>,
     /// Set once the state moved to a new process: where to forward, its pid.
     pub handed_over: OnceLock<(SocketAddr, u32)>,
-    pub upgrading: AtomicBool,
+    /// Starting, serving, upgrading, handed over or stopping; every swap and
+    /// save holds it while it runs.
+    pub lifecycle: Lifecycle,
+    /// Modules with a swap under way here (from before its save to its end),
+    /// so a second swap is refused at once rather than queued behind it.
+    swaps_running: Mutex<HashSet<String>>,
     /// What the accept loops do.
     pub listening: tokio::sync::watch::Sender<crate::http::Listening>,
     /// Told when this process handed over and should drain and exit.
@@ -148,18 +191,21 @@ impl Daemon {
         Daemon {
             engine: Engine::new(config.engine_config()),
             config: RwLock::new(Arc::new(config)),
+            module_store: ModuleStore::new(store.dir()),
             store,
             metrics: Metrics::default(),
             started: Instant::now(),
             public_addr: OnceLock::new(),
             draining: AtomicBool::new(false),
             last_errors: Mutex::new(HashMap::new()),
+            last_save_errors: Mutex::new(HashMap::new()),
             last_triggers: Mutex::new(HashMap::new()),
             last_snapshot: Mutex::new(None),
             loaded_hashes: Mutex::new(HashMap::new()),
             gate: tokio::sync::RwLock::new(()),
             handed_over: OnceLock::new(),
-            upgrading: AtomicBool::new(false),
+            lifecycle: Lifecycle::default(),
+            swaps_running: Mutex::new(HashSet::new()),
             listening: tokio::sync::watch::Sender::new(crate::http::Listening::Accept),
             exit: tokio::sync::Notify::new(),
             progress: Mutex::new(None),
@@ -240,23 +286,6 @@ impl Daemon {
         }
     }
 
-    /// Loads every configured module with no instances: the new process of
-    /// an upgrade, whose state comes from the old process, not from disk.
-    pub fn load_modules(&self) -> Result<(), String> {
-        let config = self.config();
-        for module in &config.modules {
-            let name = &module.name;
-            let source = policy::check_source(&config, &module.path)
-                .map_err(|reason| format!("module '{name}': {reason}"))?;
-            self.engine
-                .load_checked(name, &source, |copy| policy::check_sha256(module.sha256.as_deref(), copy))
-                .map_err(|error| format!("module '{name}': {error}"))?;
-            self.remember_hash(module, &source);
-        }
-        self.apply_instance_limits(&config);
-        Ok(())
-    }
-
     /// Records the content a watched module was loaded from (see `swap_file`).
     fn remember_hash(&self, module: &ModuleConfig, source: &Path) {
         if module.watch
@@ -266,50 +295,6 @@ impl Daemon {
         }
     }
 
-    fn start_module(
-        &self,
-        config: &Config,
-        module: &ModuleConfig,
-        discard_corrupt: bool,
-    ) -> Result<(), String> {
-        let name = &module.name;
-        let source = policy::check_source(config, &module.path)
-            .map_err(|reason| format!("module '{name}': {reason}"))?;
-        let check = |copy: &Path| policy::check_sha256(module.sha256.as_deref(), copy);
-        let hint = "start with --discard-corrupt-state to move it aside and start this module fresh";
-        let saved = match self.store.read(name) {
-            Ok(saved) => saved,
-            Err(error) if discard_corrupt => {
-                let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
-                tracing::warn!(module = %name, "{error}; moved it to {} and starting fresh", aside.display());
-                None
-            }
-            Err(error) => return Err(format!("{error}; {hint}")),
-        };
-        let report = match &saved {
-            None => self.engine.load_checked(name, &source, check),
-            Some(saved) => match self.engine.restore_checked(name, &source, saved, check) {
-                Err(
-                    error @ (SwapError::RestoreFailed { .. } | SwapError::SnapshotOfAnotherModule { .. }),
-                ) => {
-                    let file = self.store.file(name);
-                    if !discard_corrupt {
-                        return Err(format!("state file {}: {error}; {hint}", file.display()));
-                    }
-                    let aside = self.store.move_aside(name).map_err(|err| err.to_string())?;
-                    tracing::warn!(module = %name, "{error}; moved {} to {} and starting fresh", file.display(), aside.display());
-                    self.engine.load_checked(name, &source, check)
-                }
-                other => other,
-            },
-        };
-        let report = report.map_err(|error| format!("module '{name}': {error}"))?;
-        self.remember_hash(module, &source);
-        let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
-        tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
-        Ok(())
-    }
-
     /// Swaps `module` to `path` (default: its configured path).
     pub fn swap(
         &self,
@@ -317,9 +302,24 @@ impl Daemon {
         path: Option<&Path>,
         trigger: Trigger,
     ) -> Result<api::SwapReport, SwapFailure> {
-        if self.upgrading.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SwapFailure::Upgrading);
+        let outcome = self
+            .lifecycle
+            .hold(&format!("swap {module}"))
+            .map_err(SwapFailure::NotNow)
+            .and_then(|_serving| self.swap_serving(module, path, trigger));
+        if matches!(outcome, Err(SwapFailure::NotNow(_))) {
+            self.record(module, trigger, &outcome);
         }
+        outcome
+    }
+
+    /// [`swap`](Self::swap), for a caller that holds the lifecycle.
+    fn swap_serving(
+        &self,
+        module: &str,
+        path: Option<&Path>,
+        trigger: Trigger,
+    ) -> Result<api::SwapReport, SwapFailure> {
         let config = self.config();
         let configured =
             config.module(module).ok_or_else(|| SwapFailure::NotConfigured(module.to_owned()))?;
@@ -355,11 +355,16 @@ impl Daemon {
         {
             return Err(SwapFailure::Unchanged);
         }
-        self.save_before_swap(module);
+        let _swapping = self.begin_swap(module)?;
+        self.save_before_swap(module)?;
+        let kept = Mutex::new(None);
         let report = self
             .engine
-            .load_checked(module, &source, |copy| policy::check_sha256(configured.sha256.as_deref(), copy))
+            .load_checked(module, &source, self.check_and_keep(configured, None, &kept))
             .map_err(SwapFailure::Engine)?;
+        // Recorded before the swap is acknowledged, so what it installed is what a restart runs.
+        let kept = kept.lock().expect("kept lock").take();
+        self.record_installed(configured, kept, &report.to_version, trigger, &source);
         let mut hashes = self.loaded_hashes.lock().expect("hash lock");
         match source_hash {
             Some(hash) => hashes.insert(module.to_owned(), hash),
@@ -370,33 +375,45 @@ impl Daemon {
 
     /// Swaps `module` back to the version it ran before.
     pub fn rollback(&self, module: &str) -> Result<api::SwapReport, SwapFailure> {
-        if self.upgrading.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SwapFailure::Upgrading);
-        }
-        self.save_before_swap(module);
-        let outcome = self
-            .engine
-            .rollback(module)
-            .map(|report| api::SwapReport::from_engine(&report, Trigger::Admin.as_str()))
-            .map_err(SwapFailure::Engine);
-        self.loaded_hashes.lock().expect("hash lock").remove(module);
+        let outcome = (|| {
+            let _serving =
+                self.lifecycle.hold(&format!("roll back {module}")).map_err(SwapFailure::NotNow)?;
+            let _swapping = self.begin_swap(module)?;
+            self.save_before_swap(module)?;
+            let report = self.engine.rollback(module).map_err(SwapFailure::Engine)?;
+            self.record_rollback(module, &report.to_version);
+            self.loaded_hashes.lock().expect("hash lock").remove(module);
+            Ok(api::SwapReport::from_engine(&report, Trigger::Admin.as_str()))
+        })();
         self.record(module, Trigger::Admin, &outcome);
         outcome
     }
 
+    /// Marks `module` as being swapped by this daemon until the guard drops;
+    /// a second swap meanwhile is refused at once.
+    fn begin_swap(&self, module: &str) -> Result<SwapRunning<'_>, SwapFailure> {
+        if !self.swaps_running.lock().expect("swap lock").insert(module.to_owned()) {
+            return Err(SwapFailure::Engine(SwapError::SwapInProgress { module: module.to_owned() }));
+        }
+        Ok(SwapRunning { daemon: self, module: module.to_owned() })
+    }
+
     /// Every swap is preceded by a durable snapshot of the module, so the
     /// state on disk is at most one swap old if the new version misbehaves.
-    fn save_before_swap(&self, module: &str) {
-        // Not `engine.status()`: that builds every module's status and reads
-        // /proc/self/maps, on the path of every swap.
-        let saved = match self.engine.snapshot(module) {
+    /// If that save fails the swap is not made: going ahead would leave the
+    /// state on disk older than the version that wrote it, with nothing
+    /// saying so until the next restart.
+    fn save_before_swap(&self, module: &str) -> Result<(), SwapFailure> {
+        match self.save(module) {
             // A first load: nothing runs yet, so there is nothing to save.
-            Err(hotswap::SnapshotError::UnknownModule { .. }) => return,
-            Err(error) => Err(error.to_string()),
-            Ok(snapshot) => self.store.write(&snapshot).map(drop).map_err(|error| error.to_string()),
-        };
-        if let Err(error) = saved {
-            tracing::error!(module, "could not save the state before the swap: {error}");
+            Ok(_) | Err(Saving::NotLoaded) => Ok(()),
+            Err(Saving::Failed(error)) => {
+                tracing::error!(
+                    module,
+                    "could not save the state before the swap, so it was not made: {error}"
+                );
+                Err(SwapFailure::SaveFailed(error))
+            }
         }
     }
 
@@ -423,26 +440,60 @@ impl Daemon {
         }
     }
 
-    /// Writes `module`'s state file now.
-    pub fn write_state(&self, module: &str) -> Result<api::Written, String> {
-        let snapshot = self.engine.snapshot(module).map_err(|err| err.to_string())?;
-        let written = self.store.write(&snapshot).map_err(|err| err.to_string())?;
-        Ok(api::Written {
-            module: module.to_owned(),
-            file: written.file.display().to_string(),
-            instances: written.instances,
-            bytes: written.bytes,
-        })
+    /// Snapshots `module` and writes its state file. Saves of one module
+    /// are ordered (see [`StateStore::save`]): an older snapshot never
+    /// replaces a newer one. The caller holds the lifecycle, or is the stop
+    /// path.
+    fn save(&self, module: &str) -> Result<api::Written, Saving> {
+        let saved = self.store.save(module, || match self.engine.snapshot(module) {
+            Ok(snapshot) => Ok(Some(snapshot)),
+            Err(hotswap::SnapshotError::UnknownModule { .. }) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        });
+        let mut last_save_errors = self.last_save_errors.lock().expect("save error lock");
+        match saved {
+            Ok(Some(written)) => {
+                last_save_errors.remove(module);
+                Ok(api::Written {
+                    module: module.to_owned(),
+                    file: written.file.display().to_string(),
+                    instances: written.instances,
+                    bytes: written.bytes,
+                })
+            }
+            Ok(None) => Err(Saving::NotLoaded),
+            Err(error) => {
+                self.metrics.save_failed(module);
+                last_save_errors.insert(module.to_owned(), error.clone());
+                Err(Saving::Failed(error))
+            }
+        }
     }
 
-    /// Writes every module's state file; a module that fails does not stop the others.
-    pub fn snapshot_all(&self) -> api::SnapshotRun {
+    /// Writes every module's state file now (the admin API, the periodic
+    /// save); a module that fails does not stop the others. Refused while
+    /// the daemon is not serving: during an upgrade the state is moving,
+    /// and after it the new process owns it.
+    pub fn snapshot_all(&self) -> Result<api::SnapshotRun, NotNow> {
+        let _serving = self.lifecycle.hold("save the state")?;
+        Ok(self.save_all())
+    }
+
+    /// The last save of the stop path, once the lifecycle is `Stopping`.
+    /// `None` if the daemon handed over meanwhile: the state is not ours to write.
+    pub fn final_save(&self) -> Option<api::SnapshotRun> {
+        (self.lifecycle.phase() == crate::lifecycle::Phase::Stopping).then(|| self.save_all())
+    }
+
+    fn save_all(&self) -> api::SnapshotRun {
         let mut run =
             api::SnapshotRun { at_unix_ms: api::unix_ms(SystemTime::now()), written: vec![], failed: vec![] };
         for module in self.engine.status().modules {
-            match self.write_state(&module.name) {
+            match self.save(&module.name) {
                 Ok(written) => run.written.push(written),
-                Err(error) => {
+                // Unloaded meanwhile (SIGHUP removed it, after saving it).
+                Err(Saving::NotLoaded) => {}
+                Err(Saving::Failed(error)) => {
                     tracing::error!(module = %module.name, "could not save the state: {error}");
                     run.failed.push(api::Failed { module: module.name, error });
                 }
@@ -455,7 +506,8 @@ impl Daemon {
     /// Applies a new config (SIGHUP): loads added modules, swaps modules
     /// whose file changed, saves and unloads removed ones. Settings that
     /// only take effect at start are reported, not applied.
-    pub fn reconcile(&self, new: Config) {
+    pub fn reconcile(&self, new: Config) -> Result<(), NotNow> {
+        let _serving = self.lifecycle.hold("apply the config")?;
         let old = self.config();
         for (what, changed) in [
             ("server.listen", old.listen != new.listen),
@@ -476,10 +528,11 @@ impl Daemon {
         *self.config.write().expect("config lock") = Arc::new(new.clone());
         for module in &old.modules {
             if new.module(&module.name).is_none() {
-                match self
-                    .write_state(&module.name)
-                    .and_then(|_| self.engine.unload(&module.name).map_err(|err| err.to_string()))
-                {
+                let saved = match self.save(&module.name) {
+                    Ok(_) | Err(Saving::NotLoaded) => Ok(()),
+                    Err(Saving::Failed(error)) => Err(format!("its state could not be saved: {error}")),
+                };
+                match saved.and_then(|()| self.engine.unload(&module.name).map_err(|err| err.to_string())) {
                     Ok(()) => {
                         tracing::info!(module = %module.name, "removed from the config: state saved, unloaded")
                     }
@@ -495,10 +548,11 @@ impl Daemon {
                     tracing::error!(module = %module.name, "could not load the added module: {error}");
                 }
             } else if old.module(&module.name).map(|m| &m.path) != Some(&module.path) {
-                let _ = self.swap(&module.name, None, Trigger::Reload);
+                let _ = self.swap_serving(&module.name, None, Trigger::Reload);
             }
         }
         self.apply_instance_limits(&new);
+        Ok(())
     }
 
     pub fn status(&self) -> api::Status {
@@ -506,6 +560,8 @@ impl Daemon {
         let engine = self.engine.status();
         let last_errors = self.last_errors.lock().expect("error lock").clone();
         let last_triggers = self.last_triggers.lock().expect("trigger lock").clone();
+        let saves_failed = self.metrics.saves_failed();
+        let last_save_errors = self.last_save_errors.lock().expect("save error lock").clone();
         let modules = engine
             .modules
             .iter()
@@ -541,6 +597,9 @@ impl Daemon {
                     api::SwapReport::from_engine(report, trigger)
                 }),
                 last_error: last_errors.get(&module.name).cloned(),
+                saves_failed: saves_failed.get(&module.name).copied().unwrap_or(0),
+                last_save_error: last_save_errors.get(&module.name).cloned(),
+                origin: self.origin(&module.name),
             })
             .collect();
         api::Status {
@@ -552,6 +611,7 @@ impl Daemon {
             admin_socket: config.admin.socket.display().to_string(),
             state_dir: self.store.dir().display().to_string(),
             draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),
+            phase: self.lifecycle.phase().to_string(),
             last_snapshot: self.last_snapshot.lock().expect("snapshot lock").clone(),
             upgrade: self.progress(),
             modules,

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub inflight_calls: AtomicI64,
     responses: [AtomicU64; 5],
     swaps: Mutex<BTreeMap<String, SwapStats>>,
+    /// State saves that failed, by module.
+    saves_failed: Mutex<BTreeMap<String, u64>>,
     pub connections: std::sync::Arc<crate::connections::ConnectionStats>,
 }
 
@@ -51,6 +53,15 @@ impl Metrics {
 
     pub fn swap_failed(&self, module: &str) {
         self.swaps.lock().expect("metrics lock").entry(module.to_owned()).or_default().failed += 1;
+    }
+
+    pub fn save_failed(&self, module: &str) {
+        *self.saves_failed.lock().expect("metrics lock").entry(module.to_owned()).or_default() += 1;
+    }
+
+    /// State saves that failed so far, by module.
+    pub fn saves_failed(&self) -> BTreeMap<String, u64> {
+        self.saves_failed.lock().expect("metrics lock").clone()
     }
 
     /// The whole exposition: the engine's view plus the daemon's own counters.
@@ -186,6 +197,16 @@ impl Metrics {
                 class + 1,
                 count.load(Relaxed)
             );
+        }
+        header(
+            &mut text,
+            "hotswap_state_saves_failed_total",
+            "counter",
+            "State saves (periodic, before a swap, on request, at shutdown) that failed, by module.",
+        );
+        for (module, failed) in self.saves_failed() {
+            let _ =
+                writeln!(text, "hotswap_state_saves_failed_total{{module=\"{}\"}} {failed}", esc(&module));
         }
         let connections = &self.connections;
         header(&mut text, "hotswap_public_connections", "gauge", "Open connections on the public port.");

@@ -20,11 +20,11 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 
 use hotswap_upgrade::listen;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::admin::{self, Token};
 use crate::config::Config;
@@ -41,17 +41,76 @@ pub struct ServeOptions {
 }
 
 pub fn run(options: &ServeOptions) -> Result<(), String> {
+    // Held back (queued by the kernel) until their handlers are installed:
+    // until then their default action would end the process.
+    let held = HeldSignals::hold();
     // Owned before any other descriptor is opened, and marked close-on-exec.
     let inherited = listen::take().map_err(|err| format!("cannot take the inherited sockets: {err}"))?;
     let mut inherited: HashMap<String, OwnedFd> = inherited.into_iter().map(|i| (i.name, i.fd)).collect();
-    let config = Config::load(&options.config).map_err(|err| err.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hotswap-worker")
         .build()
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
     let control = inherited.remove(upgrade::CONTROL);
-    runtime.block_on(serve(config, options.discard_corrupt_state, inherited, control))
+    runtime.block_on(async {
+        // Before anything slow (restoring a large state can take seconds):
+        // from here on SIGHUP, SIGUSR2 and SIGTERM wait until the daemon
+        // serves instead of killing it with their default action.
+        let signals = Signals::install()?;
+        drop(held);
+        let config = Config::load(&options.config).map_err(|err| err.to_string())?;
+        serve(config, options.discard_corrupt_state, inherited, control, signals).await
+    })
+}
+
+/// SIGHUP, SIGUSR2, SIGTERM and SIGINT blocked on this thread (and on the
+/// runtime's threads, which inherit the mask) until dropped. The kernel
+/// keeps one of each pending meanwhile; once unblocked they reach the
+/// handlers. Child processes start with an empty mask (std resets it).
+struct HeldSignals(libc::sigset_t);
+
+impl HeldSignals {
+    fn hold() -> HeldSignals {
+        // SAFETY: sigset_t is plain data that sigemptyset initialises; the
+        // calls only read and write the local set and this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGHUP, libc::SIGUSR2, libc::SIGTERM, libc::SIGINT] {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            HeldSignals(set)
+        }
+    }
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        // SAFETY: unblocks the signals this value blocked, on this thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// The signals the daemon handles, registered at its first instant.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+    user2: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let install = |kind: SignalKind| signal(kind).map_err(|err| format!("cannot handle signals: {err}"));
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+            user2: install(SignalKind::user_defined2())?,
+        })
+    }
 }
 
 async fn serve(
@@ -59,6 +118,7 @@ async fn serve(
     discard_corrupt_state: bool,
     mut inherited: HashMap<String, OwnedFd>,
     control: Option<OwnedFd>,
+    mut signals: Signals,
 ) -> Result<(), String> {
     let store = StateStore::open(&config.state_dir).map_err(|err| err.to_string())?;
     let daemon = Arc::new(Daemon::new(config.clone(), store));
@@ -117,8 +177,14 @@ async fn serve(
         keep("admin-tcp", listener)?;
     }
 
-    // The new process of an upgrade takes the state before it accepts anything.
-    let control = match control {
+    // The new process of an upgrade takes the state, and accepts nothing
+    // until the old process has committed the hand-over.
+    if control.is_some() {
+        // `send_replace`: no accept loop listens yet, and `send` would then
+        // leave the mode unchanged.
+        daemon.listening.send_replace(Listening::Pause);
+    }
+    let taken = match control {
         Some(control) => {
             let taking = daemon.clone();
             let taken = tokio::task::spawn_blocking(move || upgrade::receive_state(&taking, control))
@@ -145,17 +211,21 @@ async fn serve(
     if let Some((listener, token)) = admin_tcp {
         spawn_server(&mut servers, &daemon, "TCP admin", listener, admin_handler(&daemon, Some(token)));
     }
-    let watch = Watch::start(daemon.clone())?;
-    servers.spawn(save_periodically(daemon.clone()));
-
-    match control {
-        Some(control) => tokio::task::spawn_blocking(move || upgrade::send_ready(control))
-            .await
-            .map_err(|err| format!("saying ready failed: {err}"))??,
+    match taken {
+        Some(taken) => {
+            pause_before_ready_for_tests().await;
+            tokio::task::spawn_blocking(move || upgrade::ready_then_commit(taken))
+                .await
+                .map_err(|err| format!("saying ready failed: {err}"))??;
+            let _ = daemon.listening.send(Listening::Accept);
+        }
         None => {
             let _ = daemon.notifier.ready();
         }
     }
+    daemon.lifecycle.serving();
+    let watch = Watch::start(daemon.clone())?;
+    servers.spawn(save_periodically(daemon.clone()));
     if let Some(pid_file) = &config.pid_file {
         write_pid_file(pid_file)?;
     }
@@ -165,15 +235,10 @@ async fn serve(
         config.admin.socket.display()
     );
 
-    let signal_error = |err| format!("cannot handle signals: {err}");
-    let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
-    let mut user2 = signal(SignalKind::user_defined2()).map_err(signal_error)?;
     let handed_over = loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&daemon, &watch).await,
-            _ = user2.recv() => {
+            _ = signals.hangup.recv() => reload(&daemon, &watch).await,
+            _ = signals.user2.recv() => {
                 let daemon = daemon.clone();
                 tokio::spawn(async move {
                     tracing::info!("SIGUSR2: upgrading to {}", daemon.binary.display());
@@ -181,8 +246,8 @@ async fn serve(
                 });
             }
             _ = daemon.exit.notified() => break true,
-            _ = terminate.recv() => break false,
-            _ = interrupt.recv() => break false,
+            _ = signals.terminate.recv() => break false,
+            _ = signals.interrupt.recv() => break false,
         }
     };
 
@@ -201,20 +266,44 @@ async fn serve(
     let _ = daemon.listening.send(Listening::Stop);
     while servers.join_next().await.is_some() {}
     let saving = daemon.clone();
-    let run = tokio::task::spawn_blocking(move || saving.snapshot_all()).await;
+    let run = tokio::task::spawn_blocking(move || {
+        // Swaps and saves still running finish first; none starts any more.
+        let still_running = saving.lifecycle.begin_stop(std::time::Instant::now() + drain);
+        if !still_running.is_empty() {
+            tracing::warn!("still running at shutdown: {}", still_running.join(", "));
+        }
+        saving.final_save()
+    })
+    .await;
     let _ = std::fs::remove_file(&config.admin.socket);
     if let Some(pid_file) = &config.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     match run {
-        Ok(run) if run.failed.is_empty() => {
+        Ok(None) => {
+            tracing::info!("handed over while stopping; the new process owns the state; bye");
+            Ok(())
+        }
+        Ok(Some(run)) if run.failed.is_empty() => {
             tracing::info!("state saved for {} module(s); bye", run.written.len());
             Ok(())
         }
-        Ok(run) => {
+        Ok(Some(run)) => {
             Err(format!("could not save the state of {} module(s); see the log above", run.failed.len()))
         }
         Err(err) => Err(format!("saving the state failed: {err}")),
+    }
+}
+
+/// Fault injection for the test of the upgrade's point of no return
+/// (tests/daemon/upgrade_commit.rs): the new process of an upgrade waits
+/// this long between taking the state and saying READY, so the old process
+/// gives up on it. Read only by such a new process.
+async fn pause_before_ready_for_tests() {
+    let pause = std::env::var("HOTSWAP_TEST_PAUSE_BEFORE_READY_MS").ok().and_then(|ms| ms.parse().ok());
+    if let Some(ms) = pause {
+        tracing::warn!("HOTSWAP_TEST_PAUSE_BEFORE_READY_MS: waiting {ms} ms before READY");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 }
 
@@ -247,10 +336,6 @@ fn spawn_server<L, H, F>(
 
 /// SIGHUP: re-read the config; a bad one is reported and the running one stays.
 async fn reload(daemon: &Arc<Daemon>, watch: &Watch) {
-    if daemon.upgrading.load(SeqCst) {
-        tracing::warn!("SIGHUP: a process upgrade is in progress; the new process reads the config");
-        return;
-    }
     let file = daemon.config().file.clone();
     let config = match Config::load(&file) {
         Ok(config) => config,
@@ -261,14 +346,18 @@ async fn reload(daemon: &Arc<Daemon>, watch: &Watch) {
     };
     tracing::info!("SIGHUP: applying {}", file.display());
     let applying = daemon.clone();
-    if let Err(err) = tokio::task::spawn_blocking(move || applying.reconcile(config)).await {
-        tracing::error!("SIGHUP: applying the config failed: {err}");
+    match tokio::task::spawn_blocking(move || applying.reconcile(config)).await {
+        Ok(Ok(())) => {}
+        // An upgrade in progress: the new process reads the config itself.
+        Ok(Err(not_now)) => tracing::warn!("SIGHUP: {not_now}"),
+        Err(err) => tracing::error!("SIGHUP: applying the config failed: {err}"),
     }
     watch.refresh(&daemon.config());
 }
 
-/// Saves every module's state every `state.snapshot_every`, except while an
-/// upgrade moves the state (the new process owns it from then on).
+/// Saves every module's state every `state.snapshot_every`, except while the
+/// daemon does not serve (an upgrade moves the state; after it the new
+/// process owns it).
 async fn save_periodically(daemon: Arc<Daemon>) {
     let every = daemon.config().snapshot_every;
     let mut listening = daemon.listening.subscribe();
@@ -277,9 +366,6 @@ async fn save_periodically(daemon: Arc<Daemon>) {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => return,
-        }
-        if daemon.upgrading.load(SeqCst) {
-            continue;
         }
         let saving = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || saving.snapshot_all()).await;

@@ -15,10 +15,13 @@
 //! 32 bytes: SHA-256 of all of the above
 //! ```
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hotswap::ModuleSnapshot;
@@ -50,30 +53,39 @@ pub struct Written {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
+    /// One lock per module, held from the snapshot to the rename: saves of
+    /// one module happen one after the other, so an older snapshot is never
+    /// renamed over a newer one.
+    module_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Makes every temporary file name unique within this process.
+    next_temporary: AtomicU64,
 }
 
 impl StateStore {
     /// Opens (creating if needed) the state folder and removes temporary
-    /// files a crash may have left behind.
+    /// files that processes which no longer run left behind (a crash in
+    /// the middle of a write).
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         let error = |reason: String| StateError { file: dir.to_owned(), reason };
-        // States can hold anything the modules keep: only the daemon's user reads them.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|err| error(format!("cannot create the state folder: {err}")))?;
+        create_private_dir(dir).map_err(|err| error(format!("cannot create the state folder: {err}")))?;
         let entries =
             fs::read_dir(dir).map_err(|err| error(format!("cannot read the state folder: {err}")))?;
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().contains(".tmp-") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(writer) = temporary_writer(&name)
+                && (writer == std::process::id() || !is_running(writer))
+            {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(StateStore { dir: dir.to_owned() })
+        Ok(StateStore {
+            dir: dir.to_owned(),
+            module_locks: Mutex::new(HashMap::new()),
+            next_temporary: AtomicU64::new(0),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -84,26 +96,65 @@ impl StateStore {
         self.dir.join(format!("{module}.{SUFFIX}"))
     }
 
-    /// Replaces `snapshot.module`'s state file with `snapshot`, atomically.
+    /// Saves `module`: takes its snapshot with `take` and replaces its state
+    /// file with it, atomically. `take` runs under the module's save lock,
+    /// so saves of one module are ordered: a snapshot taken later is always
+    /// written later. `take` returning `None` (nothing to save) writes nothing.
+    pub fn save(
+        &self,
+        module: &str,
+        take: impl FnOnce() -> Result<Option<ModuleSnapshot>, String>,
+    ) -> Result<Option<Written>, String> {
+        let lock = self.module_lock(module);
+        let _ordered = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match take()? {
+            Some(snapshot) => self.write(&snapshot).map(Some).map_err(|err| err.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    fn module_lock(&self, module: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.module_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(module.to_owned()).or_default().clone()
+    }
+
+    /// Replaces `snapshot.module`'s state file with `snapshot`, atomically:
+    /// a temporary file of its own (two writers never share one: one would
+    /// truncate what the other just renamed into place), fsync, rename,
+    /// fsync of the folder. A state folder that was deleted is made again.
+    /// Callers that may race use [`save`](Self::save), which orders writes.
     pub fn write(&self, snapshot: &ModuleSnapshot) -> Result<Written, StateError> {
         let file = self.file(&snapshot.module);
-        let error = |reason: String| StateError { file: file.clone(), reason };
         let bytes = encode(snapshot);
-        let temporary = self.dir.join(format!("{}.{SUFFIX}.tmp-{}", snapshot.module, std::process::id()));
-        let written = (|| -> io::Result<()> {
-            let mut out = fs::File::create(&temporary)?;
-            out.write_all(&bytes)?;
+        let written = self.write_file(&snapshot.module, &file, &bytes).or_else(|err| {
+            if err.kind() != io::ErrorKind::NotFound || self.dir.exists() {
+                return Err(err);
+            }
+            tracing::warn!("the state folder {} was deleted; making it again", self.dir.display());
+            create_private_dir(&self.dir)?;
+            self.write_file(&snapshot.module, &file, &bytes)
+        });
+        written
+            .map_err(|err| StateError { file: file.clone(), reason: format!("cannot write it: {err}") })?;
+        Ok(Written { file, instances: snapshot.instances.len(), bytes: bytes.len() as u64 })
+    }
+
+    fn write_file(&self, module: &str, file: &Path, bytes: &[u8]) -> io::Result<()> {
+        let seq = self.next_temporary.fetch_add(1, Relaxed);
+        let temporary = self.dir.join(format!("{module}.{SUFFIX}.tmp-{}-{seq}", std::process::id()));
+        let written = (|| {
+            let mut out = fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
+            out.write_all(bytes)?;
             out.sync_all()?;
             drop(out);
-            fs::rename(&temporary, &file)?;
+            fs::rename(&temporary, file)?;
             // The rename itself is durable only once the folder is synced.
             fs::File::open(&self.dir)?.sync_all()
         })();
-        if let Err(err) = written {
+        if written.is_err() {
             let _ = fs::remove_file(&temporary);
-            return Err(error(format!("cannot write it: {err}")));
         }
-        Ok(Written { file, instances: snapshot.instances.len(), bytes: bytes.len() as u64 })
+        written
     }
 
     /// The saved state of `module`, or `None` when it has no state file.
@@ -134,6 +185,21 @@ impl StateStore {
             .map_err(|err| StateError { file, reason: format!("cannot move it aside: {err}") })?;
         Ok(aside)
     }
+}
+
+/// States can hold anything the modules keep: only the daemon's user reads them.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// The pid in a temporary file's name (`NAME.state.tmp-PID-SEQ`).
+fn temporary_writer(name: &str) -> Option<u32> {
+    let (_, rest) = name.split_once(".tmp-")?;
+    rest.split('-').next()?.parse().ok()
+}
+
+fn is_running(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The bytes of a state file for `snapshot`: its [`encode_body`] and the

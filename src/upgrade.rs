@@ -8,18 +8,26 @@
 //!    bring new module versions) and sends HELLO.
 //! 3. The old process stops accepting, freezes calls (they wait; none runs),
 //!    and sends every module's snapshot, then STATE_END.
+//!    One frame per instance, so no module's state is limited by the size of
+//!    a frame.
 //! 4. The new process starts every instance from it through
-//!    `init(Some(previous))`, starts accepting and sends READY — or REJECT
-//!    with the reason, and exits.
-//! 5. On READY, calls on the old process's open connections (the frozen ones
+//!    `init(Some(previous))` and sends READY without accepting anything yet
+//!    — or REJECT with the reason, and exits.
+//! 5. On READY the old process commits: the point of no return. It records
+//!    that it handed over (from then on it never writes state, and refuses
+//!    every request that would change state, naming the new pid) and sends
+//!    COMMIT. Only then does the new process accept connections.
+//! 6. Calls on the old process's open connections (the frozen ones
 //!    included) are forwarded to the new process and answered with
 //!    `Connection: close`: the state lives in one process only. The old
-//!    process drains its connections and exits without writing state.
+//!    process drains its connections and exits.
 //!
-//! Until READY nothing is lost by failing: a binary that cannot start, a new
-//! process that exits, stays silent past `upgrade.ready_timeout` (it is then
-//! killed) or rejects the state leaves the old process unfrozen and
-//! accepting, as if nothing happened, and the caller learns why.
+//! Until the commit nothing is lost by failing, because the new process has
+//! served no one: a binary that cannot start, a new process that exits,
+//! stays silent past `upgrade.ready_timeout` (it is then killed) or rejects
+//! the state leaves the old process unfrozen and accepting, as if nothing
+//! happened, and the caller learns why. A new process whose control channel
+//! closes before COMMIT exits without ever accepting.
 
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
@@ -49,9 +57,45 @@ pub const STATE_END: u16 = 3;
 pub const READY: u16 = 4;
 /// new -> old: cannot take the state (payload: the reason).
 pub const REJECT: u16 = 5;
+/// old -> new: the first frame of the state, from an old process that
+/// commits (payload: empty). An old process that sends none is of a
+/// release before the commit existed; its new process accepts at READY.
+pub const STATE_BEGIN: u16 = 6;
+/// old -> new: one instance's state, encoded as the body of a state file
+/// holding that one instance (so a module's state spans many frames).
+pub const INSTANCE: u16 = 7;
+/// old -> new: the hand-over is committed; start accepting.
+pub const COMMIT: u16 = 8;
 
 /// The name the control socket travels under in `LISTEN_FDNAMES`.
 pub const CONTROL: &str = "control";
+
+/// Why an upgrade did not happen. This process serves on either way.
+#[derive(Debug)]
+pub enum UpgradeError {
+    /// Not now: another upgrade, a start, a shutdown, or operations that
+    /// did not finish in time.
+    Busy(String),
+    /// The new process could not take over.
+    Failed(String),
+}
+
+impl UpgradeError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            UpgradeError::Busy(_) => 409,
+            UpgradeError::Failed(_) => 422,
+        }
+    }
+}
+
+impl std::fmt::Display for UpgradeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpgradeError::Busy(reason) | UpgradeError::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
 
 /// Runs an upgrade to `binary` (blocking; from a blocking thread of the
 /// daemon's runtime). Returns once the new process serves, or why not.
@@ -59,15 +103,11 @@ pub fn run(
     daemon: &Arc<Daemon>,
     runtime: &tokio::runtime::Handle,
     binary: &Path,
-) -> Result<api::Upgraded, String> {
-    if daemon.upgrading.swap(true, SeqCst) {
-        return Err("an upgrade is already in progress; wait for it to finish".into());
-    }
-    if daemon.handed_over.get().is_some() {
-        return Err("this process already handed over to a new one".into());
-    }
-    let _ = daemon.notifier.reloading();
+) -> Result<api::Upgraded, UpgradeError> {
     let started = Instant::now();
+    // From here no swap or save starts, and the ones running end first.
+    daemon.lifecycle.begin_upgrade(started + daemon.config().upgrade_timeout).map_err(UpgradeError::Busy)?;
+    let _ = daemon.notifier.reloading();
     daemon.set_progress(api::Upgrade::new(binary, "spawning"));
     let outcome = hand_over(daemon, runtime, binary, started);
     match &outcome {
@@ -92,10 +132,10 @@ pub fn run(
                 progress.outcome = Some(reason.clone());
             });
             tracing::error!("upgrade refused, this process serves on: {reason}");
-            daemon.upgrading.store(false, SeqCst);
+            daemon.lifecycle.upgrade_failed();
         }
     }
-    outcome
+    outcome.map_err(UpgradeError::Failed)
 }
 
 fn hand_over(
@@ -155,7 +195,24 @@ fn hand_over(
         return Err(reason);
     }
 
-    // Handed over: from now on requests here are forwarded to the new process.
+    // The point of no return: once COMMIT is sent the new process serves and
+    // owns the state, and this one never writes state again. If COMMIT cannot
+    // be sent the new process is gone, and this one serves on.
+    let committed = daemon
+        .lifecycle
+        .hand_over(new_pid)
+        .map_err(|now| format!("the upgrade was abandoned: {now}"))
+        .and_then(|()| {
+            frame::write(&mut control, COMMIT, &[])
+                .map_err(|err| format!("the new process went away before the commit: {err}"))
+        });
+    if let Err(reason) = committed {
+        let reason = child.fail(&reason);
+        drop(frozen);
+        let _ = daemon.listening.send(Listening::Accept);
+        return Err(reason);
+    }
+    // Requests still arriving here are forwarded to the new process.
     let _ = daemon.handed_over.set((daemon.forward_address(), new_pid));
     daemon.draining.store(true, SeqCst);
     drop(frozen);
@@ -183,19 +240,33 @@ fn check_runnable(binary: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends every module's snapshot, then STATE_END.
+/// Sends STATE_BEGIN, every instance's snapshot (one frame each), then STATE_END.
 fn send_state(daemon: &Daemon, control: &mut UnixStream) -> Result<(), String> {
     let lost = |err: std::io::Error| format!("the control socket failed while sending the state: {err}");
     control.set_write_timeout(Some(Duration::from_secs(60))).map_err(lost)?;
+    frame::write(control, STATE_BEGIN, &[]).map_err(lost)?;
     for module in daemon.engine.status().modules {
         let snapshot =
             daemon.engine.snapshot(&module.name).map_err(|err| format!("cannot snapshot: {err}"))?;
-        let bytes = state::encode_body(&snapshot);
-        frame::write(control, STATE, &bytes).map_err(lost)?;
+        let hotswap::ModuleSnapshot { module, version, instances } = snapshot;
+        let count = instances.len();
+        let mut bytes = 0;
+        for (key, state) in instances {
+            let one = hotswap::ModuleSnapshot {
+                module: module.clone(),
+                version: version.clone(),
+                instances: vec![(key, state)],
+            };
+            let encoded = state::encode_body(&one);
+            frame::write(control, INSTANCE, &encoded).map_err(|err| {
+                format!("cannot send instance '{}' of {module}: {}", one.instances[0].0, lost(err))
+            })?;
+            bytes += encoded.len() as u64;
+        }
         daemon.update_progress(|progress| {
             progress.modules_sent += 1;
-            progress.instances_sent += snapshot.instances.len();
-            progress.bytes_sent += bytes.len() as u64;
+            progress.instances_sent += count;
+            progress.bytes_sent += bytes;
         });
     }
     frame::write(control, STATE_END, &[]).map_err(lost)
@@ -270,33 +341,72 @@ impl Drop for Spawned {
     }
 }
 
-/// In the new process: says HELLO, takes every module's state, and returns
-/// the control socket for the READY once it serves. On error, says REJECT
-/// with the reason (and the caller exits).
-pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<UnixStream, String> {
+/// The control channel of a new process that took the state.
+#[derive(Debug)]
+pub struct Taken {
+    control: UnixStream,
+    /// The old process commits (it sent STATE_BEGIN): wait for COMMIT
+    /// after READY before accepting. An old process of an earlier release
+    /// does not; then READY is the hand-over.
+    commits: bool,
+}
+
+/// In the new process: says HELLO, takes every module's state and starts
+/// its instances. On error, says REJECT with the reason (and the caller
+/// exits).
+pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String> {
     let mut control = UnixStream::from(control);
     let lost = |err: &dyn std::fmt::Display| format!("the old process went away during the upgrade: {err}");
     frame::write(&mut control, HELLO, &std::process::id().to_le_bytes()).map_err(|err| lost(&err))?;
+    let mut commits = false;
     let taken = (|| -> Result<(usize, usize, u64), String> {
         let (mut modules, mut instances, mut bytes) = (0, 0, 0);
+        // Instances arrive one frame each, grouped by module; a module is
+        // adopted whole (all its instances or none) once its last one is here.
+        let mut pending: Option<hotswap::ModuleSnapshot> = None;
+        let mut adopt = |snapshot: hotswap::ModuleSnapshot| -> Result<(), String> {
+            if daemon.config().module(&snapshot.module).is_none() {
+                return Err(format!(
+                    "module '{}' is not in the new config, so its state would be lost",
+                    snapshot.module
+                ));
+            }
+            instances += daemon.engine.adopt(&snapshot.module, &snapshot).map_err(|err| err.to_string())?;
+            modules += 1;
+            Ok(())
+        };
         loop {
             let received = frame::read(&mut control).map_err(|err| lost(&err))?;
+            bytes += received.payload.len() as u64;
             match received.kind {
-                STATE => {
-                    let snapshot = state::decode_body(&received.payload)
-                        .map_err(|reason| format!("a module's state arrived damaged: {reason}"))?;
-                    if daemon.config().module(&snapshot.module).is_none() {
-                        return Err(format!(
-                            "module '{}' is not in the new config, so its state would be lost",
-                            snapshot.module
-                        ));
+                STATE_BEGIN => commits = true,
+                // A whole module in one frame, from an old process of an earlier release.
+                STATE => adopt(decode(&received.payload)?)?,
+                INSTANCE => {
+                    let mut one = decode(&received.payload)?;
+                    match &mut pending {
+                        Some(module) if module.module == one.module => {
+                            if module.version != one.version {
+                                return Err(format!(
+                                    "instances of {} arrived from versions {} and {}",
+                                    one.module, module.version, one.version
+                                ));
+                            }
+                            module.instances.append(&mut one.instances);
+                        }
+                        _ => {
+                            if let Some(done) = pending.replace(one) {
+                                adopt(done)?;
+                            }
+                        }
                     }
-                    instances +=
-                        daemon.engine.adopt(&snapshot.module, &snapshot).map_err(|err| err.to_string())?;
-                    modules += 1;
-                    bytes += received.payload.len() as u64;
                 }
-                STATE_END => return Ok((modules, instances, bytes)),
+                STATE_END => {
+                    if let Some(done) = pending.take() {
+                        adopt(done)?;
+                    }
+                    return Ok((modules, instances, bytes));
+                }
                 other => return Err(format!("unexpected frame kind {other} during the state transfer")),
             }
         }
@@ -314,7 +424,7 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<UnixStream, St
                 outcome: Some(format!("took over from pid {old_pid}")),
                 ..api::Upgrade::new(&daemon.binary, "done")
             });
-            Ok(control)
+            Ok(Taken { control, commits })
         }
         Err(reason) => {
             let _ = frame::write(&mut control, REJECT, reason.as_bytes());
@@ -323,8 +433,26 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<UnixStream, St
     }
 }
 
-/// In the new process, once it serves: tells the old one to hand over.
-pub fn send_ready(mut control: UnixStream) -> Result<(), String> {
+fn decode(payload: &[u8]) -> Result<hotswap::ModuleSnapshot, String> {
+    state::decode_body(payload).map_err(|reason| format!("a module's state arrived damaged: {reason}"))
+}
+
+/// In the new process, with the state adopted and nothing accepted yet:
+/// says READY, then waits for the old process to commit. `Err` means the
+/// old process serves on (it rolled back, or went away): this one must
+/// exit without accepting.
+pub fn ready_then_commit(taken: Taken) -> Result<(), String> {
+    let Taken { mut control, commits } = taken;
     frame::write(&mut control, READY, &std::process::id().to_le_bytes())
-        .map_err(|err| format!("could not tell the old process that this one is ready: {err}"))
+        .map_err(|err| format!("could not tell the old process that this one is ready: {err}"))?;
+    if !commits {
+        return Ok(());
+    }
+    // No deadline of our own: the old process has one, and kills this
+    // process when it passes. Until COMMIT this process has served no one.
+    match frame::read(&mut control) {
+        Ok(frame::Frame { kind: COMMIT, .. }) => Ok(()),
+        Ok(other) => Err(format!("the old process sent frame kind {} instead of COMMIT", other.kind)),
+        Err(err) => Err(format!("the old process did not commit the hand-over ({err}); it serves on")),
+    }
 }

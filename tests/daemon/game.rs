@@ -41,10 +41,10 @@ fn hello_knows_what_it_replaced_and_the_game_survives_swaps_and_restarts() {
 
     assert!(daemon.stop().success());
     let daemon = setup.start();
+    // The restart runs what the route installed (issue 7, item 20), with its state.
     let state = json(daemon.text("GET", "/state", "").as_bytes());
-    assert_eq!(state["players"]["alice"], 42, "restored (into 1001, the configured file)");
-    assert_eq!(
-        daemon.text("GET", "/hello", ""),
-        "hello test, this is hotswap test!, version=1001, name=game1, oldversion=1002, oldName=game2"
-    );
+    assert_eq!(state["players"][0]["name"], "alice", "restored into 1002: {state}");
+    assert_eq!(state["players"][0]["score"], 42, "{state}");
+    assert_eq!(daemon.text("GET", "/hello", ""), HELLO_1002);
+    assert_eq!(daemon.status()["modules"][0]["origin"]["trigger"], "route");
 }

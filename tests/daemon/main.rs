@@ -5,11 +5,15 @@
 mod admin;
 mod cli;
 mod game;
+mod handover;
 mod http_front;
 mod instances;
 mod load;
+mod policy;
 mod public_limits;
 mod reload;
+mod restart;
+mod saves;
 mod state;
 mod upgrade;
 

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::{COUNTER_CONFIG, Daemon, Setup, modules, read_full, send, stderr, stdout};
 
-fn config() -> String {
+pub(crate) fn config() -> String {
     COUNTER_CONFIG.replace("watch = true", "watch = false")
 }
 
 /// Runs `hotswap upgrade` and returns the new pid.
-fn upgrade(setup: &Setup, daemon: &mut Daemon) -> u32 {
+pub(crate) fn upgrade(setup: &Setup, daemon: &mut Daemon) -> u32 {
     let output = setup.cli(&["upgrade"]);
     assert!(output.status.success(), "upgrade failed: {}\n{}", stderr(&output), daemon.log());
     let text = stdout(&output);

@@ -4,8 +4,12 @@
 //!
 //! # Guarantees
 //!
-//! 1. **A call runs entirely on one version.** Calls that arrive during a
-//!    swap wait for it and then run on the new version; they do not fail.
+//! 1. **A call runs entirely on one version.** Calls that arrive while a
+//!    swap holds the instances wait for it and then run on the new version;
+//!    they do not fail. A swap never holds other instances while it waits for
+//!    a busy one, so one long call does not freeze the module (tests:
+//!    `concurrency::calls_never_fail_across_200_swaps_and_none_is_lost`,
+//!    `races::a_swap_waiting_for_a_long_call_holds_no_other_instance`).
 //! 2. **A failed swap changes nothing.** Whatever step fails (missing, empty
 //!    or non-ELF file, a library that is not a hotswap module, wrong magic
 //!    or ABI version, a different module `NAME`, a module built with
@@ -13,7 +17,8 @@
 //!    the new version cannot read, a busy instance past
 //!    [`EngineConfig::swap_timeout`]), every instance stays on the old
 //!    version with its state untouched, and [`Engine::load`] returns a
-//!    [`SwapError`] that says what and why. A swap moves all instances or none.
+//!    [`SwapError`] that says what and why. A swap moves all instances or none
+//!    (`races::a_swap_past_its_deadline_changes_nothing_and_others_kept_serving`).
 //! 3. **One swap per module at a time.** A second `load`, `rollback` or
 //!    `unload` of a module being swapped gets [`SwapError::SwapInProgress`]
 //!    at once; it is not queued.
@@ -27,14 +32,25 @@
 //!    catches it inside the module; the call returns
 //!    [`CallError::Panicked`], it is counted, and every other instance
 //!    carries on.
+//! 6. **No acknowledged update is lost to a race.** An [`Engine::adopt`]
+//!    racing first calls, and a [`Engine::remove_instance`] racing a swap,
+//!    neither overwrite a started instance nor stall the swap
+//!    (`races::adopt_racing_first_calls_never_loses_an_acknowledged_update`,
+//!    `races::remove_instance_during_a_swap_does_not_stall_the_swap`).
+//! 7. **Clients cannot exhaust instances.** [`Engine::set_max_instances`]
+//!    caps new instances per module; existing ones keep working and saved
+//!    state is never refused for its size (`tests/engine/instances.rs`).
 //!
 //! # How a swap works
 //!
 //! The new file is copied to a private name (so `dlopen` really loads it,
 //! and nobody can overwrite the mapped file), opened beside the old version
-//! and verified. Then the engine holds every instance of the module once its
-//! current call ends, and for each one calls `snapshot` on the old version
-//! and `init(Some(previous))` on the new one. If all succeed, every instance
+//! and verified. Then the engine holds every instance of the module: it
+//! closes the module's gate (new calls wait), takes every instance, and if
+//! one stays busy past a short grace it lets everything go, reopens the gate
+//! for the others and waits for that one alone before trying again. Holding
+//! them all, it calls `snapshot` on the old version and
+//! `init(Some(previous))` on the new one for each. If all succeed, every instance
 //! is republished on the new version and released; otherwise the new states
 //! are dropped and the instances are released unchanged. The time instances
 //! are held is [`SwapReport::pause`]: the migration time of all instances
@@ -72,6 +88,7 @@ mod config;
 mod engine;
 mod error;
 mod maps;
+mod private_dir;
 mod status;
 
 pub use code::ModuleInfo;

@@ -78,6 +78,8 @@ impl Engine {
 
 impl ModuleEntry {
     fn call_instance(&self, instance: &Instance, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        // While a swap takes the module's instances, wait for it (hold.rs).
+        self.gate.pass(instance);
         let mut slot = instance.slot.lock();
         if !matches!(*slot, Slot::Live(_)) {
             drop(slot);
@@ -104,26 +106,41 @@ impl ModuleEntry {
 
     /// Starts `instance` on the current version with `init(None)`.
     fn start<'a>(&self, instance: &'a Instance) -> Result<MutexGuard<'a, Slot>, CallError> {
-        // `current` before the slot: the order a swap uses too.
-        let current = self.current.read();
-        let mut slot = instance.slot.lock();
-        // An unloaded module has no current version (and removed every slot).
-        let code =
-            current.as_ref().ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
-        match &*slot {
-            Slot::Live(_) => return Ok(slot),
-            Slot::Removed => {
-                return Err(CallError::InstanceRemoved {
-                    module: self.name.to_string(),
-                    instance: instance.key.to_string(),
-                });
+        let mut slot = loop {
+            let slot = instance.slot.lock();
+            match &*slot {
+                Slot::Live(_) => return Ok(slot),
+                // After an unload every slot is removed and there is no current version.
+                Slot::Removed if self.current.lock().is_none() => {
+                    return Err(CallError::UnknownModule { module: self.name.to_string() });
+                }
+                Slot::Removed => {
+                    return Err(CallError::InstanceRemoved {
+                        module: self.name.to_string(),
+                        instance: instance.key.to_string(),
+                    });
+                }
+                Slot::Unstarted => {}
             }
-            Slot::Unstarted => {}
-        }
+            // A swap or adopt under way may have listed the instances before
+            // this one was added, and would then neither wait for this start
+            // nor move its state: wait for it to finish (hold.rs).
+            if !self.gate.closed_for_new_instance() {
+                break slot;
+            }
+            drop(slot);
+            self.gate.pass(instance);
+        };
+        // An unloaded module has no current version (and removed every slot).
+        let code = self
+            .current
+            .lock()
+            .clone()
+            .ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
         match code.init(None) {
             Ok(state) => {
                 *instance.version.lock() = Some(code.info.version.clone());
-                *slot = Slot::Live(Live { code: code.clone(), state });
+                *slot = Slot::Live(Live { code, state });
                 Ok(slot)
             }
             Err(fault) => {

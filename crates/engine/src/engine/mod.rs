@@ -4,20 +4,29 @@
 //!
 //! Each instance's state lives in `Instance::slot`, a mutex held for the
 //! whole of a call. That lock is what pins a call to one version: a swap
-//! takes every instance's lock, migrates, republishes each slot with the new
-//! version and releases them, so a call runs entirely before or entirely
-//! after a swap, and a call that arrives meanwhile waits for the lock.
+//! holds every instance's lock at once, migrates, republishes each slot with
+//! the new version and releases them, so a call runs entirely before or
+//! entirely after a swap, and a call that arrives meanwhile waits.
 //!
-//! `ModuleEntry::current` (the version new instances start on) is only read
-//! when an instance starts, and written by a swap before it takes any
-//! instance lock. Both sides take `current` before a slot, never the other
-//! way round, so they cannot deadlock.
+//! How a swap comes to hold every instance without freezing the module
+//! while one of them is busy (the module's gate) is in `hold.rs`.
+//!
+//! Locks are taken in this order, never the other way round:
+//!
+//! 1. `ModuleEntry::commit_lock` (swap and adopt, while they publish; a
+//!    snapshot that keeps seeing swaps);
+//! 2. instance slots: a swap or adopt tries them without waiting while it
+//!    holds others (see `hold.rs`); everyone else holds one at a time;
+//! 3. leaf locks, held briefly and never while waiting for anything else:
+//!    `current` (the version new instances start on), `books`,
+//!    `Instance::version`, the gate's own mutex.
 //!
 //! When a swap releases the instance locks, no slot refers to the old
 //! version any more and no call can be running in it; its states are dropped
 //! and its library is closed at once.
 
 mod call;
+mod hold;
 mod registry;
 mod restore;
 mod retire;
@@ -26,12 +35,12 @@ mod swap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tempfile::TempDir;
 
 use crate::code::{Code, ModuleInfo, StatePtr};
@@ -76,7 +85,12 @@ impl std::fmt::Debug for Engine {
 struct ModuleEntry {
     name: Box<str>,
     /// `None` once the module is unloaded.
-    current: RwLock<Option<Arc<Code>>>,
+    current: Mutex<Option<Arc<Code>>>,
+    /// Closed while a swap or adopt takes the instances; see `hold.rs`.
+    gate: hold::SwapGate,
+    /// Held by a swap or adopt from taking the instances until they are
+    /// released, so a snapshot can keep swaps out (see `ModuleEntry::snapshot`).
+    commit_lock: Mutex<()>,
     instances: DashMap<Box<str>, Arc<Instance>, InstanceHasher>,
     /// How many entries `instances` has; kept beside the map so a new key
     /// can be checked against `max_instances` atomically, without a lock on
@@ -99,6 +113,9 @@ struct Instance {
     calls: AtomicU64,
     errors: AtomicU64,
     panics: AtomicU64,
+    /// Set while a swap waits for this instance's call to end: new calls to
+    /// it wait at the gate (see `hold.rs`).
+    wanted_by_swap: AtomicBool,
     /// How much of each count is already booked to a version in
     /// [`Books::counted`]; written under `slot`'s lock and the books' lock.
     booked: [AtomicU64; 3],
@@ -221,6 +238,7 @@ impl Instance {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            wanted_by_swap: AtomicBool::new(false),
             booked: Default::default(),
         }
     }
@@ -241,7 +259,9 @@ impl ModuleEntry {
     fn new(name: &str, code: Arc<Code>) -> ModuleEntry {
         ModuleEntry {
             name: name.into(),
-            current: RwLock::new(Some(code)),
+            current: Mutex::new(Some(code)),
+            gate: hold::SwapGate::new(),
+            commit_lock: Mutex::new(()),
             instances: DashMap::with_hasher(InstanceHasher::default()),
             instance_count: AtomicUsize::new(0),
             max_instances: AtomicUsize::new(usize::MAX),

@@ -51,10 +51,13 @@ impl Engine {
         let entry = self.entry(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
         let Some(instance) = entry.remove(key) else { return Ok(false) };
         let removed = {
+            // The slot first, then `current` (a leaf lock): the order a swap
+            // and a first call use. The other order made a swap wait for this
+            // instance until its deadline (issue 7, item 15).
             let mut slot = instance.slot.lock();
             let version = match &*slot {
                 Slot::Live(live) => live.code.info.version.clone(),
-                _ => entry.current.read().as_ref().map(|code| code.info.version.clone()).unwrap_or_default(),
+                _ => entry.current.lock().as_ref().map(|code| code.info.version.clone()).unwrap_or_default(),
             };
             entry.books.lock().take_counts(&version, &instance);
             *instance.version.lock() = None;
@@ -98,10 +101,27 @@ impl ModuleEntry {
 
     /// Adds an instance that starts from saved state (restore, adopt). Saved
     /// state is never refused for the instance limit: it only stops new keys.
+    ///
+    /// An adopt holds every instance it listed; a key created since (by a
+    /// call whose start waits for the adopt) is filled in place, so the
+    /// instance its caller holds gets the state.
     pub(super) fn insert_saved(&self, key: &str, live: Live) {
-        let instance = Arc::new(Instance::new(key, Slot::Live(live)));
-        if self.instances.insert(key.into(), instance).is_none() {
-            self.instance_count.fetch_add(1, Relaxed);
+        let existing = match self.instances.entry(key.into()) {
+            dashmap::Entry::Occupied(found) => found.get().clone(),
+            dashmap::Entry::Vacant(vacant) => {
+                self.instance_count.fetch_add(1, Relaxed);
+                vacant.insert(Arc::new(Instance::new(key, Slot::Live(live))));
+                return;
+            }
+        };
+        let mut slot = existing.slot.lock();
+        if matches!(*slot, Slot::Unstarted) {
+            *existing.version.lock() = Some(live.code.info.version.clone());
+            *slot = Slot::Live(live);
+        } else {
+            // Not reached: an instance that started while the gate was
+            // closed would have been listed and held (hold.rs).
+            tracing::error!(module = %self.name, instance = key, "an instance started during adopt; it keeps its state");
         }
     }
 
@@ -113,7 +133,7 @@ impl ModuleEntry {
     }
 
     pub(super) fn status(&self, maps: Option<&str>) -> Option<ModuleStatus> {
-        let current = self.current.read().as_ref()?.info.clone();
+        let current = self.current.lock().as_ref()?.info.clone();
         let mut books = self.books.lock();
         let mut by_version = books.counted.clone();
         let live = by_version

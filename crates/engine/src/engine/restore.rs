@@ -2,10 +2,12 @@
 //! snapshot into a first load, adopting one into a loaded module (process
 //! upgrade), and taking snapshots.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::hold::StillBusy;
 use super::{Engine, Live, ModuleEntry, ModuleMap, Slot};
 use crate::code::{Code, Previous};
 use crate::error::{SnapshotError, SwapError};
@@ -49,31 +51,54 @@ impl Engine {
         let _swap = self.begin_swap(module)?;
         let entry = self.entry(module).ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
         check_saved_module(module, saved)?;
-        // Holding `current` keeps first calls from starting instances meanwhile.
-        let current = entry.current.read();
-        let code = current.as_ref().ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
-        let mut started = Vec::with_capacity(saved.instances.len());
-        for (key, bytes) in &saved.instances {
-            let existing = entry.instances.get(key.as_str()).map(|found| found.clone());
-            if existing.as_ref().is_some_and(|instance| matches!(*instance.slot.lock(), Slot::Live(_))) {
-                return Err(SwapError::AlreadyStarted { module: module.into(), instance: key.clone() });
-            }
-            started.push((key, existing, start_saved(code, saved, key, bytes)?));
-        }
-        let count = started.len();
-        for (key, existing, live) in started {
-            match existing {
-                // Created by a call or a handle but not started: fill it in
-                // place, so whoever holds it sees the adopted state.
-                Some(instance) => {
-                    let mut slot = instance.slot.lock();
-                    *instance.version.lock() = Some(live.code.info.version.clone());
-                    *slot = Slot::Live(live);
+        let code = entry.current.lock().clone();
+        let code = code.ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
+        let wait_started = Instant::now();
+        let deadline = wait_started + self.config.swap_timeout;
+        let timeout = |waiting_for: String| SwapError::Timeout {
+            module: module.into(),
+            from_version: code.info.version.clone(),
+            to_version: code.info.version.clone(),
+            waiting_for,
+            waited: wait_started.elapsed(),
+        };
+        let _commit = entry
+            .commit_lock
+            .try_lock_until(deadline)
+            .ok_or_else(|| timeout("a snapshot of the module".into()))?;
+        // Every instance held and the gate closed, as in a swap: no instance
+        // can start while the saved ones are checked and filled in, so a first
+        // call either started before (and adopt refuses) or runs on the
+        // adopted state (issue 7, item 14).
+        let adopted = entry.with_all_held(deadline, |instances, slots, _| {
+            let held: HashMap<&str, usize> = (instances.iter().enumerate())
+                .filter(|(i, _)| !matches!(*slots[*i], Slot::Removed))
+                .map(|(i, instance)| (&*instance.key, i))
+                .collect();
+            for (key, _) in &saved.instances {
+                if held.get(key.as_str()).is_some_and(|&i| matches!(*slots[i], Slot::Live(_))) {
+                    return Err(SwapError::AlreadyStarted { module: module.into(), instance: key.clone() });
                 }
-                None => entry.insert_saved(key, live),
             }
-        }
-        Ok(count)
+            let mut started = Vec::with_capacity(saved.instances.len());
+            for (key, bytes) in &saved.instances {
+                started.push((key, start_saved(&code, saved, key, bytes)?));
+            }
+            let count = started.len();
+            for (key, live) in started {
+                match held.get(key.as_str()) {
+                    // Created by a call or a handle but not started: fill it in
+                    // place, so whoever holds it sees the adopted state.
+                    Some(&i) => {
+                        *instances[i].version.lock() = Some(live.code.info.version.clone());
+                        *slots[i] = Slot::Live(live);
+                    }
+                    None => entry.insert_saved(key, live),
+                }
+            }
+            Ok(count)
+        });
+        adopted.unwrap_or_else(|StillBusy { key }| Err(timeout(format!("instance '{key}'"))))
     }
 
     /// Snapshots every started instance of `module` (each at its own moment;
@@ -137,8 +162,12 @@ impl ModuleEntry {
             // Instances are snapshotted one by one, so a swap can publish
             // between two of them, and one snapshot would hold two versions'
             // layouts under one version. Such a try is thrown away; after a
-            // few, `current` is held, which keeps swaps out until done.
-            let _no_swap = (attempt >= 3).then(|| self.current.read());
+            // few, `commit_lock` is held, which keeps swaps out until done.
+            let _no_swap = match (attempt >= 3, deadline) {
+                (false, _) => None,
+                (true, None) => Some(self.commit_lock.lock()),
+                (true, Some(deadline)) => self.commit_lock.try_lock_until(deadline),
+            };
             let mut version = None;
             let mut instances = Vec::new();
             let mut busy = Vec::new();
@@ -172,7 +201,7 @@ impl ModuleEntry {
                 continue;
             }
             let version = version
-                .or_else(|| self.current.read().as_ref().map(|code| code.info.version.clone()))
+                .or_else(|| self.current.lock().as_ref().map(|code| code.info.version.clone()))
                 .unwrap_or_default();
             instances.sort_by(|a, b| a.0.cmp(&b.0));
             busy.sort();

@@ -41,7 +41,7 @@ impl ModuleEntry {
     /// Removes every instance (dropping its state) and the current version,
     /// which it returns for the caller to retire.
     pub(super) fn shut_down(&self) -> Option<Arc<Code>> {
-        let old = self.current.write().take();
+        let old = self.current.lock().take();
         for instance in self.instances_now() {
             let removed = std::mem::replace(&mut *instance.slot.lock(), Slot::Removed);
             drop(removed);

@@ -7,11 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::retire::{refresh_resident, retire};
-use super::{Engine, Live, ModuleEntry, Slot};
+use parking_lot::MutexGuard;
+
+use super::hold::StillBusy;
+use super::{Engine, Instance, Live, ModuleEntry, Slot};
 use crate::code::{Code, Previous};
 use crate::error::SwapError;
-use crate::maps;
 use crate::status::{ModuleSnapshot, SwapReport};
+use crate::{maps, private_dir};
 
 impl Engine {
     /// Loads `module` from `path`: a first load, or a swap of the running
@@ -114,12 +117,7 @@ impl Engine {
     fn private_copy_path(&self, module: &str, source: &Path) -> Result<PathBuf, SwapError> {
         let mut dir = self.private_dir.lock();
         if dir.is_none() {
-            let mut builder = tempfile::Builder::new();
-            builder.prefix("hotswap-");
-            let created = match &self.config.private_dir {
-                Some(parent) => std::fs::create_dir_all(parent).and_then(|()| builder.tempdir_in(parent)),
-                None => builder.tempdir(),
-            };
+            let created = private_dir::create(self.config.private_dir.as_deref());
             *dir = Some(created.map_err(|source| SwapError::PrivateDir { source })?);
         }
         let dir = dir.as_ref().expect("created above");
@@ -175,40 +173,76 @@ impl ModuleEntry {
         started: Instant,
     ) -> Result<(), SwapError> {
         let wait_started = Instant::now();
-        let timeout = |report: &SwapReport, waiting_for: String| SwapError::Timeout {
+        let from_version = self.current.lock().as_ref().map(|old| old.info.version.clone());
+        let from_version =
+            from_version.ok_or_else(|| SwapError::UnknownModule { module: self.name.to_string() })?;
+        report.from_version = Some(from_version.clone());
+        let timeout = |waiting_for: String| SwapError::Timeout {
             module: self.name.to_string(),
-            from_version: report.from_version.clone().unwrap_or_default(),
+            from_version: from_version.clone(),
             to_version: code.info.version.clone(),
             waiting_for,
             waited: wait_started.elapsed(),
         };
-        // No instance can start on the old version once we hold `current`.
-        let mut current = self
-            .current
-            .try_write_until(deadline)
-            .ok_or_else(|| timeout(report, "instances that are starting".into()))?;
-        let old =
-            current.clone().ok_or_else(|| SwapError::UnknownModule { module: self.name.to_string() })?;
-        report.from_version = Some(old.info.version.clone());
-
-        let instances = self.instances_now();
-        let mut slots = Vec::with_capacity(instances.len());
-        let mut first_held = None;
-        for instance in &instances {
-            match instance.slot.try_lock_until(deadline) {
-                Some(slot) => slots.push(slot),
-                None => return Err(timeout(report, format!("instance '{}'", instance.key))),
+        let _commit = self
+            .commit_lock
+            .try_lock_until(deadline)
+            .ok_or_else(|| timeout("a snapshot of the module".into()))?;
+        let held = self.with_all_held(deadline, |instances, slots, held_since| {
+            report.wait_for_calls = wait_started.elapsed();
+            let migrated = self.migrate(&code, instances, slots, report)?;
+            // Publish: every slot and `current` now name the new version, and
+            // the calls each instance made so far are booked to the old one.
+            let old = self.current.lock().replace(code.clone());
+            let old = old.ok_or_else(|| SwapError::UnknownModule { module: self.name.to_string() })?;
+            let mut old_states = Vec::with_capacity(slots.len());
+            let mut books = self.books.lock();
+            for ((instance, slot), new_live) in instances.iter().zip(slots.iter_mut()).zip(migrated) {
+                books.take_counts(&old.info.version, instance);
+                if let Some(new_live) = new_live {
+                    *instance.version.lock() = Some(code.info.version.clone());
+                    old_states.push(std::mem::replace(&mut **slot, Slot::Live(new_live)));
+                }
             }
-            first_held.get_or_insert_with(Instant::now);
-        }
-        let first_held = first_held.unwrap_or_else(Instant::now);
-        report.wait_for_calls = wait_started.elapsed();
+            Ok((old, old_states, held_since))
+        });
+        let (old, old_states, held_since) = match held {
+            Ok(published) => published?,
+            Err(StillBusy { key }) => return Err(timeout(format!("instance '{key}'"))),
+        };
+        report.pause = held_since.elapsed();
+        report.total = started.elapsed();
 
-        // Every call of this module is now waiting for us. Migrate each
-        // started instance; on the first failure drop what was built (the
-        // new states, through the new version) and leave the slots as they were.
+        // Nothing can reach the old version now: drop its states, close it.
+        drop(old_states);
+        let rollback = (old.info.clone(), old.private_copy.clone());
+        let mut books = self.books.lock();
+        report.old_code_unmapped = retire(&mut books, old);
+        // The replaced version's private copy is kept as the rollback target.
+        if let Some((_, stale_copy)) = books.rollback.replace(rollback) {
+            let _ = std::fs::remove_file(stale_copy);
+        }
+        books.swaps += 1;
+        books.since = SystemTime::now();
+        books.last_swap = Some(report.clone());
+        Ok(())
+    }
+}
+
+impl ModuleEntry {
+    /// Builds each started instance's state on `code` from its snapshot on
+    /// the version it runs; the caller holds every slot. On the first failure
+    /// the states built so far are dropped (through `code`) and the slots
+    /// are left as they were.
+    fn migrate(
+        &self,
+        code: &Arc<Code>,
+        instances: &[Arc<Instance>],
+        slots: &[MutexGuard<'_, Slot>],
+        report: &mut SwapReport,
+    ) -> Result<Vec<Option<Live>>, SwapError> {
         let mut migrated = Vec::with_capacity(slots.len());
-        for (instance, slot) in instances.iter().zip(&slots) {
+        for (instance, slot) in instances.iter().zip(slots) {
             let Slot::Live(live) = &**slot else {
                 migrated.push(None);
                 continue;
@@ -243,38 +277,7 @@ impl ModuleEntry {
             report.snapshot_bytes_max = report.snapshot_bytes_max.max(size);
             report.instances += 1;
         }
-
-        // Publish: every slot and `current` now name the new version, and
-        // the calls each instance made so far are booked to the old one.
-        let mut old_states = Vec::with_capacity(slots.len());
-        let mut books = self.books.lock();
-        for ((instance, slot), new_live) in instances.iter().zip(slots.iter_mut()).zip(migrated) {
-            books.take_counts(&old.info.version, instance);
-            if let Some(new_live) = new_live {
-                *instance.version.lock() = Some(code.info.version.clone());
-                old_states.push(std::mem::replace(&mut **slot, Slot::Live(new_live)));
-            }
-        }
-        drop(books);
-        *current = Some(code);
-        drop(slots);
-        drop(current);
-        report.pause = first_held.elapsed();
-        report.total = started.elapsed();
-
-        // Nothing can reach the old version now: drop its states, close it.
-        drop(old_states);
-        let rollback = (old.info.clone(), old.private_copy.clone());
-        let mut books = self.books.lock();
-        report.old_code_unmapped = retire(&mut books, old);
-        // The replaced version's private copy is kept as the rollback target.
-        if let Some((_, stale_copy)) = books.rollback.replace(rollback) {
-            let _ = std::fs::remove_file(stale_copy);
-        }
-        books.swaps += 1;
-        books.since = SystemTime::now();
-        books.last_swap = Some(report.clone());
-        Ok(())
+        Ok(migrated)
     }
 }
 

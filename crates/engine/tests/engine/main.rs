@@ -4,6 +4,7 @@
 mod concurrency;
 mod instances;
 mod panics;
+mod races;
 mod refusals;
 mod swap;
 mod unloading;

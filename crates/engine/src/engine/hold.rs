@@ -1,0 +1,222 @@
+//! Holding every instance of a module at once (a swap, an adopt) without
+//! freezing the module while one instance is busy.
+//!
+//! # The problem
+//!
+//! Locking instances one by one and waiting for each busy one in turn holds
+//! every instance already locked while it waits: one long call freezes the
+//! whole module for as long as it runs (issue 7, item 5). Only try-locking
+//! everything and backing off when one is busy does not work under load
+//! either: with calls arriving nonstop on many threads, some instance is
+//! nearly always busy, and the swap retries until its deadline.
+//!
+//! # The gate
+//!
+//! Each module has a [`SwapGate`]: a flag that new calls read before they
+//! take their instance (one `Acquire` load, never written in steady state,
+//! so the call path stays cheap) and wait on while it is closed. A swap:
+//!
+//! 1. closes the gate, so no new call takes an instance of the module;
+//! 2. takes every instance's lock, allowing the calls that were already
+//!    running a short grace (starting at [`FIRST_GRACE`], doubling each
+//!    round up to [`MAX_GRACE`]) to end: ordinary calls end well within it;
+//! 3. if one instance is still busy after the grace, releases every lock it
+//!    took, opens the gate for every other instance (their waiting calls
+//!    run), waits for that one instance alone until the swap's deadline,
+//!    and starts again at 1.
+//!
+//! So while a swap waits for a long call, it holds nothing and every other
+//! instance serves; the other instances pause only for the grace and the
+//! migration. New calls to the instance being waited for wait at the gate
+//! (they would have waited for the long call anyway), so the swap gets that
+//! instance when the long call ends and they run on the new version. A call
+//! that passed the gate just before it closed is either waited for (it holds
+//! its instance) or runs after the swap (it waits for the instance's lock):
+//! either way it runs entirely on one version.
+//!
+//! # Instances that start meanwhile
+//!
+//! An instance created after the swap listed the module's instances is not
+//! held by the swap, so its first call must not start it on the old
+//! version. The start path, holding the new instance's lock, checks the gate
+//! again after a `SeqCst` fence; the swap closes the gate and fences before
+//! it lists the instances. Of two threads that each write (the map entry; the
+//! flag) and then read the other's (the flag; the map), at least one sees the
+//! other's write: either the swap lists the instance (and waits for its
+//! start), or the start sees the gate closed and waits for the swap.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::{Instance, ModuleEntry, Slot};
+
+/// How long a swap first lets calls that were already running end while it
+/// holds the instances it has.
+pub(super) const FIRST_GRACE: Duration = Duration::from_millis(2);
+/// The longest grace: how long a swap may hold other instances while a busy
+/// one ends its call.
+pub(super) const MAX_GRACE: Duration = Duration::from_millis(50);
+
+/// The gate is open: calls pass.
+const OPEN: u8 = 0;
+/// A swap is taking the instances: every call waits.
+const CLOSED: u8 = 1;
+/// A swap waits for one busy instance: calls to it wait, the others pass.
+const WAITING_FOR_ONE: u8 = 2;
+
+/// The flag new calls of a module wait on while a swap takes its instances.
+pub(super) struct SwapGate {
+    state: AtomicU8,
+    parked: Mutex<()>,
+    opened: Condvar,
+}
+
+impl SwapGate {
+    pub(super) fn new() -> SwapGate {
+        SwapGate { state: AtomicU8::new(OPEN), parked: Mutex::new(()), opened: Condvar::new() }
+    }
+
+    /// Returns once `instance` may be called: at once in steady state.
+    #[inline]
+    pub(super) fn pass(&self, instance: &Instance) {
+        if self.state.load(Ordering::Acquire) != OPEN {
+            self.wait_open(instance);
+        }
+    }
+
+    #[cold]
+    fn wait_open(&self, instance: &Instance) {
+        let mut parked = self.parked.lock();
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                OPEN => return,
+                WAITING_FOR_ONE if !instance.wanted_by_swap.load(Ordering::Acquire) => return,
+                _ => self.opened.wait(&mut parked),
+            }
+        }
+    }
+
+    /// For a first call that holds its new instance: whether a swap may be
+    /// holding the module without having seen this instance (see the module
+    /// docs). The fence orders the caller's insert into the map before the read.
+    pub(super) fn closed_for_new_instance(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.state.load(Ordering::SeqCst) == CLOSED
+    }
+
+    fn close(&self) -> GateClosed<'_> {
+        self.state.store(CLOSED, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        GateClosed { gate: self }
+    }
+
+    /// Lets every call through except those to `busy`, which wait until the
+    /// gate opens (or closes again, and then opens).
+    fn wait_for_one(&self, busy: &Instance) {
+        busy.wanted_by_swap.store(true, Ordering::Release);
+        self.set(WAITING_FOR_ONE);
+    }
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        // Under the lock, so a call between its check and its wait cannot
+        // miss the wake-up.
+        let _parked = self.parked.lock();
+        self.opened.notify_all();
+    }
+}
+
+/// The gate, closed; dropping it opens the gate and wakes the waiting calls.
+pub(super) struct GateClosed<'a> {
+    gate: &'a SwapGate,
+}
+
+impl GateClosed<'_> {
+    /// Opens the gate for every instance but `busy` (rather than for all).
+    fn wait_for_one(self, busy: &Instance) {
+        let gate = self.gate;
+        // The state is set below instead of by Drop; the guard owns nothing else.
+        std::mem::forget(self);
+        gate.wait_for_one(busy);
+    }
+}
+
+impl Drop for GateClosed<'_> {
+    fn drop(&mut self) {
+        self.gate.set(OPEN);
+    }
+}
+
+/// The instance a swap gave up waiting for at its deadline.
+pub(super) struct StillBusy {
+    pub key: Box<str>,
+}
+
+impl ModuleEntry {
+    /// Runs `with_held` while every instance of the module is held and the
+    /// gate closed (see the module docs), with the instances and their
+    /// slots in the same order and the moment the first of them was held;
+    /// or gives up at `deadline`, changing nothing.
+    pub(super) fn with_all_held<R>(
+        &self,
+        deadline: Instant,
+        with_held: impl FnOnce(&[Arc<Instance>], &mut [MutexGuard<'_, Slot>], Instant) -> R,
+    ) -> Result<R, StillBusy> {
+        let mut grace = FIRST_GRACE;
+        let mut instances;
+        // The instance the last round waited for; its calls wait at the gate.
+        let mut waited_for: Option<Arc<Instance>> = None;
+        let unwant = |waited_for: Option<Arc<Instance>>| {
+            if let Some(instance) = waited_for {
+                instance.wanted_by_swap.store(false, Ordering::Release);
+            }
+        };
+        let (gate, mut slots, held_since) = loop {
+            let gate = self.gate.close();
+            instances = self.instances_now();
+            let round_started = Instant::now();
+            match hold_round(&instances, (round_started + grace).min(deadline)) {
+                Ok(slots) => break (gate, slots, round_started),
+                Err(busy) => {
+                    unwant(waited_for.take());
+                    // Wait for the busy instance alone, holding nothing.
+                    gate.wait_for_one(&busy);
+                    let freed = busy.slot.try_lock_until(deadline).map(drop);
+                    waited_for = Some(busy);
+                    if freed.is_none() {
+                        let key = waited_for.as_ref().map(|busy| busy.key.clone()).unwrap_or_default();
+                        unwant(waited_for);
+                        self.gate.set(OPEN);
+                        return Err(StillBusy { key });
+                    }
+                    grace = (grace * 2).min(MAX_GRACE);
+                }
+            }
+        };
+        let result = with_held(&instances, &mut slots, held_since);
+        // Release the instances first, then open the gate.
+        drop(slots);
+        unwant(waited_for);
+        drop(gate);
+        Ok(result)
+    }
+}
+
+/// Takes every instance's lock, letting busy ones end their call until
+/// `round_end`; on the first that does not, releases all and returns it.
+fn hold_round(
+    instances: &[Arc<Instance>],
+    round_end: Instant,
+) -> Result<Vec<MutexGuard<'_, Slot>>, Arc<Instance>> {
+    let mut slots = Vec::with_capacity(instances.len());
+    for instance in instances {
+        match instance.slot.try_lock().or_else(|| instance.slot.try_lock_until(round_end)) {
+            Some(slot) => slots.push(slot),
+            None => return Err(instance.clone()),
+        }
+    }
+    Ok(slots)
+}
