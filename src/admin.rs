@@ -147,17 +147,18 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
             }
         }
         (&Method::POST, ["v1", "modules", name, "call", method]) => {
-            let instance =
-                match crate::public::instance_key(parts.uri.query(), crate::config::DEFAULT_INSTANCE) {
-                    Ok(instance) => instance,
-                    Err(reason) => return http::error(400, reason),
-                };
+            let instance = crate::public::instance_key(parts.uri.query(), crate::config::DEFAULT_INSTANCE);
             let config = daemon.config();
+            // Read before a refusal, as on the public port.
             let payload =
                 match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
                     Ok(payload) => payload,
                     Err(response) => return response,
                 };
+            let instance = match instance {
+                Ok(instance) => instance,
+                Err(reason) => return http::error(400, reason),
+            };
             // The same call as on the public port, through the upgrade gate.
             let uri = format!("/call/{}/{}?instance={}", encode(name), encode(method), encode(&instance));
             let (call_parts, ()) = hyper::Request::post(uri).body(()).expect("a valid request").into_parts();

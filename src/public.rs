@@ -66,12 +66,15 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
         else {
             return http::error(404, "call a module with POST /call/{module}/{method}?instance={key}");
         };
-        let instance = match instance_key(query, DEFAULT_INSTANCE) {
-            Ok(instance) => instance,
-            Err(reason) => return http::error(400, reason),
-        };
+        // The body is read even for a bad key: answering before it would
+        // close the connection under a client still sending, which may lose
+        // the answer to a reset.
+        let instance = instance_key(query, DEFAULT_INSTANCE);
         return match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
-            Ok(payload) => gated_call(daemon, &parts, payload, &module, &instance, &method).await,
+            Ok(payload) => match instance {
+                Ok(instance) => gated_call(daemon, &parts, payload, &module, &instance, &method).await,
+                Err(reason) => http::error(400, reason),
+            },
             Err(response) => response,
         };
     }
@@ -90,12 +93,14 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
     };
     match &route.action {
         RouteAction::Call { method, instance } => {
-            let instance = match instance_key(query, instance) {
-                Ok(instance) => instance,
-                Err(reason) => return http::error(400, reason),
-            };
+            let instance = instance_key(query, instance);
             match http::read_body(body, &parts.headers, config.max_body, config.body_timeout).await {
-                Ok(payload) => gated_call(daemon, &parts, payload, &route.module, &instance, method).await,
+                Ok(payload) => match instance {
+                    Ok(instance) => {
+                        gated_call(daemon, &parts, payload, &route.module, &instance, method).await
+                    }
+                    Err(reason) => http::error(400, reason),
+                },
                 Err(response) => response,
             }
         }
