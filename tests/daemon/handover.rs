@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::upgrade::{config, upgrade};
+use crate::upgrade::config;
 use crate::{Setup, is_running, json, read_full, read_response, send, stderr, stdout};
 
 /// Item 10: an admin connection opened before an upgrade reached the old
