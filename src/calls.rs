@@ -107,7 +107,7 @@ impl CallRunner {
         let turn = lock(&self.turns).entry(key.clone()).or_default().clone();
         let claim = Claim { turns: self.turns.clone(), key, turn: Some(turn) };
         let held = claim.turn().lock.clone().lock_owned().await;
-        InstanceTurn { held, claim }
+        InstanceTurn { _held: held, claim }
     }
 
     /// The calls that have run for `at_least` or longer, longest first.
@@ -128,7 +128,7 @@ impl CallRunner {
                 })
             })
             .collect();
-        calls.sort_by(|a, b| b.running.cmp(&a.running));
+        calls.sort_by_key(|call| std::cmp::Reverse(call.running));
         calls
     }
 }
@@ -139,7 +139,7 @@ pub struct InstanceTurn {
     // Fields drop in this order: the lock is released before the claim may
     // remove the entry, so a caller that arrives in between never sees a
     // fresh lock while this one is still held.
-    held: tokio::sync::OwnedMutexGuard<()>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
     claim: Claim,
 }
 
@@ -156,7 +156,6 @@ impl InstanceTurn {
     /// while it runs. Returns its outcome and how long it took. Blocks: run
     /// it on a blocking thread.
     pub fn run<R>(&self, method: &str, call: impl FnOnce() -> R) -> (R, Duration) {
-        let _ = &self.held;
         let turn = self.claim.turn();
         let started = Instant::now();
         *lock(&turn.running) =
