@@ -10,10 +10,10 @@
 //!    `(module, instance)` that has a call running or waiting. The entry is
 //!    removed when the last of them is done, so memory is bounded by the
 //!    instances in use, not by every key a client ever sent.
-//! 2. It runs the engine call on tokio's blocking pool, holding the turn
-//!    until the engine returns, even if the client gave up meanwhile. A stuck
-//!    instance therefore holds one blocking thread, however many callers
-//!    pile up behind it.
+//! 2. It runs the engine call on a thread of the call pool (`call_pool.rs`),
+//!    holding the turn until the engine returns, even if the client gave up
+//!    meanwhile. A stuck instance therefore holds one thread, however many
+//!    callers pile up behind it.
 //!
 //! While a call runs, its method and start time are kept with its turn, so
 //! status, metrics and shutdown can name calls that run for long.
@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::call_pool::CallPool;
+
 /// The turns of every instance that has a call running or waiting.
 type Turns = Mutex<HashMap<InstanceKey, Arc<Turn>>>;
 
@@ -30,6 +32,8 @@ type Turns = Mutex<HashMap<InstanceKey, Arc<Turn>>>;
 #[derive(Debug, Default)]
 pub struct CallRunner {
     turns: Arc<Turns>,
+    /// The threads the calls run on.
+    pub pool: CallPool,
     /// `engine.slow_call` in nanoseconds (changed by a config reload).
     slow_call_ns: AtomicU64,
 }
@@ -107,7 +111,7 @@ impl CallRunner {
         let turn = lock(&self.turns).entry(key.clone()).or_default().clone();
         let claim = Claim { turns: self.turns.clone(), key, turn: Some(turn) };
         let held = claim.turn().lock.clone().lock_owned().await;
-        InstanceTurn { held, claim }
+        InstanceTurn { _held: held, claim }
     }
 
     /// The calls that have run for `at_least` or longer, longest first.
@@ -139,7 +143,7 @@ pub struct InstanceTurn {
     // Fields drop in this order: the lock is released before the claim may
     // remove the entry, so a caller that arrives in between never sees a
     // fresh lock while this one is still held.
-    held: tokio::sync::OwnedMutexGuard<()>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
     claim: Claim,
 }
 
@@ -156,7 +160,6 @@ impl InstanceTurn {
     /// while it runs. Returns its outcome and how long it took. Blocks: run
     /// it on a blocking thread.
     pub fn run<R>(&self, method: &str, call: impl FnOnce() -> R) -> (R, Duration) {
-        let _ = &self.held;
         let turn = self.claim.turn();
         let started = Instant::now();
         *lock(&turn.running) =

@@ -17,6 +17,7 @@
 
 mod admin;
 mod api;
+mod call_pool;
 mod calls;
 mod cli;
 mod config;

@@ -166,7 +166,7 @@ pub async fn gated_call(
 
 /// One module call, answered with the reply or a status that says what went wrong.
 ///
-/// The module's code runs on a blocking thread, never on an async worker,
+/// The module's code runs on a call thread, never on an async worker,
 /// after the call's turn on its instance came (see `calls.rs`): a slow or
 /// stuck call holds only its own instance.
 pub async fn call(
@@ -181,27 +181,28 @@ pub async fn call(
     let method = method.to_owned();
     // Everything the call needs moves to its thread: if the client leaves,
     // the call still ends there and only then releases the instance.
-    let ran = tokio::task::spawn_blocking(move || {
-        let daemon = &in_flight.0;
-        let (result, took) =
-            turn.run(&method, || daemon.engine.call(turn.module(), turn.instance(), &method, &payload));
-        if took >= daemon.calls.slow_call() {
-            daemon.metrics.slow_call_ended(turn.module());
-            tracing::warn!(
-                module = turn.module(),
-                instance = turn.instance(),
-                method,
-                "a call took {:.2} s (engine.slow_call is {:?})",
-                took.as_secs_f64(),
-                daemon.calls.slow_call()
-            );
-        }
-        result
-    })
-    .await;
-    let result = match ran {
-        Ok(result) => result,
-        Err(failed) => return http::error(500, format!("the call's thread failed: {failed}")),
+    let pool = daemon.calls.pool.clone();
+    let ran = pool
+        .run_and_wait(move || {
+            let daemon = &in_flight.0;
+            let (result, took) =
+                turn.run(&method, || daemon.engine.call(turn.module(), turn.instance(), &method, &payload));
+            if took >= daemon.calls.slow_call() {
+                daemon.metrics.slow_call_ended(turn.module());
+                tracing::warn!(
+                    module = turn.module(),
+                    instance = turn.instance(),
+                    method,
+                    "a call took {:.2} s (engine.slow_call is {:?})",
+                    took.as_secs_f64(),
+                    daemon.calls.slow_call()
+                );
+            }
+            result
+        })
+        .await;
+    let Some(result) = ran else {
+        return http::error(500, format!("the thread of the call to {module} failed; see the log"));
     };
     match result {
         Ok(reply) => http::bytes(200, reply),

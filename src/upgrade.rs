@@ -177,7 +177,21 @@ fn hand_over(
     // Freeze: no new connection here, no call running, then send the state.
     daemon.update_progress(|progress| progress.phase = "transferring state".into());
     let _ = daemon.listening.send(Listening::Pause);
-    let frozen = runtime.block_on(daemon.gate.write());
+    // Calls that do not end by the deadline (a stuck one) make the upgrade
+    // give up: waiting on would hold every other call behind this freeze.
+    let frozen = match runtime.block_on(tokio::time::timeout_at(deadline.into(), daemon.gate.write())) {
+        Ok(frozen) => frozen,
+        Err(_) => {
+            let running = daemon.calls.running_for(Duration::ZERO);
+            let running: Vec<String> = running.iter().map(ToString::to_string).collect();
+            let reason = child.fail(&format!(
+                "calls still running at the deadline ({}); the state can only move between calls",
+                running.join("; ")
+            ));
+            let _ = daemon.listening.send(Listening::Accept);
+            return Err(reason);
+        }
+    };
     let frozen_at = Instant::now();
     let sent = send_state(daemon, &mut control);
     let answer = sent.and_then(|()| read_until(&mut control, deadline, config.upgrade_timeout));

@@ -319,3 +319,38 @@ fn process_threads(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|line| line.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
 }
+
+#[test]
+fn an_upgrade_blocked_by_a_stuck_call_gives_up_and_calls_go_on() {
+    let setup = Setup::new(&CONFIG.replace("[engine]", "[upgrade]\nready_timeout = \"3s\"\n\n[engine]"));
+    setup.install(modules::BLOB, "libblob.so");
+    let daemon = setup.start();
+    let _stuck = call_in_background(daemon.public(), "/call/counter/sleep?instance=stuck", FOREVER_MS);
+    wait_in_flight(&daemon, 1);
+    // The upgrade cannot move a state that a call is still changing: it
+    // must give up by its deadline, not hold every call behind it.
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_hotswap"))
+        .arg("--config")
+        .arg(setup.config())
+        .arg("upgrade")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = cli.kill();
+            let _ = cli.wait();
+            panic!("the upgrade never gave up:\n{}", daemon.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = cli.wait_with_output().unwrap();
+    let said = crate::stderr(&output);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("counter 'stuck' sleep"), "the refusal names the call it waited for: {said}");
+    assert_eq!(http_bounded(&daemon, "/call/counter/add?instance=other", "1"), (200, "1".to_owned()));
+    assert_eq!(http_bounded(&daemon, "/call/blob/len", "").0, 200);
+    assert_eq!(daemon.status()["pid"], daemon.pid(), "this process serves on");
+}
