@@ -20,6 +20,9 @@ pub struct Status {
     /// starting, serving, upgrading, handed over to pid N, stopping.
     #[serde(default)]
     pub phase: String,
+    /// Swaps, saves and other operations under way now ("swap counter").
+    #[serde(default)]
+    pub running: Vec<String>,
     pub last_snapshot: Option<SnapshotRun>,
     /// The running or last process upgrade.
     pub upgrade: Option<Upgrade>,

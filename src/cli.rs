@@ -138,6 +138,9 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
             status.public_addr,
             if status.draining { " (draining)" } else { "" }
         );
+        if !status.running.is_empty() {
+            out += &format!("running now: {}\n", status.running.join(", "));
+        }
         out += &format!(
             "\n{:<16} {:<12} {:>9} {:>11} {:>7} {:>7} {:>6}  {}\n",
             "MODULE", "VERSION", "INSTANCES", "CALLS", "ERRORS", "PANICS", "SWAPS", "FILE"

@@ -655,6 +655,7 @@ impl Daemon {
             state_dir: self.store.dir().display().to_string(),
             draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),
             phase: self.lifecycle.phase().to_string(),
+            running: self.lifecycle.running(),
             last_snapshot: self.last_snapshot.lock().expect("snapshot lock").clone(),
             upgrade: self.progress(),
             modules,

@@ -130,6 +130,11 @@ impl Lifecycle {
         self.lock().phase
     }
 
+    /// The operations holding the lifecycle now ("swap counter", "save the state"…), oldest first.
+    pub fn running(&self) -> Vec<String> {
+        self.lock().running.iter().map(|(_, what)| what.clone()).collect()
+    }
+
     /// Starts `operation` (for example "swap counter"): allowed only while
     /// serving. The lifecycle stays in `Serving` until the guard is dropped.
     pub fn hold(&self, operation: &str) -> Result<Held<'_>, NotNow> {

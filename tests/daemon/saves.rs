@@ -237,15 +237,21 @@ fn a_swap_whose_save_fails_is_refused_and_changes_nothing() {
 /// must be refused at once with "swap in progress" while the first goes on.
 #[test]
 fn a_second_swap_during_a_slow_one_is_refused_at_once() {
-    let setup = Setup::new(&COUNTER_CONFIG.replace("watch = true", "watch = false"));
+    let setup = Setup::new(
+        &COUNTER_CONFIG
+            .replace("watch = true", "watch = false")
+            .replace("[server]", "[engine]\nslow_call = \"50ms\"\n\n[server]"),
+    );
     setup.install(modules::COUNTER_V2, "libcounter-2.so");
     let daemon = Arc::new(setup.start());
-    // A 4 s call holds its instance: the first swap waits for it.
+    // A 3 s call holds its instance: the first swap waits for it (within its 5 s deadline).
     let slow = {
         let daemon = daemon.clone();
-        std::thread::spawn(move || daemon.http("POST", "/call/counter/sleep?instance=busy", b"4000"))
+        std::thread::spawn(move || daemon.http("POST", "/call/counter/sleep?instance=busy", b"3000"))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(&daemon, "the slow call runs", |status| {
+        status["slow_calls"].as_array().is_some_and(|c| !c.is_empty())
+    });
     let first = {
         let daemon = daemon.clone();
         std::thread::spawn(move || {
@@ -254,9 +260,9 @@ fn a_second_swap_during_a_slow_one_is_refused_at_once() {
                 .unwrap()
         })
     };
-    // Wait until the first swap is under way (it shows in no endpoint, so
-    // give it a moment), then try a second one.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(&daemon, "the first swap is under way", |status| {
+        status["running"].as_array().is_some_and(|running| running.iter().any(|op| op == "swap counter"))
+    });
     let asked = Instant::now();
     let (code, body) = daemon.admin("POST", "/v1/modules/counter/rollback", b"").unwrap();
     assert!(!slow.is_finished(), "the refusal came at once, while the first swap still waited");
@@ -269,4 +275,17 @@ fn a_second_swap_during_a_slow_one_is_refused_at_once() {
     let (code, body) = first.join().unwrap();
     assert_eq!(code, 200, "the first swap went through: {}", String::from_utf8_lossy(&body));
     assert_eq!(daemon.version(), "2.0.0", "and the second did not run after it");
+}
+
+/// Polls the admin status until `ready` holds (at most 20 s).
+fn wait_until(daemon: &crate::Daemon, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = daemon.status();
+        if ready(&status) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waited 20 s for {what}: {status:#}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
