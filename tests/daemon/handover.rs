@@ -1,6 +1,6 @@
-//! Attacks on the process lifecycle (issue 7, items 10, 11, 13): the old process writing state
+//! Attacks on the process lifecycle (issue 7, items 3, 10, 11, 13): the old process writing state
 //! after the hand-over, a new process that is late with READY, signals
-//! that arrive while the daemon starts.
+//! that arrive while the daemon starts, a module state larger than one frame.
 
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
@@ -172,4 +172,39 @@ fn signals_during_start_wait_until_the_daemon_serves() {
     let status = daemon.stop();
     assert!(status.success(), "{status}");
     assert!(sent > 1, "signals were sent during the start");
+}
+
+/// Item 3: one module's state travelled in one frame, so a module with
+/// more than 1 GiB of state could not upgrade ("payload … over the frame
+/// limit"), and every attempt held all calls. Instances travel one frame
+/// each now.
+#[test]
+fn a_module_state_larger_than_one_frame_upgrades() {
+    // No periodic save during the test: the upgrade would rightly wait for
+    // a save of 1 GB to finish first.
+    let setup = Setup::new(
+        r#"
+[state]
+snapshot_every = "1h"
+
+[server]
+listen = "127.0.0.1:0"
+
+[[module]]
+name = "blob"
+path = "modules/libblob.so"
+"#,
+    );
+    setup.install(crate::modules::BLOB, "libblob.so");
+    let mut daemon = setup.start();
+    let each = 560_000_000u64; // two of them pass the 1 GiB frame limit
+    for instance in ["a", "b"] {
+        daemon.text("POST", &format!("/call/blob/resize?instance={instance}"), &each.to_string());
+    }
+    crate::upgrade::upgrade(&setup, &mut daemon);
+    for instance in ["a", "b"] {
+        assert_eq!(daemon.text("POST", &format!("/call/blob/len?instance={instance}"), ""), each.to_string());
+    }
+    // Not SIGTERM: its final save would write 1 GB for nothing.
+    daemon.signal("KILL");
 }
