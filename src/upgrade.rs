@@ -67,6 +67,9 @@ pub const INSTANCE: u16 = 7;
 /// old -> new: the hand-over is committed; start accepting.
 pub const COMMIT: u16 = 8;
 
+/// How long a failed send waits for the new process's REJECT reason.
+const REASON_WAIT: Duration = Duration::from_secs(1);
+
 /// The name the control socket travels under in `LISTEN_FDNAMES`.
 pub const CONTROL: &str = "control";
 
@@ -193,8 +196,18 @@ fn hand_over(
         }
     };
     let frozen_at = Instant::now();
-    let sent = send_state(daemon, &mut control);
-    let answer = sent.and_then(|()| read_until(&mut control, deadline, config.upgrade_timeout));
+    let answer = match send_state(daemon, &mut control) {
+        Ok(()) => read_until(&mut control, deadline, config.upgrade_timeout),
+        // A new process that refuses a module says REJECT and exits while
+        // the rest is still being sent: its reason says more than our
+        // broken pipe, and is already waiting to be read.
+        Err(lost) => {
+            match read_until(&mut control, deadline.min(Instant::now() + REASON_WAIT), REASON_WAIT) {
+                Ok(rejected @ frame::Frame { kind: REJECT, .. }) => Ok(rejected),
+                _ => Err(lost),
+            }
+        }
+    };
     let refused = match answer {
         Ok(frame::Frame { kind: READY, .. }) => None,
         Ok(frame::Frame { kind: REJECT, payload }) => {
