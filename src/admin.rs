@@ -229,7 +229,7 @@ fn not_configured(daemon: &Daemon, module: &str) -> Option<Response> {
         return None;
     }
     let failure = crate::daemon::SwapFailure::NotConfigured(module.to_owned());
-    Some(http::error(failure.http_status(), failure.to_string()))
+    Some(http::error(http::swap_failure_status(&failure), failure.to_string()))
 }
 
 fn encode(segment: &str) -> String {
@@ -242,7 +242,7 @@ async fn blocking(
 ) -> Response {
     match tokio::task::spawn_blocking(swap).await {
         Ok(Ok(report)) => http::json(200, &report),
-        Ok(Err(failure)) => http::error(failure.http_status(), failure.to_string()),
+        Ok(Err(failure)) => http::error(http::swap_failure_status(&failure), failure.to_string()),
         Err(err) => http::error(500, format!("the swap task failed: {err}")),
     }
 }

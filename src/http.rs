@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::api;
+use crate::daemon::SwapFailure;
+use hotswap::SwapError;
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -52,6 +54,20 @@ fn with_type(status: u16, content_type: &'static str, body: Bytes) -> Response {
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// The status code a refused swap answers with, on the admin API and a
+/// `load_from` route.
+pub fn swap_failure_status(failure: &SwapFailure) -> u16 {
+    match failure {
+        SwapFailure::NotConfigured(_) => 404,
+        SwapFailure::Refused(_) => 403,
+        SwapFailure::Engine(SwapError::SwapInProgress { .. }) | SwapFailure::NotNow(_) => 409,
+        SwapFailure::SaveFailed(_) => 503,
+        SwapFailure::Engine(SwapError::UnknownModule { .. }) => 404,
+        SwapFailure::Engine(_) => 422,
+        SwapFailure::Unchanged => 200,
+    }
 }
 
 /// Reads a request body of at most `limit` bytes (a larger one gets 413)

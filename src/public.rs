@@ -124,7 +124,7 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
                 tokio::task::spawn_blocking(move || daemon.swap(&module, Some(&file), Trigger::Route)).await;
             match swapped {
                 Ok(Ok(report)) => http::bytes(200, format!("{}\n", report.summary())),
-                Ok(Err(failure)) => http::error(failure.http_status(), failure.to_string()),
+                Ok(Err(failure)) => http::error(http::swap_failure_status(&failure), failure.to_string()),
                 Err(panicked) => http::error(500, format!("the swap task failed: {panicked}")),
             }
         }
