@@ -23,6 +23,7 @@ mod cli;
 mod config;
 mod connections;
 mod daemon;
+mod durable;
 mod http;
 mod lifecycle;
 mod metrics;

@@ -30,12 +30,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+
+use crate::durable;
 
 /// The sub-folder of `state.dir` that holds the copies and records.
 const FOLDER: &str = "modules";
@@ -219,32 +220,10 @@ impl ModuleStore {
     /// fsync of the folder; readable and writable by the daemon's user only.
     fn write_atomically(&self, file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let error = |reason: String| StoreError { file: file.to_owned(), reason };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
+        durable::create_private_dir(&self.dir)
             .map_err(|err| error(format!("cannot create its folder: {err}")))?;
-        let name = file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-        let temporary = self.dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
-        let written = (|| -> io::Result<()> {
-            let mut out = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
-            out.write_all(bytes)?;
-            out.sync_all()?;
-            drop(out);
-            fs::rename(&temporary, file)?;
-            fs::File::open(&self.dir)?.sync_all()
-        })();
-        written.map_err(|err| {
-            let _ = fs::remove_file(&temporary);
-            error(format!("cannot write it: {err}"))
-        })
+        durable::write_atomically(file, bytes).map_err(|err| error(format!("cannot write it: {err}")))
     }
-}
-
-/// A number no other temporary file of this process uses.
-fn unique() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A stored copy protected from clean-up while its swap is under way.

@@ -1,5 +1,5 @@
 //! Durable snapshots: one file per module in `state.dir`, replaced
-//! atomically (temporary file, fsync, rename, fsync of the folder), so a
+//! atomically (`durable.rs`: temporary file, fsync, rename, fsync of the folder), so a
 //! crash at any moment leaves either the old file or the new one, never a
 //! torn one. Each file ends with the SHA-256 of everything before it, which
 //! is checked before anything in it is believed.
@@ -17,14 +17,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hotswap::ModuleSnapshot;
+
+use crate::durable;
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 8] = b"HSSTATE\x01";
@@ -60,8 +60,6 @@ pub struct StateStore {
     /// one module happen one after the other, so an older snapshot is never
     /// renamed over a newer one.
     module_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// Makes every temporary file name unique within this process.
-    next_temporary: AtomicU64,
 }
 
 impl StateStore {
@@ -70,22 +68,19 @@ impl StateStore {
     /// the middle of a write).
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         let error = |reason: String| StateError { file: dir.to_owned(), reason };
-        create_private_dir(dir).map_err(|err| error(format!("cannot create the state folder: {err}")))?;
+        durable::create_private_dir(dir)
+            .map_err(|err| error(format!("cannot create the state folder: {err}")))?;
         let entries =
             fs::read_dir(dir).map_err(|err| error(format!("cannot read the state folder: {err}")))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(writer) = temporary_writer(&name)
+            if let Some(writer) = durable::temporary_writer(&name)
                 && (writer == std::process::id() || !is_running(writer))
             {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(StateStore {
-            dir: dir.to_owned(),
-            module_locks: Mutex::new(HashMap::new()),
-            next_temporary: AtomicU64::new(0),
-        })
+        Ok(StateStore { dir: dir.to_owned(), module_locks: Mutex::new(HashMap::new()) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -126,35 +121,17 @@ impl StateStore {
     pub fn write(&self, snapshot: &ModuleSnapshot) -> Result<Written, StateError> {
         let file = self.file(&snapshot.module);
         let bytes = encode(snapshot);
-        let written = self.write_file(&snapshot.module, &file, &bytes).or_else(|err| {
+        let written = durable::write_atomically(&file, &bytes).or_else(|err| {
             if err.kind() != io::ErrorKind::NotFound || self.dir.exists() {
                 return Err(err);
             }
             tracing::warn!("the state folder {} was deleted; making it again", self.dir.display());
-            create_private_dir(&self.dir)?;
-            self.write_file(&snapshot.module, &file, &bytes)
+            durable::create_private_dir(&self.dir)?;
+            durable::write_atomically(&file, &bytes)
         });
         written
             .map_err(|err| StateError { file: file.clone(), reason: format!("cannot write it: {err}") })?;
         Ok(Written { file, instances: snapshot.instances.len(), bytes: bytes.len() as u64 })
-    }
-
-    fn write_file(&self, module: &str, file: &Path, bytes: &[u8]) -> io::Result<()> {
-        let seq = self.next_temporary.fetch_add(1, Relaxed);
-        let temporary = self.dir.join(format!("{module}.{SUFFIX}.tmp-{}-{seq}", std::process::id()));
-        let written = (|| {
-            let mut out = fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
-            out.write_all(bytes)?;
-            out.sync_all()?;
-            drop(out);
-            fs::rename(&temporary, file)?;
-            // The rename itself is durable only once the folder is synced.
-            fs::File::open(&self.dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temporary);
-        }
-        written
     }
 
     /// The saved state of `module`, or `None` when it has no state file.
@@ -185,17 +162,6 @@ impl StateStore {
             .map_err(|err| StateError { file, reason: format!("cannot move it aside: {err}") })?;
         Ok(aside)
     }
-}
-
-/// States can hold anything the modules keep: only the daemon's user reads them.
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-/// The pid in a temporary file's name (`NAME.state.tmp-PID-SEQ`).
-fn temporary_writer(name: &str) -> Option<u32> {
-    let (_, rest) = name.split_once(".tmp-")?;
-    rest.split('-').next()?.parse().ok()
 }
 
 fn is_running(pid: u32) -> bool {

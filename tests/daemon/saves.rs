@@ -91,7 +91,7 @@ fn concurrent_saves_never_tear_the_state_file_or_fail() {
     );
     let daemon = Arc::try_unwrap(daemon).expect("the savers are done");
     assert!(daemon.stop().success());
-    let leftovers = crate::files_starting(&setup.path("state"), "counter.state.tmp");
+    let leftovers = crate::files_starting(&setup.path("state"), ".counter.state.tmp");
     assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 }
 
