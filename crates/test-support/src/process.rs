@@ -146,9 +146,11 @@ mod tests {
 
     #[test]
     fn a_child_that_ignores_sigterm_is_killed_after_the_deadline() {
-        let mut child = Command::new("sh").args(["-c", "trap '' TERM; sleep 30; true"]).spawn().unwrap();
-        // Until the shell has set its trap, a TERM would end it: wait for
-        // the signal to show as ignored (bit 15 - 1 of SigIgn).
+        // One process that ignores TERM: the shell sets the trap and execs
+        // sleep, which keeps the ignored signal (so nothing outlives the kill).
+        let mut child = Command::new("sh").args(["-c", "trap '' TERM; exec sleep 30"]).spawn().unwrap();
+        // Until the trap is set, a TERM would end it: wait for the signal to
+        // show as ignored (bit 15 - 1 of SigIgn).
         let ignores_term = |pid: u32| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             status
@@ -173,18 +175,10 @@ mod tests {
         let pid = child.id();
         assert!(is_running(pid));
         let ended = terminate_child(&mut child, Duration::from_secs(20));
-        assert!(matches!(ended, Ended::Exited { status: Some(status), .. } if !status.success()), "{ended}");
+        let Ended::Exited { status: Some(status), .. } = ended else { panic!("sleep did not exit: {ended}") };
+        assert!(!status.success(), "ended by the signal: {status}");
         assert!(!is_running(pid), "reaped, not a zombie");
-        assert_eq!(
-            terminate_child(&mut child, Duration::from_secs(1)),
-            Ended::AlreadyExited(ended_status(ended))
-        );
-    }
-
-    fn ended_status(ended: Ended) -> Option<ExitStatus> {
-        match ended {
-            Ended::Exited { status, .. } => status,
-            _ => None,
-        }
+        let again = terminate_child(&mut child, Duration::from_secs(1));
+        assert_eq!(again, Ended::AlreadyExited(Some(status)), "no signal to a reaped pid");
     }
 }
