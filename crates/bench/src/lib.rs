@@ -9,7 +9,7 @@
 //! | `src/bin/swap_memory.rs` | RSS and mapped copies over 1,000 swaps, with and without thread-locals | `cargo run --release -p hotswap-bench --bin swap-memory` |
 //! | `src/bin/watch_latency.rs` | the daemon: from a completed write of a watched module file to the new version serving | `cargo build --release -p hotswap-daemon`, then `cargo run --release -p hotswap-bench --bin watch-latency` |
 //! | `scripts/http_load.sh` (+ `http_load.lua`, `src/bin/module_paths.rs`) | the daemon: requests/s through the HTTP front with wrk, steady and while swapping | `crates/bench/scripts/http_load.sh` |
-//! | `src/bin/upgrade_load.rs` | the daemon: requests/s, failures by class, latency and serving pid per 100 ms while the process is upgraded and modules swapped; the frozen window against state size (`--plan state`); nginx's binary upgrade under the same load (`--nginx`) | `cargo build --release -p hotswap-daemon`, then `cargo run --release -p hotswap-bench --bin upgrade-load -- --runs 3` |
+//! | `src/bin/upgrade_load/` | the daemon: requests/s, failures by class, latency and serving pid per 100 ms while the process is upgraded and modules swapped; the frozen window against state size (`--plan state`); nginx's binary upgrade under the same load (`--nginx`) | `cargo build --release -p hotswap-daemon`, then `cargo run --release -p hotswap-bench --bin upgrade-load -- --runs 3` |
 //! | `src/bin/upgrade_plot.rs` | the SVG timeline (`docs/upgrade-timeline.svg`) from `upgrade-load`'s CSV files | `cargo run --release -p hotswap-bench --bin upgrade-plot -- --run target/upgrade-load/run1` |
 //! | `scripts/upgrade_load.sh` (+ `http_load.lua`) | the daemon: requests/s with wrk, steady and while upgrading about once a second | `crates/bench/scripts/upgrade_load.sh` |
 //!
@@ -17,9 +17,20 @@
 //! at the root of the repository.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+/// The daemon the measurement programs run unless told otherwise:
+/// `target/release/hotswap` from the current folder, else next to this
+/// workspace.
+pub fn release_daemon() -> PathBuf {
+    let here = PathBuf::from("target/release/hotswap");
+    if here.is_file() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/hotswap")
+}
 
 /// One line that says which machine the numbers come from: cores, CPU model,
 /// kernel and the compiler.

@@ -26,19 +26,16 @@
 //! is stopped with SIGTERM (by its pid) at the end.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hotswap_bench::machine_description;
+use hotswap_bench::{machine_description, release_daemon};
 use hotswap_test_modules::{COUNTER_V1, COUNTER_V2};
+use hotswap_test_support::{Daemon, folder, http};
 
-/// How long to wait for the daemon to start, and for one swap to be seen.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for one swap to be seen.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between writes, so each write finds the daemon idle (the swap that
 /// the previous write started has returned and the watcher is waiting).
@@ -82,7 +79,7 @@ struct Results {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mut daemon_bin = default_daemon();
+    let mut daemon_bin = release_daemon();
     let mut rounds = 100usize;
     let mut verbose = false;
     let mut poll_gap = Duration::ZERO;
@@ -112,13 +109,11 @@ fn main() {
     let size = |path: &str| fs::metadata(path).map_or(0, |m| m.len());
     println!("module files: counter v1 {} bytes, counter v2 {} bytes", size(COUNTER_V1), size(COUNTER_V2));
 
-    let mut dir = tempfile::Builder::new().prefix("hotswap-watch-").tempdir().expect("temporary folder");
+    let mut dir = folder::private_dir("hotswap-watch-");
     dir.disable_cleanup(keep_dir);
     let root = dir.path();
-    fs::set_permissions(root, fs::Permissions::from_mode(0o700)).expect("chmod 0700");
     for sub in ["modules", "versions", "staging"] {
-        fs::create_dir(root.join(sub)).expect("create a folder");
-        fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+        folder::make_private(&root.join(sub));
     }
     // The sources of every write, mode 0644 (std::fs::copy gives its
     // destination the source's mode).
@@ -126,29 +121,27 @@ fn main() {
         .iter()
         .map(|(version, built)| {
             let source = root.join("versions").join(format!("counter-{version}.so"));
-            install(Path::new(built), &source);
+            folder::install(built, &source);
             (*version, source)
         })
         .collect();
     let watched = root.join("modules/libcounter.so");
-    install(Path::new(COUNTER_V1), &watched);
-    let config = root.join("hotswap.toml");
+    folder::install(COUNTER_V1, &watched);
     fs::write(
-        &config,
+        root.join(folder::CONFIG),
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nsocket = \"hotswap.sock\"\n\n[state]\ndir = \"state\"\n\n\
          [[module]]\nname = \"counter\"\npath = \"modules/libcounter.so\"\nwatch = true\n",
     )
     .expect("write the config");
 
-    let log = root.join("daemon.log");
-    let mut daemon = Daemon::start(&daemon_bin, &config, &log);
-    let socket = root.join("hotswap.sock");
-    let status = daemon.wait_for_status(&socket);
-    let public_addr = status["public_addr"].as_str().expect("public_addr in the status").to_owned();
-    println!("daemon pid {}, serving on {public_addr}, {rounds} rounds of 2 writes\n", daemon.child.id());
+    let mut daemon = Daemon::start(&daemon_bin, root, &[], &[])
+        .unwrap_or_else(|log| panic!("the daemon exited before serving:\n{log}"));
+    let public_addr = daemon.public();
+    println!("daemon pid {}, serving on {public_addr}, {rounds} rounds of 2 writes\n", daemon.pid());
 
-    let mut probe = Http::new(TcpStream::connect(&public_addr).expect("connect to the public port"));
-    probe.stream().set_nodelay(true).expect("nodelay");
+    let probe = TcpStream::connect(public_addr).expect("connect to the public port");
+    probe.set_nodelay(true).expect("nodelay");
+    let mut probe = BufReader::new(probe);
     let mut results = [Results::default(), Results::default()];
     let mut poll_times: Vec<Duration> = Vec::new();
     let mut current = "1.0.0";
@@ -212,7 +205,7 @@ fn main() {
                 result.latency.push(latency);
                 result.write_call.push(write_call);
                 result.polls.push(polls.len());
-                let status = admin_get(&socket, "/v1/status").expect("status");
+                let status = daemon.status();
                 let last = &status["modules"][0]["last_swap"];
                 if last["to_version"] != *version {
                     result.unexpected += 1;
@@ -234,7 +227,7 @@ fn main() {
         }
     }
 
-    let status = admin_get(&socket, "/v1/status").expect("status");
+    let status = daemon.status();
     let module = &status["modules"][0];
     println!(
         "daemon status at the end: {} swaps, {} calls, {} errors, last error {}",
@@ -263,20 +256,11 @@ fn main() {
         println!("  {} polls                    {}", poll_times.len(), Stats::of(&mut poll_times));
     }
 
-    let code = daemon.stop();
+    let code = daemon.terminate(Duration::from_secs(10));
     println!("\ndaemon stopped with SIGTERM: {code}");
     if keep_dir {
         println!("kept {} (daemon log: daemon.log)", root.display());
     }
-}
-
-/// `target/release/hotswap` from the current folder, else next to this workspace.
-fn default_daemon() -> PathBuf {
-    let here = PathBuf::from("target/release/hotswap");
-    if here.is_file() {
-        return here;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/hotswap")
 }
 
 /// `HH:MM:SS.ffffff` (UTC), to match the daemon's log lines.
@@ -286,155 +270,15 @@ fn utc_time(at: std::time::SystemTime) -> String {
     format!("{:02}:{:02}:{:02}.{:06}", secs / 3600, secs / 60 % 60, secs % 60, since.subsec_micros())
 }
 
-/// Copies `from` to `to` with mode 0644.
-fn install(from: &Path, to: &Path) {
-    fs::copy(from, to).unwrap_or_else(|err| panic!("copy {} to {}: {err}", from.display(), to.display()));
-    fs::set_permissions(to, fs::Permissions::from_mode(0o644)).expect("chmod 0644");
-}
-
 /// Asks the probe instance for its version; returns the answer and how long it took.
-fn probe_version(probe: &mut Http<TcpStream>) -> (String, Duration) {
+fn probe_version(probe: &mut BufReader<TcpStream>) -> (String, Duration) {
     let started = Instant::now();
-    let (status, body) =
-        probe.request("POST", "/call/counter/version?instance=probe", b"").expect("probe request");
+    let http::Response { status, body, .. } =
+        http::exchange(probe, "POST", "/call/counter/version?instance=probe", b"", &[])
+            .unwrap_or_else(|err| panic!("probe request: {err}"));
     let took = started.elapsed();
     assert_eq!(status, 200, "probe answered {status}: {}", String::from_utf8_lossy(&body));
     (String::from_utf8(body).expect("a version is text"), took)
-}
-
-/// One request to the admin socket, on a fresh connection.
-fn admin_get(socket: &Path, path: &str) -> io::Result<serde_json::Value> {
-    let stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let (status, body) = Http::new(stream).request("GET", path, b"")?;
-    if status != 200 {
-        return Err(io::Error::other(format!("{path}: {status} {}", String::from_utf8_lossy(&body))));
-    }
-    serde_json::from_slice(&body).map_err(io::Error::other)
-}
-
-/// A minimal HTTP/1.1 client on one keep-alive connection: requests with a
-/// body, responses with a `Content-Length` (all the daemon sends).
-struct Http<S> {
-    reader: BufReader<S>,
-}
-
-impl<S: Read + Write> Http<S> {
-    fn new(stream: S) -> Self {
-        Http { reader: BufReader::new(stream) }
-    }
-
-    fn stream(&self) -> &S {
-        self.reader.get_ref()
-    }
-
-    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len())
-                .into_bytes();
-        request.extend_from_slice(body);
-        self.reader.get_mut().write_all(&request)?;
-
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("not an HTTP status line: {line:?}")))?;
-        let mut length = None;
-        loop {
-            line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse::<usize>().ok();
-            }
-        }
-        let length = length.ok_or_else(|| io::Error::other("a response without Content-Length"))?;
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        Ok((status, body))
-    }
-}
-
-/// The daemon process; stopped with SIGTERM when dropped (also on a panic).
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(bin: &Path, config: &Path, log: &Path) -> Daemon {
-        let log_file = fs::File::create(log).expect("daemon log file");
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {}: {err}", bin.display()));
-        Daemon { child, log: log.to_owned() }
-    }
-
-    /// Waits until the admin socket answers `GET /v1/status`, and returns it.
-    fn wait_for_status(&mut self, socket: &Path) -> serde_json::Value {
-        let started = Instant::now();
-        loop {
-            if let Ok(status) = admin_get(socket, "/v1/status") {
-                return status;
-            }
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!("the daemon exited ({exit}) before serving:\n{}", self.log_text());
-            }
-            assert!(
-                started.elapsed() < START_TIMEOUT,
-                "the daemon did not answer on {} within {START_TIMEOUT:?}:\n{}",
-                socket.display(),
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM to the daemon's pid, then waits (10 s at most) for it to exit;
-    /// past that it is killed. Returns how it ended.
-    fn stop(&mut self) -> String {
-        if let Ok(Some(exit)) = self.child.try_wait() {
-            return format!("had already exited ({exit})");
-        }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let asked = Instant::now();
-        while asked.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                return format!("{exit} after {:.0?}", asked.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        "did not exit within 10 s of SIGTERM; killed".into()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Median, p90, min and max of a set of durations, in milliseconds.
