@@ -92,6 +92,10 @@ mod private_dir;
 mod status;
 
 pub use code::ModuleInfo;
+/// Named only so that the doc tests on it can show that a state cannot be
+/// dropped twice; hosts never hold one (the engine owns every state).
+#[doc(hidden)]
+pub use code::ModuleState;
 pub use config::EngineConfig;
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
