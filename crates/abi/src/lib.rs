@@ -17,6 +17,9 @@
 //!   [`RawStr`]/[`RawBytes`] views are only valid for the duration of the call.
 //! * No entry point unwinds: the SDK catches every panic and reports it as
 //!   [`CallStatus::PANIC`] with the message in the output buffer.
+//! * Neither side trusts the other's bytes: the descriptor's entry points
+//!   are `Option`s, and a host refuses a module with a null one; text is
+//!   checked for UTF-8 by the side that receives it ([`RawStr::to_str`]).
 //!
 //! Module authors never use this crate directly; `hotswap-module` does.
 

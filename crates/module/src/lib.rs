@@ -13,6 +13,9 @@
 //!   Migrations between state layouts live in `init`, like Erlang's
 //!   `code_change/3`. If `init` returns an error, the swap is refused and
 //!   the old version keeps serving with its state untouched.
+//! * **Text from the host is checked.** A method name or a previous name or
+//!   version that is not valid UTF-8 never reaches your code as a `&str`:
+//!   the call (or `init`) is refused with an error saying so.
 //! * **Calls to one instance are serialized.** The host owns the state and
 //!   gives `handle` exclusive access to it; different instances (keys) run in
 //!   parallel on the host's threads.
@@ -311,11 +314,28 @@ fn payload_message(payload: Box<dyn Any + Send>) -> Cow<'static, str> {
 /// UTF-8 is undefined behaviour, and the host is another build that may be
 /// broken or hostile. Bad bytes become an error for the host, naming `what`.
 ///
+/// Method names are short and ASCII in practice: checking for ASCII inline
+/// first keeps the call path as fast as it was without the check (an
+/// out-of-line `str::from_utf8` cost a `noop` call 10 to 20 ns, measured
+/// with `cargo bench -p hotswap-bench --bench call`).
+///
 /// # Safety
 /// `raw` must describe readable memory that outlives `'a`.
+#[inline(always)]
 unsafe fn host_text<'a>(raw: RawStr, what: &str) -> Result<&'a str, ModuleError> {
     // SAFETY: the caller's guarantee.
-    unsafe { raw.to_str() }
+    let bytes = unsafe { RawBytes { ptr: raw.ptr, len: raw.len }.as_slice() };
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    checked_text(bytes, what)
+}
+
+/// The rest of [`host_text`]: text with non-ASCII bytes, checked in full.
+#[cold]
+fn checked_text<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, ModuleError> {
+    std::str::from_utf8(bytes)
         .map_err(|err| ModuleError::new(format!("the host passed a {what} that is not valid UTF-8 ({err})")))
 }
 
