@@ -20,6 +20,7 @@ const MODULES: &[&str] = &[
     "counter-handle-panics",
     "counter-wrong-abi",
     "counter-panic-abort",
+    "counter-null-handle",
     "not-a-module",
     "tls-counter",
     "blob",

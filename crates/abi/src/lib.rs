@@ -17,6 +17,9 @@
 //!   [`RawStr`]/[`RawBytes`] views are only valid for the duration of the call.
 //! * No entry point unwinds: the SDK catches every panic and reports it as
 //!   [`CallStatus::PANIC`] with the message in the output buffer.
+//! * Neither side trusts the other's bytes: the descriptor's entry points
+//!   are `Option`s, and a host refuses a module with a null one; text is
+//!   checked for UTF-8 by the side that receives it ([`RawStr::to_str`]).
 //!
 //! Module authors never use this crate directly; `hotswap-module` does.
 
@@ -34,7 +37,9 @@ pub const ABI_VERSION: u32 = 1;
 /// Name of the exported descriptor function, NUL-terminated for `dlsym`.
 pub const DESCRIPTOR_SYMBOL: &[u8] = b"hotswap_module_descriptor\0";
 
-/// Borrowed UTF-8 string: valid only for the duration of the call it is passed to.
+/// Borrowed string: valid only for the duration of the call it is passed to.
+/// It is meant to hold UTF-8, but the receiving side checks: the other side
+/// is a different build, maybe a broken or hostile one (see [`RawStr::to_str`]).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RawStr {
@@ -47,14 +52,17 @@ impl RawStr {
         Self { ptr: s.as_ptr(), len: s.len() }
     }
 
+    /// The string, if its bytes are valid UTF-8. There is no unchecked
+    /// variant: bytes from the other side of the boundary are never trusted
+    /// to be UTF-8, and a `&str` that is not is undefined behaviour.
+    ///
     /// # Safety
-    /// `ptr`/`len` must describe valid UTF-8 that outlives `'a`.
-    pub unsafe fn as_str<'a>(self) -> &'a str {
-        if self.len == 0 {
-            return "";
-        }
-        // SAFETY: the caller guarantees ptr/len point at live UTF-8 for 'a.
-        unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(self.ptr, self.len)) }
+    /// `ptr`/`len` must describe readable memory that outlives `'a` (when
+    /// `len` is 0, `ptr` is not read and may be null).
+    pub unsafe fn to_str<'a>(self) -> Result<&'a str, core::str::Utf8Error> {
+        // SAFETY: the caller's guarantee is the one `RawBytes::as_slice` needs.
+        let bytes = unsafe { RawBytes { ptr: self.ptr, len: self.len }.as_slice() };
+        core::str::from_utf8(bytes)
     }
 }
 
@@ -120,7 +128,7 @@ impl CallStatus {
 }
 
 /// `init(previous, state_out, out)`: `previous` is null for a fresh start.
-/// On `OK`, `*state_out` is the new state; otherwise `out` holds the message.
+/// On `OK`, `*state_out` is the new state (never null); otherwise `out` holds the message.
 pub type InitFn = unsafe extern "C" fn(
     previous: *const RawPrevious,
     state_out: *mut *mut c_void,
@@ -174,12 +182,26 @@ pub struct ModuleDescriptor {
     pub rustc_version: RawStr,
     /// 1 when built with `panic = "unwind"`: only then can the SDK catch panics.
     pub panic_unwind: u8,
-    pub init: InitFn,
-    pub handle: HandleFn,
-    pub snapshot: SnapshotFn,
-    pub drop_state: DropStateFn,
-    pub free_buf: FreeBufFn,
+    // The entry points are `Option`s because the descriptor is read from a
+    // library the host did not build: a null pointer in a plain `fn` field
+    // is undefined behaviour the moment it is read, while `None` is a value
+    // the host can refuse. The layout is the same (Rust guarantees that
+    // `Option<extern "C" fn>` is one pointer, with null as `None`), so this
+    // is still ABI version 1 and modules built when these fields were plain
+    // `fn`s load unchanged: they never held a null.
+    pub init: Option<InitFn>,
+    pub handle: Option<HandleFn>,
+    pub snapshot: Option<SnapshotFn>,
+    pub drop_state: Option<DropStateFn>,
+    pub free_buf: Option<FreeBufFn>,
 }
+
+// The layout promise above, checked at compile time.
+const _: () = {
+    assert!(size_of::<Option<HandleFn>>() == size_of::<HandleFn>());
+    assert!(align_of::<Option<HandleFn>>() == align_of::<HandleFn>());
+    assert!(size_of::<Option<FreeBufFn>>() == size_of::<usize>());
+};
 
 // SAFETY: a descriptor is an immutable static: its pointers refer to string
 // literals and functions, which are valid from any thread.

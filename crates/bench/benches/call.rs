@@ -26,7 +26,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hotswap::{Engine, EngineConfig};
 use hotswap_abi::{
-    CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, ModuleBuf, ModuleDescriptor, RawBytes, RawStr,
+    CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, FreeBufFn, HandleFn, ModuleBuf, ModuleDescriptor, RawBytes,
+    RawStr,
 };
 use libloading::Library;
 
@@ -39,7 +40,9 @@ fn direct_noop() {
 struct RawModule {
     /// The descriptor function, looked up once.
     describe: DescriptorFn,
-    descriptor: &'static ModuleDescriptor,
+    /// The entry points `noop` calls, taken out of the descriptor once.
+    handle: HandleFn,
+    free_buf: FreeBufFn,
     state: *mut c_void,
     _library: Library,
     _dir: tempfile::TempDir,
@@ -63,10 +66,18 @@ impl RawModule {
         let descriptor: &'static ModuleDescriptor = unsafe { &*describe().cast::<ModuleDescriptor>() };
         let mut state = std::ptr::null_mut();
         let mut out = ModuleBuf::EMPTY;
+        let init = descriptor.init.expect("counter v1 has an init entry point");
         // SAFETY: a fresh start (null previous) with valid out-pointers.
-        let status = unsafe { (descriptor.init)(std::ptr::null(), &mut state, &mut out) };
+        let status = unsafe { init(std::ptr::null(), &mut state, &mut out) };
         assert_eq!(status, CallStatus::OK, "counter v1 init");
-        RawModule { describe, descriptor, state, _library: library, _dir: dir }
+        RawModule {
+            describe,
+            handle: descriptor.handle.expect("counter v1 has a handle entry point"),
+            free_buf: descriptor.free_buf.expect("counter v1 has a free_buf entry point"),
+            state,
+            _library: library,
+            _dir: dir,
+        }
     }
 
     /// One `noop` call, with its output buffer handed back as the engine does.
@@ -74,11 +85,9 @@ impl RawModule {
         let mut out = ModuleBuf::EMPTY;
         // SAFETY: `state` came from this library's init and is used by one
         // thread; the method and payload are 'static.
-        let status = unsafe {
-            (self.descriptor.handle)(self.state, RawStr::new("noop"), RawBytes::new(b""), &mut out)
-        };
+        let status = unsafe { (self.handle)(self.state, RawStr::new("noop"), RawBytes::new(b""), &mut out) };
         // SAFETY: `out` was filled by this module and is returned to it once.
-        unsafe { (self.descriptor.free_buf)(out) };
+        unsafe { (self.free_buf)(out) };
         status
     }
 }

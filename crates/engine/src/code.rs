@@ -1,11 +1,18 @@
 //! One loaded version of a module: its private copy, its library handle and
 //! safe wrappers around its entry points.
+//!
+//! The entry points have preconditions (a state belongs to one version, is
+//! used by one thread at a time and dropped once) that the types here carry
+//! instead of the callers: a state exists only as a [`ModuleState`], which
+//! owns its version's code and whose `Drop` is the only `drop_state`.
 
 use std::ffi::c_void;
 use std::fmt;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hotswap_abi::{
@@ -31,7 +38,8 @@ pub struct ModuleInfo {
     pub file: PathBuf,
 }
 
-/// The entry points of a verified module, copied out of its descriptor.
+/// The entry points of a verified module, copied out of its descriptor once
+/// each was checked to be present.
 #[derive(Clone, Copy)]
 struct EntryPoints {
     init: InitFn,
@@ -41,14 +49,98 @@ struct EntryPoints {
     free_buf: FreeBufFn,
 }
 
-/// A state object owned by a module (a `Box<T>` it handed out from `init`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StatePtr(*mut c_void);
+/// The state of one started instance: a `Box<T>` the module handed out from
+/// `init`, owned by the host.
+///
+/// It keeps the version that made it alive (an `Arc<Code>`), so it can only
+/// be used and dropped by its own version's code, never outlives that code,
+/// and its `Drop` is the only place `drop_state` is called. It is neither
+/// `Copy` nor `Clone`, so it is dropped exactly once:
+///
+/// ```compile_fail,E0382
+/// fn drop_twice(state: hotswap::ModuleState) {
+///     drop(state);
+///     drop(state); // use of moved value
+/// }
+/// ```
+///
+/// ```compile_fail,E0599
+/// fn two_owners(state: hotswap::ModuleState) -> (hotswap::ModuleState, hotswap::ModuleState) {
+///     (state.clone(), state) // no method `clone`
+/// }
+/// ```
+///
+/// Calls take `&mut self` and snapshots `&self`, and the type is `Send` but
+/// not `Sync`: one thread at a time uses a state, which is what the module's
+/// `Module: Send` (not `Sync`) allows.
+pub struct ModuleState {
+    code: Arc<Code>,
+    ptr: NonNull<c_void>,
+}
 
 // SAFETY: the SDK requires `Module: Send`, so the state behind the pointer may
-// move between threads; the engine gives each state to one thread at a time
-// (it lives under the instance mutex).
-unsafe impl Send for StatePtr {}
+// move to another thread; `Arc<Code>` is `Send`. `ModuleState` is not `Sync`
+// (the pointer is not), so two threads never reach the state at once.
+unsafe impl Send for ModuleState {}
+
+impl fmt::Debug for ModuleState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = &self.code.info;
+        f.debug_struct("ModuleState").field("module", &info.name).field("version", &info.version).finish()
+    }
+}
+
+impl ModuleState {
+    /// The version this state belongs to.
+    pub(crate) fn code(&self) -> &Arc<Code> {
+        &self.code
+    }
+
+    /// One call.
+    pub(crate) fn handle(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, Fault> {
+        let code = &*self.code;
+        let mut out = ModuleBuf::EMPTY;
+        // SAFETY: the state came from this version's `init` (a `ModuleState`
+        // is only made there, with its code), the code is loaded while
+        // `self.code` lives, and `&mut self` is the only access to the state.
+        // Method and payload outlive the call; `out` is a live local.
+        let status = unsafe {
+            (code.entry.handle)(self.ptr.as_ptr(), RawStr::new(method), RawBytes::new(payload), &mut out)
+        };
+        code.finish(status, out)
+    }
+
+    /// The state's snapshot, copied into host memory.
+    pub(crate) fn snapshot(&self) -> Result<Vec<u8>, Fault> {
+        self.with_snapshot(<[u8]>::to_vec)
+    }
+
+    /// Lends the snapshot to `use_it` straight from the module's buffer,
+    /// saving a copy of the whole state when it is only passed on.
+    pub(crate) fn with_snapshot<R>(&self, use_it: impl FnOnce(&[u8]) -> R) -> Result<R, Fault> {
+        let code = &*self.code;
+        let mut out = ModuleBuf::EMPTY;
+        // SAFETY: as in `handle`; `&self` on a type that is not `Sync` means
+        // no call mutates the state meanwhile.
+        let status = unsafe { (code.entry.snapshot)(self.ptr.as_ptr(), &mut out) };
+        code.finish_with(status, out, use_it)
+    }
+}
+
+impl Drop for ModuleState {
+    fn drop(&mut self) {
+        let code = &*self.code;
+        let mut out = ModuleBuf::EMPTY;
+        // SAFETY: the state came from this version's `init`, whose code is
+        // still loaded (`self.code` is dropped after this); nothing uses the
+        // state after `drop`, and `drop` runs once.
+        let status = unsafe { (code.entry.drop_state)(self.ptr.as_ptr(), &mut out) };
+        if let Err(fault) = code.finish(status, out) {
+            let info = &code.info;
+            tracing::warn!(module = %info.name, version = %info.version, "dropping a state {fault}");
+        }
+    }
+}
 
 /// What `init` is handed when a state is taken over: who wrote the snapshot, and the snapshot.
 #[derive(Debug, Clone, Copy)]
@@ -180,12 +272,12 @@ impl Code {
         let descriptor = unsafe { &*header_ptr.cast::<ModuleDescriptor>() };
         let text = |field: &str, raw: RawStr| -> Result<String, SwapError> {
             // SAFETY: descriptor strings point at string literals in the
-            // library, valid while it is loaded; we validate the UTF-8.
-            let bytes = unsafe { RawBytes { ptr: raw.ptr, len: raw.len }.as_slice() };
-            String::from_utf8(bytes.to_vec()).map_err(|_| SwapError::BadDescriptor {
+            // library, valid while it is loaded; `to_str` checks the UTF-8.
+            let text = unsafe { raw.to_str() }.map_err(|_| SwapError::BadDescriptor {
                 path: source.to_owned(),
                 reason: format!("its {field} is not valid UTF-8"),
-            })
+            })?;
+            Ok(text.to_owned())
         };
         let info = ModuleInfo {
             name: text("name", descriptor.name)?,
@@ -193,6 +285,14 @@ impl Code {
             sdk_version: text("sdk version", descriptor.sdk_version)?,
             rustc_version: text("rustc version", descriptor.rustc_version)?,
             file: source.to_owned(),
+        };
+        // A null entry point is refused here, before anything could call it.
+        let entry = EntryPoints {
+            init: required(descriptor.init, "init", source)?,
+            handle: required(descriptor.handle, "handle", source)?,
+            snapshot: required(descriptor.snapshot, "snapshot", source)?,
+            drop_state: required(descriptor.drop_state, "drop_state", source)?,
+            free_buf: required(descriptor.free_buf, "free_buf", source)?,
         };
         if descriptor.panic_unwind != 1 {
             return Err(SwapError::PanicAbort {
@@ -208,18 +308,12 @@ impl Code {
                 found: info.name,
             });
         }
-        let entry = EntryPoints {
-            init: descriptor.init,
-            handle: descriptor.handle,
-            snapshot: descriptor.snapshot,
-            drop_state: descriptor.drop_state,
-            free_buf: descriptor.free_buf,
-        };
         Ok(Code { info, private_copy: private_copy.to_owned(), entry, library: Some(library) })
     }
 
-    /// Starts a state: fresh, or from a previous version's snapshot.
-    pub fn init(&self, previous: Option<Previous<'_>>) -> Result<StatePtr, Fault> {
+    /// Starts a state on this version: fresh, or from a previous version's
+    /// snapshot. The state keeps this version alive until it is dropped.
+    pub fn init(self: &Arc<Self>, previous: Option<Previous<'_>>) -> Result<ModuleState, Fault> {
         let raw_previous = previous.map(|previous| RawPrevious {
             name: RawStr::new(previous.name),
             version: RawStr::new(previous.version),
@@ -231,39 +325,11 @@ impl Code {
         // SAFETY: `init` is this library's entry point, valid while `self`
         // lives; every pointer refers to a live local for the whole call.
         let status = unsafe { (self.entry.init)(previous_ptr, &mut state, &mut out) };
-        self.finish(status, out).map(|_| StatePtr(state))
-    }
-
-    /// One call on `state`, which must have come from this version's `init`.
-    pub fn handle(&self, state: StatePtr, method: &str, payload: &[u8]) -> Result<Vec<u8>, Fault> {
-        let mut out = ModuleBuf::EMPTY;
-        // SAFETY: `state` belongs to this version and the caller holds its
-        // instance lock; method and payload outlive the call.
-        let status =
-            unsafe { (self.entry.handle)(state.0, RawStr::new(method), RawBytes::new(payload), &mut out) };
-        self.finish(status, out)
-    }
-
-    pub fn snapshot(&self, state: StatePtr) -> Result<Vec<u8>, Fault> {
-        self.with_snapshot(state, <[u8]>::to_vec)
-    }
-
-    /// Lends the snapshot of `state` to `use_it` straight from the module's
-    /// buffer, saving a copy of the whole state when it is only passed on.
-    pub fn with_snapshot<R>(&self, state: StatePtr, use_it: impl FnOnce(&[u8]) -> R) -> Result<R, Fault> {
-        let mut out = ModuleBuf::EMPTY;
-        // SAFETY: as for `handle`.
-        let status = unsafe { (self.entry.snapshot)(state.0, &mut out) };
-        self.finish_with(status, out, use_it)
-    }
-
-    /// Runs the state's destructor. The state must not be used afterwards.
-    pub fn drop_state(&self, state: StatePtr) -> Result<(), Fault> {
-        let mut out = ModuleBuf::EMPTY;
-        // SAFETY: `state` came from this version's `init` and the caller
-        // gives up its only handle to it.
-        let status = unsafe { (self.entry.drop_state)(state.0, &mut out) };
-        self.finish(status, out).map(drop)
+        self.finish(status, out)?;
+        let ptr = NonNull::new(state).ok_or_else(|| {
+            Fault::Error("init reported success but handed out no state (a null pointer)".into())
+        })?;
+        Ok(ModuleState { code: self.clone(), ptr })
     }
 
     /// Copies the module's output buffer into host memory.
@@ -308,6 +374,17 @@ impl Code {
             None => Ok(()),
         }
     }
+}
+
+/// An entry point the descriptor must have; a null one is refused by name.
+fn required<F>(entry_point: Option<F>, name: &str, source: &Path) -> Result<F, SwapError> {
+    entry_point.ok_or_else(|| SwapError::BadDescriptor {
+        path: source.to_owned(),
+        reason: format!(
+            "its `{name}` entry point is null; a module built with hotswap_module::export_module! \
+             has all five, so rebuild it with the SDK"
+        ),
+    })
 }
 
 /// The loader's own words for a failed `dlopen` or `dlclose`. libloading's

@@ -12,7 +12,9 @@
 //!    `races::a_swap_waiting_for_a_long_call_holds_no_other_instance`).
 //! 2. **A failed swap changes nothing.** Whatever step fails (missing, empty
 //!    or non-ELF file, a library that is not a hotswap module, wrong magic
-//!    or ABI version, a different module `NAME`, a module built with
+//!    or ABI version, a descriptor with a null entry point
+//!    (`abi::a_null_entry_point_is_refused_at_load_naming_it_and_the_old_version_keeps_serving`),
+//!    a different module `NAME`, a module built with
 //!    `panic = "abort"`, `init` returning an error or panicking, a snapshot
 //!    the new version cannot read, a busy instance past
 //!    [`EngineConfig::swap_timeout`]), every instance stays on the old
@@ -92,6 +94,10 @@ mod private_dir;
 mod status;
 
 pub use code::ModuleInfo;
+/// Named only so that the doc tests on it can show that a state cannot be
+/// dropped twice; hosts never hold one (the engine owns every state).
+#[doc(hidden)]
+pub use code::ModuleState;
 pub use config::EngineConfig;
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};

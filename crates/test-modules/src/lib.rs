@@ -11,6 +11,7 @@
 //! | [`COUNTER_HANDLE_PANICS`] | `counter` whose `panic` method panics |
 //! | [`COUNTER_WRONG_ABI`] | a descriptor for a future ABI version |
 //! | [`COUNTER_PANIC_ABORT`] | a descriptor that declares `panic = "abort"` |
+//! | [`COUNTER_NULL_HANDLE`] | a working `counter` whose descriptor has a null `handle` |
 //! | [`NOT_A_MODULE`] | a shared library that is not a hotswap module |
 //! | [`TLS_COUNTER`] | `tls-counter`, with a `thread_local!` that has a destructor |
 //! | [`BLOB`] | `blob`, a state of N bytes (method `resize`), for swap-pause benchmarks |

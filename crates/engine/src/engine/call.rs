@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::MutexGuard;
 
-use super::{Engine, Instance, Live, ModuleEntry, Slot};
+use super::{Engine, Instance, ModuleEntry, Slot};
 use crate::error::{CallError, Fault};
 
 /// A handle on one instance of a module, for hosts that call the same
@@ -85,10 +85,10 @@ impl ModuleEntry {
             drop(slot);
             slot = self.start(instance)?;
         }
-        let Slot::Live(live) = &*slot else { unreachable!("start returns a live slot") };
+        let Slot::Live(live) = &mut *slot else { unreachable!("start returns a live slot") };
         bump(&instance.calls);
-        live.code.handle(live.state, method, payload).map_err(|fault| {
-            let info = &live.code.info;
+        live.handle(method, payload).map_err(|fault| {
+            let info = &live.code().info;
             let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
             match fault {
                 Fault::Error(message) => {
@@ -140,7 +140,7 @@ impl ModuleEntry {
         match code.init(None) {
             Ok(state) => {
                 *instance.version.lock() = Some(code.info.version.clone());
-                *slot = Slot::Live(Live { code, state });
+                *slot = Slot::Live(state);
                 Ok(slot)
             }
             Err(fault) => {

@@ -43,7 +43,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tempfile::TempDir;
 
-use crate::code::{Code, ModuleInfo, StatePtr};
+use crate::code::{Code, ModuleInfo, ModuleState};
 use crate::config::EngineConfig;
 use crate::error::SwapError;
 use crate::status::{RetiredVersion, SwapReport, VersionCalls};
@@ -124,24 +124,11 @@ struct Instance {
 enum Slot {
     /// Created by a first call that has not started it yet.
     Unstarted,
-    Live(Live),
+    /// Started: its state, which owns the version it belongs to. Replacing
+    /// or dropping the slot drops the state through that version.
+    Live(ModuleState),
     /// Removed by `remove_instance` or `unload`; callers look the key up again.
     Removed,
-}
-
-/// A started instance: its state and the version that owns it.
-struct Live {
-    code: Arc<Code>,
-    state: StatePtr,
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        if let Err(fault) = self.code.drop_state(self.state) {
-            let info = &self.code.info;
-            tracing::warn!(module = %info.name, version = %info.version, "dropping a state {fault}");
-        }
-    }
 }
 
 struct Books {
@@ -228,7 +215,7 @@ impl Drop for Engine {
 impl Instance {
     fn new(key: &str, slot: Slot) -> Instance {
         let version = match &slot {
-            Slot::Live(live) => Some(live.code.info.version.clone()),
+            Slot::Live(live) => Some(live.code().info.version.clone()),
             Slot::Unstarted | Slot::Removed => None,
         };
         Instance {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::retire::refresh_resident;
-use super::{Engine, Instance, Live, ModuleEntry, Slot};
+use super::{Engine, Instance, ModuleEntry, Slot};
+use crate::code::ModuleState;
 use crate::error::CallError;
 use crate::maps;
 use crate::status::{EngineStatus, InstanceStatus, ModuleStatus, VersionCalls};
@@ -56,7 +57,7 @@ impl Engine {
             // instance until its deadline (issue 7, item 15).
             let mut slot = instance.slot.lock();
             let version = match &*slot {
-                Slot::Live(live) => live.code.info.version.clone(),
+                Slot::Live(live) => live.code().info.version.clone(),
                 _ => entry.current.lock().as_ref().map(|code| code.info.version.clone()).unwrap_or_default(),
             };
             entry.books.lock().take_counts(&version, &instance);
@@ -105,7 +106,7 @@ impl ModuleEntry {
     /// An adopt holds every instance it listed; a key created since (by a
     /// call whose start waits for the adopt) is filled in place, so the
     /// instance its caller holds gets the state.
-    pub(super) fn insert_saved(&self, key: &str, live: Live) {
+    pub(super) fn insert_saved(&self, key: &str, live: ModuleState) {
         let existing = match self.instances.entry(key.into()) {
             dashmap::Entry::Occupied(found) => found.get().clone(),
             dashmap::Entry::Vacant(vacant) => {
@@ -116,7 +117,7 @@ impl ModuleEntry {
         };
         let mut slot = existing.slot.lock();
         if matches!(*slot, Slot::Unstarted) {
-            *existing.version.lock() = Some(live.code.info.version.clone());
+            *existing.version.lock() = Some(live.code().info.version.clone());
             *slot = Slot::Live(live);
         } else {
             // Not reached: an instance that started while the gate was

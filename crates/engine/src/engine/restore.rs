@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::hold::StillBusy;
-use super::{Engine, Live, ModuleEntry, ModuleMap, Slot};
-use crate::code::{Code, Previous};
+use super::{Engine, ModuleEntry, ModuleMap, Slot};
+use crate::code::{Code, ModuleState, Previous};
 use crate::error::{SnapshotError, SwapError};
 use crate::status::{ModuleSnapshot, PartialSnapshot, SwapReport};
 
@@ -90,7 +90,7 @@ impl Engine {
                     // Created by a call or a handle but not started: fill it in
                     // place, so whoever holds it sees the adopted state.
                     Some(&i) => {
-                        *instances[i].version.lock() = Some(live.code.info.version.clone());
+                        *instances[i].version.lock() = Some(live.code().info.version.clone());
                         *slots[i] = Slot::Live(live);
                     }
                     None => entry.insert_saved(key, live),
@@ -184,12 +184,12 @@ impl ModuleEntry {
                     },
                 };
                 let Slot::Live(live) = &*slot else { continue };
-                let live_version = &live.code.info.version;
+                let live_version = &live.code().info.version;
                 if version.get_or_insert_with(|| live_version.clone()) != live_version {
                     mixed = true;
                     break;
                 }
-                let bytes = live.code.snapshot(live.state).map_err(|fault| SnapshotError::Failed {
+                let bytes = live.snapshot().map_err(|fault| SnapshotError::Failed {
                     module: self.name.to_string(),
                     version: live_version.clone(),
                     instance: instance.key.to_string(),
@@ -223,13 +223,17 @@ pub(super) fn check_saved_module(module: &str, saved: &ModuleSnapshot) -> Result
 }
 
 /// Starts instance `key` on `code` from its saved state (restore, adopt).
-fn start_saved(code: &Arc<Code>, saved: &ModuleSnapshot, key: &str, state: &[u8]) -> Result<Live, SwapError> {
+fn start_saved(
+    code: &Arc<Code>,
+    saved: &ModuleSnapshot,
+    key: &str,
+    state: &[u8],
+) -> Result<ModuleState, SwapError> {
     let previous = Previous { name: &saved.module, version: &saved.version, state };
-    let state = code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
+    code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
         module: saved.module.clone(),
         instance: key.to_owned(),
         saved_version: saved.version.clone(),
         fault,
-    })?;
-    Ok(Live { code: code.clone(), state })
+    })
 }

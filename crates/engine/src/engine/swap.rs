@@ -10,8 +10,8 @@ use super::retire::{refresh_resident, retire};
 use parking_lot::MutexGuard;
 
 use super::hold::StillBusy;
-use super::{Engine, Instance, Live, ModuleEntry, Slot};
-use crate::code::{Code, Previous};
+use super::{Engine, Instance, ModuleEntry, Slot};
+use crate::code::{Code, ModuleState, Previous};
 use crate::error::SwapError;
 use crate::status::{ModuleSnapshot, SwapReport};
 use crate::{maps, private_dir};
@@ -78,8 +78,8 @@ impl Engine {
                 code.info.file = file.to_owned();
             }
             let start_check = Instant::now();
-            start_check_of(&code)?;
             let code = Arc::new(code);
+            start_check_of(&code)?;
             let mut report = SwapReport {
                 module: module.into(),
                 from_version: None,
@@ -240,7 +240,7 @@ impl ModuleEntry {
         instances: &[Arc<Instance>],
         slots: &[MutexGuard<'_, Slot>],
         report: &mut SwapReport,
-    ) -> Result<Vec<Option<Live>>, SwapError> {
+    ) -> Result<Vec<Option<ModuleState>>, SwapError> {
         let mut migrated = Vec::with_capacity(slots.len());
         for (instance, slot) in instances.iter().zip(slots) {
             let Slot::Live(live) = &**slot else {
@@ -248,11 +248,10 @@ impl ModuleEntry {
                 continue;
             };
             let one_started = Instant::now();
-            let from = &live.code.info;
+            let from = &live.code().info;
             let mut size = 0;
             let state = live
-                .code
-                .with_snapshot(live.state, |state| {
+                .with_snapshot(|state| {
                     size = state.len() as u64;
                     code.init(Some(Previous { name: &from.name, version: &from.version, state }))
                 })
@@ -269,7 +268,7 @@ impl ModuleEntry {
                     to_version: code.info.version.clone(),
                     fault,
                 })?;
-            migrated.push(Some(Live { code: code.clone(), state }));
+            migrated.push(Some(state));
             let took = one_started.elapsed();
             report.migrate_total += took;
             report.migrate_max = report.migrate_max.max(took);
@@ -283,14 +282,12 @@ impl ModuleEntry {
 
 /// Starts and drops one fresh state on `code`, so a version whose `init`
 /// fails is refused at load time rather than at its first call.
-fn start_check_of(code: &Code) -> Result<(), SwapError> {
-    let state = code.init(None).map_err(|fault| SwapError::InitFailed {
+fn start_check_of(code: &Arc<Code>) -> Result<(), SwapError> {
+    let trial = code.init(None).map_err(|fault| SwapError::InitFailed {
         module: code.info.name.clone(),
         version: code.info.version.clone(),
         fault,
     })?;
-    if let Err(fault) = code.drop_state(state) {
-        tracing::warn!(module = %code.info.name, version = %code.info.version, "dropping a trial state {fault}");
-    }
+    drop(trial);
     Ok(())
 }

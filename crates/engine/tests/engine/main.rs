@@ -1,6 +1,7 @@
 //! Integration tests of the engine's guarantees, against real module files
 //! built by `hotswap-test-modules`. One test binary, several files.
 
+mod abi;
 mod concurrency;
 mod instances;
 mod panics;
