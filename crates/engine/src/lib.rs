@@ -90,6 +90,7 @@ mod error;
 mod maps;
 mod private_dir;
 mod status;
+mod sync;
 
 pub use code::ModuleInfo;
 pub use config::EngineConfig;
