@@ -44,6 +44,20 @@
 //! flag) and then read the other's (the flag; the map), at least one sees the
 //! other's write: either the swap lists the instance (and waits for its
 //! start), or the start sees the gate closed and waits for the swap.
+//!
+//! That re-check is a second line: every call path inserts its instance
+//! before it passes the gate, and the map's insert and the swap's listing
+//! are ordered by the map's locks, so an instance the swap did not list
+//! already finds the gate closed when it passes. The loom models confirm
+//! both halves: without the re-check (or without the fences) they pass;
+//! without both the pass and the re-check, or with the listing moved
+//! before the gate closes, an instance ends on the old version.
+//!
+//! # Model checks
+//!
+//! This file is the swap core the loom models in `loom_tests.rs` check: it
+//! is generic over the instance ([`Gated`]) and built on `crate::sync`, so
+//! the models run it as it is, with a counter for a module.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! call vs adopt, remove vs swap, swap vs swap.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p hotswap --release --lib loom`
-//! (`LOOM_MAX_PREEMPTIONS` defaults to 2 here; .ci/run says how long it takes).
+//! (`LOOM_MAX_PREEMPTIONS` defaults to 3 here; .ci/run says how long it takes).
 //!
 //! # What is the engine's code and what is not
 //!
@@ -250,19 +250,19 @@ fn far_deadline() -> Instant {
     Instant::now() + Duration::from_secs(3600)
 }
 
-/// Runs `model` under loom, bounded to 2 preemptions unless
+/// Runs `model` under loom, bounded to 3 preemptions unless
 /// `LOOM_MAX_PREEMPTIONS` says otherwise.
 fn check(model: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
+        builder.preemption_bound = Some(3);
     }
     builder.check(model);
 }
 
-/// Call vs swap: a call to a started instance and the first call of a new
-/// one run while the module is swapped. Both succeed, neither update is
-/// lost, and both instances end on the new version.
+/// Call vs swap: a call to a started instance, then the first call of a
+/// new one, run while the module is swapped. Both succeed, neither update
+/// is lost, and both instances end on the new version.
 #[test]
 fn loom_calls_during_a_swap_wait_and_end_on_the_new_version() {
     check(|| {
@@ -271,18 +271,38 @@ fn loom_calls_during_a_swap_wait_and_end_on_the_new_version() {
             let module = module.clone();
             move || [module.call("a"), module.call("b")]
         });
-        let swapper = thread::spawn({
-            let module = module.clone();
-            move || module.swap(2)
-        });
-        let acknowledged = caller.join().unwrap();
-        assert_eq!(swapper.join().unwrap(), Ok(()));
-        for (version, count) in acknowledged {
+        assert_eq!(module.swap(2), Ok(()));
+        for (version, count) in caller.join().unwrap() {
             assert!(version == 1 || version == 2, "a call ran on version {version}");
             assert_eq!(count, 1);
         }
         assert_eq!(module.settled(), [("a", 1), ("b", 1), ("removed", 0)]);
         assert_eq!(module.call("b"), (2, 2), "after the swap, calls run on the new version");
+    });
+}
+
+/// Call vs swap, with the swap's grace running out: while one call holds
+/// its instance, the swap waits for it alone and a first call to another
+/// instance passes the gate meanwhile. The swap still moves both, and
+/// neither call fails nor loses its update.
+#[test]
+fn loom_a_swap_waiting_for_one_busy_instance_still_moves_every_instance() {
+    check(|| {
+        let module = FakeModule::new(&[("busy", FakeSlot::Live { version: 1, count: 0 })]);
+        let callers: Vec<_> = ["busy", "new"]
+            .into_iter()
+            .map(|key| {
+                let module = module.clone();
+                thread::spawn(move || module.call(key))
+            })
+            .collect();
+        assert_eq!(module.swap(2), Ok(()));
+        for caller in callers {
+            let (version, count) = caller.join().unwrap();
+            assert!(version == 1 || version == 2, "a call ran on version {version}");
+            assert_eq!(count, 1);
+        }
+        assert_eq!(module.settled(), [("busy", 1), ("new", 1), ("removed", 0)]);
     });
 }
 
