@@ -92,6 +92,7 @@ mod error;
 mod maps;
 mod private_dir;
 mod status;
+mod sync;
 
 pub use code::ModuleInfo;
 /// Named only so that the doc tests on it can show that a state cannot be

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use parking_lot::MutexGuard;
-
 use super::{Engine, Instance, ModuleEntry, Slot};
 use crate::error::{CallError, Fault};
+use crate::sync::MutexGuard;
 
 /// A handle on one instance of a module, for hosts that call the same
 /// instance again and again (a connection bound to a game room): it skips
@@ -79,11 +78,9 @@ impl Engine {
 impl ModuleEntry {
     fn call_instance(&self, instance: &Instance, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
         // While a swap takes the module's instances, wait for it (hold.rs).
-        self.gate.pass(instance);
-        let mut slot = instance.slot.lock();
+        let mut slot = self.gate.enter(instance, |slot| matches!(slot, Slot::Unstarted));
         if !matches!(*slot, Slot::Live(_)) {
-            drop(slot);
-            slot = self.start(instance)?;
+            slot = self.start(instance, slot)?;
         }
         let Slot::Live(live) = &mut *slot else { unreachable!("start returns a live slot") };
         bump(&instance.calls);
@@ -104,33 +101,27 @@ impl ModuleEntry {
         })
     }
 
-    /// Starts `instance` on the current version with `init(None)`.
-    fn start<'a>(&self, instance: &'a Instance) -> Result<MutexGuard<'a, Slot>, CallError> {
-        let mut slot = loop {
-            let slot = instance.slot.lock();
-            match &*slot {
-                Slot::Live(_) => return Ok(slot),
-                // After an unload every slot is removed and there is no current version.
-                Slot::Removed if self.current.lock().is_none() => {
-                    return Err(CallError::UnknownModule { module: self.name.to_string() });
-                }
-                Slot::Removed => {
-                    return Err(CallError::InstanceRemoved {
-                        module: self.name.to_string(),
-                        instance: instance.key.to_string(),
-                    });
-                }
-                Slot::Unstarted => {}
+    /// Starts `instance`, whose `slot` the gate let this call hold
+    /// (`SwapGate::enter`), on the current version with `init(None)`.
+    fn start<'a>(
+        &self,
+        instance: &'a Instance,
+        mut slot: MutexGuard<'a, Slot>,
+    ) -> Result<MutexGuard<'a, Slot>, CallError> {
+        match &*slot {
+            Slot::Live(_) => return Ok(slot),
+            // After an unload every slot is removed and there is no current version.
+            Slot::Removed if self.current.lock().is_none() => {
+                return Err(CallError::UnknownModule { module: self.name.to_string() });
             }
-            // A swap or adopt under way may have listed the instances before
-            // this one was added, and would then neither wait for this start
-            // nor move its state: wait for it to finish (hold.rs).
-            if !self.gate.closed_for_new_instance() {
-                break slot;
+            Slot::Removed => {
+                return Err(CallError::InstanceRemoved {
+                    module: self.name.to_string(),
+                    instance: instance.key.to_string(),
+                });
             }
-            drop(slot);
-            self.gate.pass(instance);
-        };
+            Slot::Unstarted => {}
+        }
         // An unloaded module has no current version (and removed every slot).
         let code = self
             .current

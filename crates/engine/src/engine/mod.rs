@@ -27,15 +27,17 @@
 
 mod call;
 mod hold;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod registry;
 mod restore;
 mod retire;
 mod swap;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -47,6 +49,7 @@ use crate::code::{Code, ModuleInfo, ModuleState};
 use crate::config::EngineConfig;
 use crate::error::SwapError;
 use crate::status::{RetiredVersion, SwapReport, VersionCalls};
+use crate::sync;
 
 pub use call::InstanceHandle;
 
@@ -66,8 +69,8 @@ pub struct Engine {
     /// Read on every call without locking; replaced (copy on write) only when
     /// a module is added or removed.
     modules: ArcSwap<ModuleMap>,
-    /// Modules with a load, rollback or unload under way.
-    swapping: Mutex<HashSet<String>>,
+    /// Modules with a load, rollback, adopt or unload under way.
+    swapping: hold::SwapsUnderWay,
     /// Private copies of module files; created on first load, removed on drop.
     private_dir: Mutex<Option<TempDir>>,
     next_copy: AtomicU64,
@@ -103,7 +106,8 @@ struct ModuleEntry {
 
 struct Instance {
     key: Box<str>,
-    slot: Mutex<Slot>,
+    /// Held for the whole of a call; `sync`'s, so the loom models check it.
+    slot: sync::Mutex<Slot>,
     /// The version the slot's state belongs to (`None`: not started), for
     /// [`Engine::instances`], which must not wait for a running call. Written
     /// under `slot`'s lock whenever the slot changes version; a leaf lock.
@@ -115,7 +119,7 @@ struct Instance {
     panics: AtomicU64,
     /// Set while a swap waits for this instance's call to end: new calls to
     /// it wait at the gate (see `hold.rs`).
-    wanted_by_swap: AtomicBool,
+    wanted_by_swap: sync::AtomicBool,
     /// How much of each count is already booked to a version in
     /// [`Books::counted`]; written under `slot`'s lock and the books' lock.
     booked: [AtomicU64; 3],
@@ -163,24 +167,12 @@ impl Books {
     }
 }
 
-/// Marks a module as being swapped; dropping it ends the swap.
-struct SwapGuard<'a> {
-    engine: &'a Engine,
-    module: String,
-}
-
-impl Drop for SwapGuard<'_> {
-    fn drop(&mut self) {
-        self.engine.swapping.lock().remove(&self.module);
-    }
-}
-
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
             config,
             modules: ArcSwap::from_pointee(ModuleMap::default()),
-            swapping: Mutex::new(HashSet::new()),
+            swapping: hold::SwapsUnderWay::new(),
             private_dir: Mutex::new(None),
             next_copy: AtomicU64::new(1),
         }
@@ -194,11 +186,8 @@ impl Engine {
         self.modules.load().get(module).cloned()
     }
 
-    fn begin_swap(&self, module: &str) -> Result<SwapGuard<'_>, SwapError> {
-        if !self.swapping.lock().insert(module.to_owned()) {
-            return Err(SwapError::SwapInProgress { module: module.into() });
-        }
-        Ok(SwapGuard { engine: self, module: module.to_owned() })
+    fn begin_swap(&self, module: &str) -> Result<hold::SwapUnderWay<'_>, SwapError> {
+        self.swapping.begin(module).ok_or_else(|| SwapError::SwapInProgress { module: module.into() })
     }
 }
 
@@ -220,12 +209,12 @@ impl Instance {
         };
         Instance {
             key: key.into(),
-            slot: Mutex::new(slot),
+            slot: sync::Mutex::new(slot),
             version: Mutex::new(version),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             panics: AtomicU64::new(0),
-            wanted_by_swap: AtomicBool::new(false),
+            wanted_by_swap: sync::AtomicBool::new(false),
             booked: Default::default(),
         }
     }

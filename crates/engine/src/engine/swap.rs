@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::retire::{refresh_resident, retire};
-use parking_lot::MutexGuard;
+use crate::sync::MutexGuard;
 
 use super::hold::StillBusy;
 use super::{Engine, Instance, ModuleEntry, Slot};
