@@ -69,7 +69,8 @@ Swap the game's code (game1 <-> game2, a different state layout), keeping the st
   curl -w '\n' 127.0.0.1:8080/hello
   curl -w '\n' '127.0.0.1:8080/load?name=game2'
 
-Replace the daemon process itself, keeping the players and every connection:
+Replace the daemon process itself, keeping the players and their state (open
+keep-alive connections are answered, then closed; clients reconnect to the new process):
 
   $hotswap --config $config upgrade
 
@@ -79,8 +80,8 @@ What runs, with counters (from $root):
 
 Ctrl-C here stops the daemon; it saves the state. Run this script again and
 the players, their scores and the hit count come back from $here/run/state.
-The daemon starts on the configured file, modules/libgame1.so, and takes
-over whatever version saved the state.
+The daemon starts on the version that served last (kept with the state, see
+\`hotswap status\`), or on modules/libgame1.so if that file changed since.
 
 TRY
 
