@@ -114,6 +114,35 @@ pub struct ModuleStatus {
     pub resident_retired: Vec<RetiredVersion>,
     /// Retired versions whose code left memory.
     pub reclaimed: u64,
+    /// The swap (load or rollback) of this module under way now, if any.
+    pub swap_in_progress: Option<SwapInProgress>,
+}
+
+/// A swap of a loaded module that has not ended yet, and what it waits for:
+/// an operator whose load seems stuck can see why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SwapInProgress {
+    /// The version being swapped in.
+    pub to_version: String,
+    /// When the swap started (wall clock).
+    pub started: SystemTime,
+    /// How long the swap has been under way, when the status was taken.
+    pub elapsed: Duration,
+    /// The key of the instance whose call the swap waits for to end; `None`
+    /// while it opens and checks the new version, takes the instances or
+    /// migrates them.
+    pub waiting_for: Option<String>,
+}
+
+impl fmt::Display for SwapInProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "swap to {} under way for {:.1} s", self.to_version, self.elapsed.as_secs_f64())?;
+        match &self.waiting_for {
+            Some(key) => write!(f, ", waiting for instance '{key}'"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Calls served by one version of a module (all the times it was loaded).

@@ -194,11 +194,14 @@ impl SwapGate {
     /// gate closed (see the module docs), with the instances and their slots
     /// in the same order and the moment the first of them was held; or gives
     /// up at `deadline`, changing nothing, and returns the instance that was
-    /// still busy. `list` returns the instances that exist now.
+    /// still busy. `list` returns the instances that exist now. `waiting` is
+    /// told the busy instance before the swap waits for it alone, and `None`
+    /// when that wait ends.
     pub(super) fn hold_all<I: Gated, R>(
         &self,
         list: impl Fn() -> Vec<Arc<I>>,
         deadline: Instant,
+        waiting: impl Fn(Option<&I>),
         with_held: impl FnOnce(&[Arc<I>], &mut [MutexGuard<'_, I::Slot>], Instant) -> R,
     ) -> Result<R, Arc<I>> {
         let mut grace = FIRST_GRACE;
@@ -220,7 +223,9 @@ impl SwapGate {
                     unwant(waited_for.take());
                     // Wait for the busy instance alone, holding nothing.
                     gate.wait_for_one(busy.wanted_by_swap());
+                    waiting(Some(&busy));
                     let freed = lock_until(busy.slot(), deadline).map(drop);
+                    waiting(None);
                     if freed.is_none() {
                         unwant(Some(busy.clone()));
                         self.set(OPEN);
@@ -284,13 +289,15 @@ pub(super) struct StillBusy {
 }
 
 impl ModuleEntry {
-    /// [`SwapGate::hold_all`] for this module's instances.
+    /// [`SwapGate::hold_all`] for this module's instances; the instance it
+    /// waits for shows in the module's status.
     pub(super) fn with_all_held<R>(
         &self,
         deadline: Instant,
         with_held: impl FnOnce(&[Arc<Instance>], &mut [MutexGuard<'_, Slot>], Instant) -> R,
     ) -> Result<R, StillBusy> {
-        (self.gate.hold_all(|| self.instances_now(), deadline, with_held))
+        let waiting = |busy: Option<&Instance>| self.swap_progress.waiting_for(busy.map(|busy| &*busy.key));
+        (self.gate.hold_all(|| self.instances_now(), deadline, waiting, with_held))
             .map_err(|busy| StillBusy { key: busy.key.clone() })
     }
 }

@@ -141,6 +141,7 @@ impl FakeModule {
         let held = self.gate.hold_all(
             || self.instances_now(),
             far_deadline(),
+            |_| {},
             |_instances, slots, _held_since| {
                 for slot in slots.iter_mut() {
                     if let FakeSlot::Live { version, .. } = &mut **slot {
@@ -162,6 +163,7 @@ impl FakeModule {
         let held = self.gate.hold_all(
             || self.instances_now(),
             far_deadline(),
+            |_| {},
             |instances, slots, _held_since| {
                 let held: Vec<(&str, usize)> = (instances.iter().enumerate())
                     .filter(|(i, _)| *slots[*i] != FakeSlot::Removed)

@@ -19,7 +19,7 @@
 //!    holds others (see `hold.rs`); everyone else holds one at a time;
 //! 3. leaf locks, held briefly and never while waiting for anything else:
 //!    `current` (the version new instances start on), `books`,
-//!    `Instance::version`, the gate's own mutex.
+//!    `Instance::version`, the gate's own mutex, `swap_progress`.
 //!
 //! When a swap releases the instance locks, no slot refers to the old
 //! version any more and no call can be running in it; its states are dropped
@@ -29,6 +29,7 @@ mod call;
 mod hold;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod progress;
 mod registry;
 mod restore;
 mod retire;
@@ -102,6 +103,8 @@ struct ModuleEntry {
     /// The most instances calls may create; `usize::MAX` is no limit.
     max_instances: AtomicUsize,
     books: Mutex<Books>,
+    /// The swap under way, for status; written only by the swap.
+    swap_progress: progress::ProgressSlot,
 }
 
 struct Instance {
@@ -250,6 +253,7 @@ impl ModuleEntry {
                 reclaimed: 0,
                 counted: BTreeMap::new(),
             }),
+            swap_progress: progress::ProgressSlot::default(),
         }
     }
 

@@ -169,6 +169,7 @@ impl ModuleEntry {
             rollback_version: books.rollback.as_ref().map(|(info, _)| info.version.clone()),
             resident_retired: books.resident_retired.clone(),
             reclaimed: books.reclaimed,
+            swap_in_progress: self.swap_progress.now(),
         })
     }
 }

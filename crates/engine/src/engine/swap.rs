@@ -70,6 +70,8 @@ impl Engine {
         }
         let private_copy = self.private_copy_path(module, path)?;
         let (mut code, timings) = Code::open(module, path, private_copy.clone(), check)?;
+        // Shown in status from here until the swap ends, either way.
+        let _shown = existing.as_ref().map(|entry| entry.show_swap(&code.info.version, started));
         let result = (|| {
             if let Some(entry) = &existing {
                 code = entry.make_room(code, self.config.max_resident_retired, module, path)?;
@@ -98,7 +100,7 @@ impl Engine {
                 snapshot_bytes_max: 0,
                 old_code_unmapped: None,
             };
-            match existing {
+            match &existing {
                 None => self.publish_first(module, code, saved, &mut report, started)?,
                 Some(entry) => {
                     let deadline = started + self.config.swap_timeout;
