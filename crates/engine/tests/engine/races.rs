@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hotswap::{Engine, EngineConfig, ModuleSnapshot, SwapError};
+use hotswap::{Engine, EngineConfig, ModuleSnapshot, SwapError, SwapInProgress};
 use hotswap_test_modules::{COUNTER_V1, COUNTER_V2};
 
 use crate::call_text;
@@ -21,7 +21,7 @@ fn engine_with_timeout(dir: &std::path::Path, swap_timeout: Duration) -> Arc<Eng
 
 /// Starts a call of `sleep millis` on `key` and waits until it holds its
 /// instance (its call is counted, which happens under the instance's lock).
-fn hold_with_sleep(engine: &Arc<Engine>, key: &str, millis: u64) -> std::thread::JoinHandle<()> {
+pub(crate) fn hold_with_sleep(engine: &Arc<Engine>, key: &str, millis: u64) -> std::thread::JoinHandle<()> {
     let calls_before = calls_of(engine, key);
     let (engine_for_call, key_for_call) = (engine.clone(), key.to_owned());
     let sleeper = std::thread::spawn(move || {
@@ -39,11 +39,50 @@ fn calls_of(engine: &Engine, key: &str) -> u64 {
     engine.instances("counter").unwrap().into_iter().find(|i| i.key == key).map_or(0, |i| i.calls)
 }
 
-/// No signal tells from outside that a swap has opened the new version and
-/// reached its wait for busy instances. Opening a module takes well under a
-/// second even on a loaded machine; the long calls the tests hold last several.
-fn wait_until_the_swap_waits() {
-    std::thread::sleep(Duration::from_millis(1_000));
+/// Waits until the counter's status shows a swap waiting for the call of
+/// an instance that `busy` accepts, and returns what the status showed.
+pub(crate) fn wait_until_the_swap_waits(engine: &Engine, busy: impl Fn(&str) -> bool) -> SwapInProgress {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = engine.status();
+        let shown = status.module("counter").and_then(|module| module.swap_in_progress.clone());
+        if let Some(shown) = shown.filter(|shown| shown.waiting_for.as_deref().is_some_and(&busy)) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "no swap waited for a busy instance within 10 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// While a swap waits for a long call, the module's status names the
+/// version it swaps to and the instance it waits for; once the swap ends it
+/// shows no swap.
+#[test]
+fn status_shows_what_a_waiting_swap_waits_for_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with_timeout(dir.path(), Duration::from_secs(30));
+    engine.load("counter", COUNTER_V1).unwrap();
+    call_text(&engine, "idle", "add", "1");
+    assert_eq!(engine.status().module("counter").unwrap().swap_in_progress, None);
+    let sleeper = hold_with_sleep(&engine, "busy", 2_000);
+    let before = std::time::SystemTime::now();
+    let swap = std::thread::spawn({
+        let engine = engine.clone();
+        move || engine.load("counter", COUNTER_V2)
+    });
+    let shown = wait_until_the_swap_waits(&engine, |key| key == "busy");
+    assert_eq!(shown.to_version, "2.0.0");
+    assert!(shown.started >= before - Duration::from_secs(1), "{shown:?}");
+    let text = shown.to_string();
+    assert!(text.starts_with("swap to 2.0.0 under way for "), "{text}");
+    assert!(text.ends_with(" s, waiting for instance 'busy'"), "{text}");
+    assert!(!sleeper.is_finished(), "the status showed the wait while the long call ran");
+    sleeper.join().unwrap();
+    swap.join().unwrap().unwrap();
+    let status = engine.status();
+    let counter = status.module("counter").unwrap();
+    assert_eq!(counter.swap_in_progress, None, "a swap that ended is not shown");
+    assert_eq!(counter.current.version, "2.0.0");
 }
 
 /// Item 15. `remove_instance` of an instance that never started, while a
@@ -63,7 +102,7 @@ fn remove_instance_during_a_swap_does_not_stall_the_swap() {
             let engine = engine.clone();
             move || engine.load("counter", COUNTER_V2)
         });
-        wait_until_the_swap_waits();
+        wait_until_the_swap_waits(&engine, |key| key.starts_with("busy-"));
         assert!(engine.remove_instance("counter", "idle").unwrap());
         let swapped = swap.join().unwrap();
         assert!(swapped.is_ok(), "round {round}: {:?}", swapped.err().map(|error| error.to_string()));
@@ -146,7 +185,7 @@ fn a_swap_waiting_for_a_long_call_holds_no_other_instance() {
         let engine = engine.clone();
         move || engine.load("counter", COUNTER_V2)
     });
-    wait_until_the_swap_waits();
+    wait_until_the_swap_waits(&engine, |key| key == "slow");
     for round in 0..5 {
         for key in &others {
             call_text(&engine, key, "add", "1");
@@ -183,7 +222,7 @@ fn a_swap_past_its_deadline_changes_nothing_and_others_kept_serving() {
         let engine = engine.clone();
         move || engine.load("counter", COUNTER_V2)
     });
-    wait_until_the_swap_waits();
+    wait_until_the_swap_waits(&engine, |key| key == "slow");
     for key in &others {
         call_text(&engine, key, "add", "1");
     }
@@ -207,5 +246,8 @@ fn a_swap_past_its_deadline_changes_nothing_and_others_kept_serving() {
     assert_eq!(call_text(&engine, "b", "get", ""), "5");
     sleeper.join().unwrap();
     assert_eq!(call_text(&engine, "slow", "version", ""), "1.0.0");
-    assert_eq!(engine.status().module("counter").unwrap().swaps, 0);
+    let status = engine.status();
+    let counter = status.module("counter").unwrap();
+    assert_eq!(counter.swaps, 0);
+    assert_eq!(counter.swap_in_progress, None, "a swap that gave up is not shown");
 }

@@ -2,8 +2,8 @@
 //! and the error says what was wrong.
 
 use std::path::Path;
-use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hotswap::{Engine, EngineConfig, Fault, SwapError};
 use hotswap_test_modules::{
@@ -11,6 +11,7 @@ use hotswap_test_modules::{
     NOT_A_MODULE, TLS_COUNTER,
 };
 
+use crate::races::{hold_with_sleep, wait_until_the_swap_waits};
 use crate::{call_text, engine_in};
 
 /// An engine serving counter v1 with two started instances.
@@ -215,6 +216,11 @@ fn snapshot_the_new_version_cannot_read() {
     assert_eq!(call_text(&engine, "bob", "get", ""), "3");
 }
 
+/// A swap whose deadline passes while an instance is in a long call gives
+/// up, changes nothing, and its error names the instance and how long it
+/// waited. How long that is depends on how long the copy and open took
+/// before the wait (they count against the same deadline), so only its
+/// bounds are checked: some wait, and no more than the whole load took.
 #[test]
 fn busy_instance_past_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,31 +233,26 @@ fn busy_instance_past_the_deadline() {
     engine.load("counter", COUNTER_V1).unwrap();
     call_text(&engine, "alice", "add", "40");
     call_text(&engine, "bob", "add", "2");
-
-    let started = Arc::new(Barrier::new(2));
-    let sleeper = std::thread::spawn({
-        let (engine, started) = (engine.clone(), started.clone());
-        move || {
-            started.wait();
-            engine.call("counter", "slow", "sleep", b"1500").unwrap();
-        }
-    });
-    started.wait();
-    // Let the sleeper take its instance before the swap starts.
-    while engine.status().module("counter").unwrap().instances < 3 {
-        std::thread::yield_now();
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    // Holds its instance from before the swap starts until well past its deadline.
+    let sleeper = hold_with_sleep(&engine, "slow", 3_000);
+    let load_started = Instant::now();
     let error = engine.load("counter", COUNTER_V2).unwrap_err();
+    let load_took = load_started.elapsed();
     match &error {
-        SwapError::Timeout { waiting_for, waited, .. } => {
+        SwapError::Timeout { module, from_version, to_version, waiting_for, waited } => {
+            assert_eq!((module.as_str(), from_version.as_str(), to_version.as_str()), ("counter", "1.0.0", "2.0.0"));
             assert_eq!(waiting_for, "instance 'slow'");
-            assert!(*waited >= Duration::from_millis(100), "{waited:?}");
+            assert!(*waited > Duration::ZERO && *waited <= load_took, "waited {waited:?} of {load_took:?}");
+            let text = error.to_string();
+            assert!(text.contains(&format!("gave up after {waited:?} waiting for instance 'slow'")), "{text}");
+            assert!(text.contains("every instance stays on 1.0.0"), "{text}");
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
+    assert!(!sleeper.is_finished(), "the swap gave up while the long call ran");
     // The other instances were released when the swap gave up.
     assert_still_serving_v1(&engine);
+    assert_eq!(engine.status().module("counter").unwrap().swap_in_progress, None);
     sleeper.join().unwrap();
     assert_eq!(call_text(&engine, "slow", "version", ""), "1.0.0");
 }
@@ -261,16 +262,12 @@ fn second_swap_while_one_is_running_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(serving_v1(dir.path()));
     // A long call keeps the first swap waiting.
-    let sleeper = std::thread::spawn({
-        let engine = engine.clone();
-        move || engine.call("counter", "alice", "sleep", b"600").unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    let sleeper = hold_with_sleep(&engine, "alice", 1_500);
     let first = std::thread::spawn({
         let engine = engine.clone();
         move || engine.load("counter", COUNTER_V2)
     });
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until_the_swap_waits(&engine, |key| key == "alice");
     for attempt in [engine.load("counter", COUNTER_V2), engine.rollback("counter")] {
         let error = attempt.unwrap_err();
         assert!(matches!(error, SwapError::SwapInProgress { .. }), "{error:?}");
@@ -278,8 +275,7 @@ fn second_swap_while_one_is_running_is_refused() {
     }
     assert!(matches!(engine.unload("counter"), Err(SwapError::SwapInProgress { .. })));
     sleeper.join().unwrap();
-    let report = first.join().unwrap().expect("the first swap completes once the call ends");
-    assert!(report.wait_for_calls >= Duration::from_millis(200), "{report:?}");
+    first.join().unwrap().expect("the first swap completes once the call ends");
     assert_eq!(call_text(&engine, "alice", "get", ""), "40");
     assert_eq!(call_text(&engine, "alice", "version", ""), "2.0.0");
 }
