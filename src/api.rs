@@ -143,6 +143,42 @@ pub struct Module {
     /// Where the running version came from; a restart or an upgrade runs it again.
     #[serde(default)]
     pub origin: Option<Origin>,
+    /// The swap of this module under way now, and what it waits for.
+    #[serde(default)]
+    pub swap_in_progress: Option<SwapInProgress>,
+}
+
+/// A swap that has not ended yet, as `hotswap::SwapInProgress`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwapInProgress {
+    pub to_version: String,
+    pub started_unix_ms: u64,
+    /// How long it had been under way when the status was taken.
+    pub elapsed_ms: u64,
+    /// The instance whose call it waits for to end, if it waits for one.
+    pub waiting_for: Option<String>,
+}
+
+impl SwapInProgress {
+    pub fn from_engine(swap: &hotswap::SwapInProgress) -> SwapInProgress {
+        SwapInProgress {
+            to_version: swap.to_version.clone(),
+            started_unix_ms: unix_ms(swap.started),
+            elapsed_ms: swap.elapsed.as_millis() as u64,
+            waiting_for: swap.waiting_for.clone(),
+        }
+    }
+
+    /// One line for `hotswap status`: "swap to 2.0.0 under way for 2.3 s,
+    /// waiting for instance 'busy'".
+    pub fn summary(&self) -> String {
+        let mut line =
+            format!("swap to {} under way for {:.1} s", self.to_version, self.elapsed_ms as f64 / 1000.0);
+        if let Some(key) = &self.waiting_for {
+            line += &format!(", waiting for instance '{key}'");
+        }
+        line
+    }
 }
 
 /// What installed a module's running version, and the copy the daemon keeps of it.

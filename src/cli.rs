@@ -157,6 +157,9 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
                 module.swaps,
                 module.file
             );
+            if let Some(swap) = &module.swap_in_progress {
+                out += &format!("  {}\n", swap.summary());
+            }
             if let Some(swap) = &module.last_swap {
                 out += &format!("  last: {}\n", swap.summary());
             }

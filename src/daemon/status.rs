@@ -50,6 +50,7 @@ impl Daemon {
                 saves_failed: saves_failed.get(&module.name).copied().unwrap_or(0),
                 last_save_error: last_save_errors.get(&module.name).cloned(),
                 origin: self.origin(&module.name),
+                swap_in_progress: module.swap_in_progress.as_ref().map(api::SwapInProgress::from_engine),
             })
             .collect();
         api::Status {

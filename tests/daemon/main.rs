@@ -16,6 +16,7 @@ mod restart;
 mod saves;
 mod state;
 mod stuck_calls;
+mod swap_status;
 mod upgrade;
 
 use std::io::{BufRead, Write};
