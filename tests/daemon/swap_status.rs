@@ -26,7 +26,11 @@ path = "modules/libcounter.so"
 const LONG_CALL_MS: &str = "6000";
 
 /// Waits (at most 20 s) until `check` accepts the daemon's status, and returns it.
-fn wait_for_status(daemon: &Daemon, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn wait_for_status(
+    daemon: &Daemon,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status = daemon.status();
@@ -47,7 +51,13 @@ fn status_shows_a_swap_waiting_for_a_long_call() {
         let long_call = scope.spawn(|| {
             let mut stream = TcpStream::connect(daemon.public()).unwrap();
             stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            crate::send(&mut stream, "POST", "/call/counter/sleep?instance=busy", LONG_CALL_MS.as_bytes(), &[]);
+            crate::send(
+                &mut stream,
+                "POST",
+                "/call/counter/sleep?instance=busy",
+                LONG_CALL_MS.as_bytes(),
+                &[],
+            );
             crate::read_response(&mut BufReader::new(stream)).map(|(status, _)| status)
         });
         // The call is counted once it holds its instance: only then can a
@@ -56,7 +66,8 @@ fn status_shows_a_swap_waiting_for_a_long_call() {
         loop {
             let (code, body) = daemon.admin("GET", "/v1/modules/counter/instances", b"").unwrap();
             let instances = json(&body);
-            let busy = instances.as_array().and_then(|all| all.iter().find(|one| one["key"] == "busy")).cloned();
+            let busy =
+                instances.as_array().and_then(|all| all.iter().find(|one| one["key"] == "busy")).cloned();
             if code == 200 && busy.is_some_and(|busy| busy["calls"].as_u64() >= Some(1)) {
                 break;
             }

@@ -103,8 +103,8 @@ pub use config::EngineConfig;
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
 pub use status::{
-    EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion, SwapInProgress,
-    SwapReport, VersionCalls,
+    EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
+    SwapInProgress, SwapReport, VersionCalls,
 };
 
 #[cfg(test)]

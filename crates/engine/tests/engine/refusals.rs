@@ -240,11 +240,17 @@ fn busy_instance_past_the_deadline() {
     let load_took = load_started.elapsed();
     match &error {
         SwapError::Timeout { module, from_version, to_version, waiting_for, waited } => {
-            assert_eq!((module.as_str(), from_version.as_str(), to_version.as_str()), ("counter", "1.0.0", "2.0.0"));
+            assert_eq!(
+                (module.as_str(), from_version.as_str(), to_version.as_str()),
+                ("counter", "1.0.0", "2.0.0")
+            );
             assert_eq!(waiting_for, "instance 'slow'");
             assert!(*waited > Duration::ZERO && *waited <= load_took, "waited {waited:?} of {load_took:?}");
             let text = error.to_string();
-            assert!(text.contains(&format!("gave up after {waited:?} waiting for instance 'slow'")), "{text}");
+            assert!(
+                text.contains(&format!("gave up after {waited:?} waiting for instance 'slow'")),
+                "{text}"
+            );
             assert!(text.contains("every instance stays on 1.0.0"), "{text}");
         }
         other => panic!("expected a timeout, got {other:?}"),
