@@ -1,6 +1,6 @@
 //! Probes of races between the engine's operations (issue 7, items 5, 14
 //! and 15), kept as regression tests. The loom models in
-//! `src/engine/model.rs` check the same protocol exhaustively on a small scale.
+//! `src/engine/loom_tests.rs` check the same protocol exhaustively on a small scale.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
