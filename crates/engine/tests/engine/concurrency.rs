@@ -88,17 +88,17 @@ fn calls_arriving_during_a_swap_wait_and_run_on_the_new_version() {
     engine.load("counter", COUNTER_V1).unwrap();
     engine.call("counter", "a", "add", b"1").unwrap();
 
-    // `sleep` holds instance "a" for 1.5 s; the swap queues for it.
-    let sleeper = spawn_call(&engine, "a", "sleep", "1500");
-    std::thread::sleep(Duration::from_millis(50));
+    // `sleep` holds instance "a" for 3 s; the swap queues for it.
+    let sleeper = spawn_call(&engine, "a", "sleep", "3000");
+    // A call is counted when it starts: the second call of "a" is the sleep.
+    wait_until(|| engine.instances("counter").unwrap().iter().any(|i| i.key == "a" && i.calls == 2));
     let swap = std::thread::spawn({
         let engine = engine.clone();
         move || engine.load("counter", COUNTER_V2).unwrap()
     });
-    // Opening the new version takes milliseconds; after 700 ms the swap is
-    // certainly queued for "a" (a busy test machine included). A call that
-    // arrives now queues behind it and must run on 2.0.0.
-    std::thread::sleep(Duration::from_millis(700));
+    // Once the swap waits for "a", a call that arrives queues behind it and
+    // must run on 2.0.0.
+    crate::races::wait_until_the_swap_waits(&engine, |key| key == "a");
     assert!(!swap.is_finished(), "the swap waits for the sleeping call");
     let late = spawn_call(&engine, "a", "version", "");
     sleeper.join().unwrap();
