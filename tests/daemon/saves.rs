@@ -249,7 +249,7 @@ fn a_second_swap_during_a_slow_one_is_refused_at_once() {
         let daemon = daemon.clone();
         std::thread::spawn(move || daemon.http("POST", "/call/counter/sleep?instance=busy", b"3000"))
     };
-    wait_until(&daemon, "the slow call runs", |status| {
+    daemon.wait_for_status("the slow call", |status| {
         status["slow_calls"].as_array().is_some_and(|c| !c.is_empty())
     });
     let first = {
@@ -260,7 +260,7 @@ fn a_second_swap_during_a_slow_one_is_refused_at_once() {
                 .unwrap()
         })
     };
-    wait_until(&daemon, "the first swap is under way", |status| {
+    daemon.wait_for_status("the first swap under way", |status| {
         status["running"].as_array().is_some_and(|running| running.iter().any(|op| op == "swap counter"))
     });
     let asked = Instant::now();
@@ -275,17 +275,4 @@ fn a_second_swap_during_a_slow_one_is_refused_at_once() {
     let (code, body) = first.join().unwrap();
     assert_eq!(code, 200, "the first swap went through: {}", String::from_utf8_lossy(&body));
     assert_eq!(daemon.version(), "2.0.0", "and the second did not run after it");
-}
-
-/// Polls the admin status until `ready` holds (at most 20 s).
-fn wait_until(daemon: &crate::Daemon, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = daemon.status();
-        if ready(&status) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "waited 20 s for {what}: {status:#}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

@@ -32,12 +32,8 @@ fn periodic_snapshots_are_written() {
         Setup::new(&COUNTER_CONFIG.replace("[server]", "[state]\nsnapshot_every = \"100ms\"\n\n[server]"));
     let daemon = setup.start();
     daemon.text("POST", "/call/counter/add?instance=lobby", "1");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     // Status records a periodic save once it finished, after the rename.
-    while daemon.status()["last_snapshot"].is_null() {
-        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    daemon.wait_for_status("a periodic save", |status| !status["last_snapshot"].is_null());
     assert!(setup.path("state/counter.state").exists());
     let status = daemon.status();
     assert_eq!(status["last_snapshot"]["written"][0]["module"], "counter");

@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::{Daemon, Setup, json, modules, stderr, stdout};
+use crate::{Setup, json, modules, stderr, stdout};
 
 /// A swap deadline far beyond the long call, so the swap waits and succeeds.
 const CONFIG: &str = r#"
@@ -24,23 +24,6 @@ path = "modules/libcounter.so"
 
 /// Long enough for the test to look at the waiting swap on a loaded machine.
 const LONG_CALL_MS: &str = "6000";
-
-/// Waits (at most 20 s) until `check` accepts the daemon's status, and returns it.
-fn wait_for_status(
-    daemon: &Daemon,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = daemon.status();
-        if check(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what} not shown within 20 s: {status}\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn status_shows_a_swap_waiting_for_a_long_call() {
@@ -77,7 +60,7 @@ fn status_shows_a_swap_waiting_for_a_long_call() {
         assert!(daemon.status()["modules"][0]["swap_in_progress"].is_null());
 
         let load = scope.spawn(|| setup.cli(&["load", "counter", v2.to_str().unwrap()]));
-        let status = wait_for_status(&daemon, "the waiting swap", |status| {
+        let status = daemon.wait_for_status("the waiting swap", |status| {
             status["modules"][0]["swap_in_progress"]["waiting_for"] == "busy"
         });
         let shown = &status["modules"][0]["swap_in_progress"];

@@ -220,6 +220,24 @@ impl Daemon {
         serde_json::from_slice(&body).expect("the status is JSON")
     }
 
+    /// Waits (at most 20 s) until `check` accepts the admin status, and
+    /// returns that status; `what` names what is awaited, for the failure.
+    pub fn wait_for_status(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status();
+            if check(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what} not shown within 20 s: {status:#}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The version the `counter` test module runs, as its own `version`
     /// method says (asked on the instance `probe`).
     pub fn version(&self) -> String {
