@@ -32,7 +32,6 @@ use crate::config::{Config, ModuleConfig};
 use crate::lifecycle::{Lifecycle, NotNow};
 use crate::metrics::Metrics;
 use crate::module_store::ModuleStore;
-use crate::policy;
 use crate::state::StateStore;
 
 mod installed;
@@ -196,12 +195,14 @@ impl Daemon {
         }
     }
 
-    /// Records the content a watched module was loaded from (see `swap_file`).
-    fn remember_hash(&self, module: &ModuleConfig, source: &Path) {
+    /// Records the content a watched module was loaded from (see
+    /// `swap_file`): the SHA-256 of the bytes that run, which the load
+    /// already computed on the engine's private copy.
+    fn remember_hash(&self, module: &ModuleConfig, loaded_sha256: Option<&str>) {
         if module.watch
-            && let Ok(hash) = policy::sha256_of(source)
+            && let Some(hash) = loaded_sha256
         {
-            self.loaded_hashes.lock().expect("hash lock").insert(module.name.clone(), hash);
+            self.loaded_hashes.lock().expect("hash lock").insert(module.name.clone(), hash.to_owned());
         }
     }
 

@@ -65,11 +65,11 @@ impl Daemon {
                     self.check_and_keep(module, choice.expected.as_deref(), &kept),
                 )
                 .map_err(|error| format!("module '{name}': {error}"))?;
+            let kept = kept.lock().expect("kept lock").take();
+            self.remember_hash(module, kept.as_ref().map(|kept| kept.sha256.as_str()));
             if choice.record.is_none() {
-                let kept = kept.lock().expect("kept lock").take();
                 self.record_installed(module, kept, &report.to_version, Trigger::Start, &choice.source);
             }
-            self.remember_hash(module, &choice.source);
         }
         self.apply_instance_limits(&config);
         Ok(())
@@ -122,11 +122,11 @@ impl Daemon {
             },
         };
         let report = report.map_err(|error| format!("module '{name}': {error}"))?;
+        let kept = kept.lock().expect("kept lock").take();
+        self.remember_hash(module, kept.as_ref().map(|kept| kept.sha256.as_str()));
         if choice.record.is_none() {
-            let kept = kept.lock().expect("kept lock").take();
             self.record_installed(module, kept, &report.to_version, Trigger::Start, &source);
         }
-        self.remember_hash(module, &source);
         let restored = saved.as_ref().map_or(0, |saved| saved.instances.len());
         tracing::info!(module = %name, version = %report.to_version, restored, "started: {report}");
         // The configured file changed while the daemon was stopped, or the
