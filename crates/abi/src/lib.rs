@@ -15,6 +15,14 @@
 //! * A buffer is freed by the side that allocated it: [`ModuleBuf`]s are
 //!   allocated by the module and given back to its `free_buf`; borrowed
 //!   [`RawStr`]/[`RawBytes`] views are only valid for the duration of the call.
+//!   A call's reply is the exception: the module writes it into the host's
+//!   buffer through [`HostApi::reply`], so a reply is neither allocated in the
+//!   module nor handed back to be freed.
+//! * The host lends every entry point a [`RawHost`]: its services (clock,
+//!   log, timers, the instance key, the reply) as a table of functions,
+//!   [`HostApi`]. The table only grows: a field is added at its end, and the
+//!   module reads it only if [`HostApi::size`] says the host has it. New
+//!   services are additions, not a new ABI version.
 //! * No entry point unwinds: the SDK catches every panic and reports it as
 //!   [`CallStatus::PANIC`] with the message in the output buffer.
 //! * Neither side trusts the other's bytes: the descriptor's entry points
@@ -32,7 +40,10 @@ pub const MAGIC: [u8; 8] = *b"HOTSWAP\x01";
 
 /// Version of the layout that follows the header. Bump it on any change to
 /// [`ModuleDescriptor`] or to the entry point signatures.
-pub const ABI_VERSION: u32 = 1;
+///
+/// Version 2 added the host services ([`RawHost`]), the reply written into
+/// the host's buffer, the method list and the state layout.
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the exported descriptor function, NUL-terminated for `dlsym`.
 pub const DESCRIPTOR_SYMBOL: &[u8] = b"hotswap_module_descriptor\0";
@@ -127,27 +138,118 @@ impl CallStatus {
     pub const PANIC: CallStatus = CallStatus(2);
 }
 
-/// `init(previous, state_out, out)`: `previous` is null for a fresh start.
+/// A method the module declares: its name and [`RawMethod::READ_ONLY`]
+/// when it takes `&self` (it never changes the state).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawMethod {
+    pub name: RawStr,
+    pub flags: u32,
+}
+
+impl RawMethod {
+    /// The method only reads the state.
+    pub const READ_ONLY: u32 = 1;
+
+    pub const fn new(name: &'static str, flags: u32) -> Self {
+        Self { name: RawStr::new(name), flags }
+    }
+}
+
+/// The host's clocks, read by [`HostApi::now`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawNow {
+    /// Wall clock: nanoseconds since the Unix epoch (negative before it).
+    pub unix_nanos: i64,
+    /// A monotonic clock: nanoseconds since a point fixed for the host process.
+    pub monotonic_nanos: u64,
+}
+
+/// Log levels passed to [`HostApi::log`], most severe first.
+pub mod level {
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+    pub const TRACE: u32 = 5;
+}
+
+/// The services a host offers a module, as functions that take the
+/// [`RawHost::call`] pointer they were lent with.
+///
+/// Only grows: new services are appended and [`HostApi::size`] says how far
+/// this host's table goes, so a module built against a newer table checks a
+/// field is present before using it (and a host with a shorter table is
+/// still ABI version 2). Every field is an `Option` for the same reason as
+/// the descriptor's entry points: `None` is a value the module can refuse.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    /// `size_of::<HostApi>()` in the host's build.
+    pub size: u32,
+    /// Appends bytes to the reply of the call in progress. Only `handle`
+    /// writes a reply; elsewhere the bytes are ignored.
+    pub reply: Option<unsafe extern "C" fn(call: *mut c_void, bytes: RawBytes)>,
+    /// The host's clocks.
+    pub now: Option<unsafe extern "C" fn(call: *mut c_void) -> RawNow>,
+    /// A log record at `level` (see [`level`]); the host adds the module,
+    /// version, instance and method.
+    pub log: Option<unsafe extern "C" fn(call: *mut c_void, level: u32, target: RawStr, message: RawStr)>,
+    /// Asks for `method` to be called on this instance with `payload` after
+    /// `delay_nanos`. [`CallStatus::OK`], or [`CallStatus::ERROR`] with the
+    /// host's reason written to `*reason` (text the host keeps alive until
+    /// the entry point in progress returns).
+    pub after: Option<
+        unsafe extern "C" fn(
+            call: *mut c_void,
+            delay_nanos: u64,
+            method: RawStr,
+            payload: RawBytes,
+            reason: *mut RawStr,
+        ) -> CallStatus,
+    >,
+    /// The key of the instance this call runs on (empty where there is none).
+    pub instance: Option<unsafe extern "C" fn(call: *mut c_void) -> RawStr>,
+}
+
+/// What the host lends each entry point: its table and the pointer that
+/// identifies the call in progress to it. Valid for the duration of the
+/// entry point only.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawHost {
+    pub api: *const HostApi,
+    pub call: *mut c_void,
+}
+
+/// `init(host, previous, state_out, out)`: `previous` is null for a fresh start.
 /// On `OK`, `*state_out` is the new state (never null); otherwise `out` holds the message.
 pub type InitFn = unsafe extern "C" fn(
+    host: *const RawHost,
     previous: *const RawPrevious,
     state_out: *mut *mut c_void,
     out: *mut ModuleBuf,
 ) -> CallStatus;
 
-/// `handle(state, method, payload, out)`: `out` holds the reply or the message.
+/// `handle(host, state, method, payload, out)`: on `OK` the reply is what
+/// the module wrote through [`HostApi::reply`]; otherwise `out` holds the
+/// message (and anything written to the reply is dropped).
 pub type HandleFn = unsafe extern "C" fn(
+    host: *const RawHost,
     state: *mut c_void,
     method: RawStr,
     payload: RawBytes,
     out: *mut ModuleBuf,
 ) -> CallStatus;
 
-/// `snapshot(state, out)`: `out` holds the snapshot or the message.
-pub type SnapshotFn = unsafe extern "C" fn(state: *const c_void, out: *mut ModuleBuf) -> CallStatus;
+/// `snapshot(host, state, out)`: `out` holds the snapshot or the message.
+pub type SnapshotFn =
+    unsafe extern "C" fn(host: *const RawHost, state: *const c_void, out: *mut ModuleBuf) -> CallStatus;
 
-/// `drop_state(state, out)`: runs the state's destructor.
-pub type DropStateFn = unsafe extern "C" fn(state: *mut c_void, out: *mut ModuleBuf) -> CallStatus;
+/// `drop_state(host, state, out)`: runs the state's destructor.
+pub type DropStateFn =
+    unsafe extern "C" fn(host: *const RawHost, state: *mut c_void, out: *mut ModuleBuf) -> CallStatus;
 
 /// `free_buf(buf)`: returns a buffer to the allocator that made it.
 pub type FreeBufFn = unsafe extern "C" fn(buf: ModuleBuf);
@@ -167,7 +269,7 @@ pub struct DescriptorHeader {
     pub descriptor_size: u32,
 }
 
-/// Everything a host needs to run a module (ABI version 1).
+/// Everything a host needs to run a module (ABI version 2).
 #[repr(C)]
 #[derive(Debug)]
 pub struct ModuleDescriptor {
@@ -182,13 +284,18 @@ pub struct ModuleDescriptor {
     pub rustc_version: RawStr,
     /// 1 when built with `panic = "unwind"`: only then can the SDK catch panics.
     pub panic_unwind: u8,
+    /// The layout number of the state's snapshots, for modules written with
+    /// the typed layer; 0 when the module does not declare one (a raw module).
+    pub state_layout: u32,
+    /// The methods the module declares (`method_count` of them); a raw
+    /// module may declare none and still answer any method name.
+    pub methods: *const RawMethod,
+    pub method_count: usize,
     // The entry points are `Option`s because the descriptor is read from a
     // library the host did not build: a null pointer in a plain `fn` field
     // is undefined behaviour the moment it is read, while `None` is a value
-    // the host can refuse. The layout is the same (Rust guarantees that
-    // `Option<extern "C" fn>` is one pointer, with null as `None`), so this
-    // is still ABI version 1 and modules built when these fields were plain
-    // `fn`s load unchanged: they never held a null.
+    // the host can refuse (Rust guarantees that `Option<extern "C" fn>` is
+    // one pointer, with null as `None`).
     pub init: Option<InitFn>,
     pub handle: Option<HandleFn>,
     pub snapshot: Option<SnapshotFn>,
@@ -204,5 +311,8 @@ const _: () = {
 };
 
 // SAFETY: a descriptor is an immutable static: its pointers refer to string
-// literals and functions, which are valid from any thread.
+// literals, a static method array and functions, valid from any thread.
 unsafe impl Sync for ModuleDescriptor {}
+
+// SAFETY: the host's table is an immutable static of function pointers.
+unsafe impl Sync for HostApi {}

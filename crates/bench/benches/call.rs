@@ -26,8 +26,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hotswap::{Engine, EngineConfig};
 use hotswap_abi::{
-    CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, FreeBufFn, HandleFn, ModuleBuf, ModuleDescriptor, RawBytes,
-    RawStr,
+    CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, FreeBufFn, HandleFn, HostApi, ModuleBuf, ModuleDescriptor,
+    RawBytes, RawHost, RawStr,
 };
 use libloading::Library;
 
@@ -68,7 +68,7 @@ impl RawModule {
         let mut out = ModuleBuf::EMPTY;
         let init = descriptor.init.expect("counter v1 has an init entry point");
         // SAFETY: a fresh start (null previous) with valid out-pointers.
-        let status = unsafe { init(std::ptr::null(), &mut state, &mut out) };
+        let status = unsafe { init(std::ptr::null(), std::ptr::null(), &mut state, &mut out) };
         assert_eq!(status, CallStatus::OK, "counter v1 init");
         RawModule {
             describe,
@@ -80,16 +80,40 @@ impl RawModule {
         }
     }
 
-    /// One `noop` call, with its output buffer handed back as the engine does.
+    /// One `noop` call, with a reply buffer lent and an error buffer handed
+    /// back if the module filled one, as the engine does.
     fn noop(&self) -> CallStatus {
         let mut out = ModuleBuf::EMPTY;
+        let mut reply = Vec::<u8>::new();
+        let host = RawHost { api: &BENCH_HOST, call: std::ptr::from_mut(&mut reply).cast() };
         // SAFETY: `state` came from this library's init and is used by one
-        // thread; the method and payload are 'static.
-        let status = unsafe { (self.handle)(self.state, RawStr::new("noop"), RawBytes::new(b""), &mut out) };
-        // SAFETY: `out` was filled by this module and is returned to it once.
-        unsafe { (self.free_buf)(out) };
+        // thread; the method and payload are 'static, the host outlives the call.
+        let status =
+            unsafe { (self.handle)(&host, self.state, RawStr::new("noop"), RawBytes::new(b""), &mut out) };
+        if !out.ptr.is_null() {
+            // SAFETY: `out` was filled by this module and is returned to it once.
+            unsafe { (self.free_buf)(out) };
+        }
+        black_box(reply);
         status
     }
+}
+
+/// The bench's host: a reply buffer (the call pointer is a `Vec<u8>`) and
+/// no other service.
+static BENCH_HOST: HostApi = HostApi {
+    size: size_of::<HostApi>() as u32,
+    reply: Some(bench_reply),
+    now: None,
+    log: None,
+    after: None,
+    instance: None,
+};
+
+unsafe extern "C" fn bench_reply(call: *mut c_void, bytes: RawBytes) {
+    // SAFETY: the bench lends a `Vec<u8>` as the call pointer, and the
+    // module's bytes are readable during this call.
+    unsafe { (*call.cast::<Vec<u8>>()).extend_from_slice(bytes.as_slice()) };
 }
 
 fn per_call(c: &mut Criterion) {

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use hotswap_abi::{
     ABI_VERSION, CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, DropStateFn, FreeBufFn, HandleFn, InitFn,
-    MAGIC, ModuleBuf, ModuleDescriptor, RawBytes, RawPrevious, RawStr, SnapshotFn,
+    MAGIC, ModuleBuf, ModuleDescriptor, RawBytes, RawMethod, RawPrevious, RawStr, SnapshotFn,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
 use crate::error::{Fault, SwapError};
+use crate::host::{HostCall, TimerRequest};
 
 /// What a module says about itself, copied out of its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +35,20 @@ pub struct ModuleInfo {
     pub sdk_version: String,
     /// `rustc --version` of the compiler that built the module.
     pub rustc_version: String,
+    /// The layout number of its snapshots, if it declares one (typed modules do).
+    pub state_layout: Option<u32>,
+    /// The methods it declares (a raw module may declare none).
+    pub methods: Vec<MethodInfo>,
     /// The file the module was loaded from.
     pub file: PathBuf,
+}
+
+/// A method a module declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodInfo {
+    pub name: String,
+    /// It takes `&self`: it never changes the state.
+    pub read_only: bool,
 }
 
 /// The entry points of a verified module, copied out of its descriptor once
@@ -76,6 +89,8 @@ struct EntryPoints {
 pub struct ModuleState {
     code: Arc<Code>,
     ptr: NonNull<c_void>,
+    /// The key of the instance it belongs to, told to the module by the host's table.
+    instance: Box<str>,
 }
 
 // SAFETY: the SDK requires `Module: Send`, so the state behind the pointer may
@@ -96,18 +111,36 @@ impl ModuleState {
         &self.code
     }
 
-    /// One call.
-    pub(crate) fn handle(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, Fault> {
+    /// One call. Timers the module asks for are added to `timers`, whatever
+    /// the call's outcome (its state changes are kept on an error too).
+    pub(crate) fn handle(
+        &mut self,
+        method: &str,
+        payload: &[u8],
+        timers: &mut Vec<TimerRequest>,
+    ) -> Result<Vec<u8>, Fault> {
         let code = &*self.code;
+        let mut host = HostCall::new(&code.info.name, &code.info.version, &self.instance, method);
+        host.timers = Some(timers);
+        let raw_host = host.raw();
         let mut out = ModuleBuf::EMPTY;
         // SAFETY: the state came from this version's `init` (a `ModuleState`
         // is only made there, with its code), the code is loaded while
         // `self.code` lives, and `&mut self` is the only access to the state.
-        // Method and payload outlive the call; `out` is a live local.
+        // Method, payload and `host` outlive the call; `out` is a live local.
         let status = unsafe {
-            (code.entry.handle)(self.ptr.as_ptr(), RawStr::new(method), RawBytes::new(payload), &mut out)
+            (code.entry.handle)(
+                &raw_host,
+                self.ptr.as_ptr(),
+                RawStr::new(method),
+                RawBytes::new(payload),
+                &mut out,
+            )
         };
-        code.finish(status, out)
+        match status {
+            CallStatus::OK => Ok(std::mem::take(&mut host.reply)),
+            failed => code.finish(failed, out),
+        }
     }
 
     /// The state's snapshot, copied into host memory.
@@ -119,10 +152,12 @@ impl ModuleState {
     /// saving a copy of the whole state when it is only passed on.
     pub(crate) fn with_snapshot<R>(&self, use_it: impl FnOnce(&[u8]) -> R) -> Result<R, Fault> {
         let code = &*self.code;
+        let mut host = HostCall::new(&code.info.name, &code.info.version, &self.instance, "snapshot");
+        let raw_host = host.raw();
         let mut out = ModuleBuf::EMPTY;
         // SAFETY: as in `handle`; `&self` on a type that is not `Sync` means
         // no call mutates the state meanwhile.
-        let status = unsafe { (code.entry.snapshot)(self.ptr.as_ptr(), &mut out) };
+        let status = unsafe { (code.entry.snapshot)(&raw_host, self.ptr.as_ptr(), &mut out) };
         code.finish_with(status, out, use_it)
     }
 }
@@ -130,11 +165,13 @@ impl ModuleState {
 impl Drop for ModuleState {
     fn drop(&mut self) {
         let code = &*self.code;
+        let mut host = HostCall::new(&code.info.name, &code.info.version, &self.instance, "drop");
+        let raw_host = host.raw();
         let mut out = ModuleBuf::EMPTY;
         // SAFETY: the state came from this version's `init`, whose code is
         // still loaded (`self.code` is dropped after this); nothing uses the
-        // state after `drop`, and `drop` runs once.
-        let status = unsafe { (code.entry.drop_state)(self.ptr.as_ptr(), &mut out) };
+        // state after `drop`, and `drop` runs once. `host` outlives the call.
+        let status = unsafe { (code.entry.drop_state)(&raw_host, self.ptr.as_ptr(), &mut out) };
         if let Err(fault) = code.finish(status, out) {
             let info = &code.info;
             tracing::warn!(module = %info.name, version = %info.version, "dropping a state {fault}");
@@ -284,6 +321,8 @@ impl Code {
             version: text("version", descriptor.version)?,
             sdk_version: text("sdk version", descriptor.sdk_version)?,
             rustc_version: text("rustc version", descriptor.rustc_version)?,
+            state_layout: (descriptor.state_layout != 0).then_some(descriptor.state_layout),
+            methods: read_methods(descriptor, source)?,
             file: source.to_owned(),
         };
         // A null entry point is refused here, before anything could call it.
@@ -313,7 +352,11 @@ impl Code {
 
     /// Starts a state on this version: fresh, or from a previous version's
     /// snapshot. The state keeps this version alive until it is dropped.
-    pub fn init(self: &Arc<Self>, previous: Option<Previous<'_>>) -> Result<ModuleState, Fault> {
+    pub fn init(
+        self: &Arc<Self>,
+        instance: &str,
+        previous: Option<Previous<'_>>,
+    ) -> Result<ModuleState, Fault> {
         let raw_previous = previous.map(|previous| RawPrevious {
             name: RawStr::new(previous.name),
             version: RawStr::new(previous.version),
@@ -321,15 +364,17 @@ impl Code {
         });
         let previous_ptr = raw_previous.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
         let mut state = std::ptr::null_mut();
+        let mut host = HostCall::new(&self.info.name, &self.info.version, instance, "init");
+        let raw_host = host.raw();
         let mut out = ModuleBuf::EMPTY;
         // SAFETY: `init` is this library's entry point, valid while `self`
         // lives; every pointer refers to a live local for the whole call.
-        let status = unsafe { (self.entry.init)(previous_ptr, &mut state, &mut out) };
+        let status = unsafe { (self.entry.init)(&raw_host, previous_ptr, &mut state, &mut out) };
         self.finish(status, out)?;
         let ptr = NonNull::new(state).ok_or_else(|| {
             Fault::Error("init reported success but handed out no state (a null pointer)".into())
         })?;
-        Ok(ModuleState { code: self.clone(), ptr })
+        Ok(ModuleState { code: self.clone(), ptr, instance: instance.into() })
     }
 
     /// Copies the module's output buffer into host memory.
@@ -359,9 +404,11 @@ impl Code {
             CallStatus::PANIC => Err(Fault::Panic(String::from_utf8_lossy(bytes).into())),
             CallStatus(other) => Err(Fault::Panic(format!("module returned unknown status {other}").into())),
         };
-        // SAFETY: `out` came from this module and is returned exactly once;
-        // `bytes` is not used after this point.
-        unsafe { (self.entry.free_buf)(out) };
+        if !out.ptr.is_null() {
+            // SAFETY: `out` came from this module and is returned exactly once;
+            // `bytes` is not used after this point.
+            unsafe { (self.entry.free_buf)(out) };
+        }
         result
     }
 
@@ -374,6 +421,32 @@ impl Code {
             None => Ok(()),
         }
     }
+}
+
+/// The methods a descriptor declares, checked: a null array with a count,
+/// or a name that is not UTF-8, refuses the module.
+fn read_methods(descriptor: &ModuleDescriptor, source: &Path) -> Result<Vec<MethodInfo>, SwapError> {
+    if descriptor.method_count == 0 {
+        return Ok(Vec::new());
+    }
+    let bad = |reason: String| SwapError::BadDescriptor { path: source.to_owned(), reason };
+    if descriptor.methods.is_null() {
+        return Err(bad(format!("it declares {} methods but no method list", descriptor.method_count)));
+    }
+    // SAFETY: a non-null method list of `method_count` entries is a static
+    // array in the library, valid while it is loaded.
+    let methods =
+        unsafe { std::slice::from_raw_parts::<RawMethod>(descriptor.methods, descriptor.method_count) };
+    methods
+        .iter()
+        .map(|method| {
+            // SAFETY: method names point at string literals in the library;
+            // `to_str` checks the UTF-8.
+            let name = unsafe { method.name.to_str() }
+                .map_err(|_| bad("one of its method names is not valid UTF-8".into()))?;
+            Ok(MethodInfo { name: name.to_owned(), read_only: method.flags & RawMethod::READ_ONLY != 0 })
+        })
+        .collect()
 }
 
 /// An entry point the descriptor must have; a null one is refused by name.

@@ -89,16 +89,17 @@ mod code;
 mod config;
 mod engine;
 mod error;
+mod host;
 mod maps;
 mod private_dir;
 mod status;
 mod sync;
 
-pub use code::ModuleInfo;
 /// Named only so that the doc tests on it can show that a state cannot be
 /// dropped twice; hosts never hold one (the engine owns every state).
 #[doc(hidden)]
 pub use code::ModuleState;
+pub use code::{MethodInfo, ModuleInfo};
 pub use config::EngineConfig;
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};

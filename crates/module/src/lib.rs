@@ -85,7 +85,11 @@ use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
-use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawPrevious, RawStr};
+use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawHost, RawMethod, RawPrevious, RawStr};
+
+mod context;
+
+pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
 
 /// A versioned state machine that a hotswap host can run and replace.
 ///
@@ -103,9 +107,34 @@ pub trait Module: Sized + Send + 'static {
     /// process that restarted, or a snapshot on disk. Migrations live here.
     fn init(previous: Option<Previous<'_>>) -> Result<Self, ModuleError>;
 
+    /// The layout number of this version's snapshots, when it declares one
+    /// (the typed layer does, from `#[module(layout = N)]`). The host shows
+    /// it and a dry run reports a planned change (`1 → 2`); raw modules leave it `None`.
+    const LAYOUT: Option<u32> = None;
+
+    /// The methods this module answers, for the host to list (and to know
+    /// which only read the state). A raw module may leave it empty.
+    const METHODS: &'static [Method] = &[];
+
     /// Handle one call. An `Err` is returned to the caller; the state stays
     /// as this method left it.
     fn handle(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, ModuleError>;
+
+    /// Handle one call with the host's services at hand ([`Context`]),
+    /// writing the reply into the host's buffer. The host calls this one;
+    /// the default runs [`Module::handle`] and writes what it returns, so a
+    /// raw module only implements `handle`. The typed layer implements this.
+    fn call(
+        &mut self,
+        ctx: &mut Context,
+        method: &str,
+        payload: &[u8],
+        reply: &mut Reply,
+    ) -> Result<(), ModuleError> {
+        let _ = ctx;
+        reply.push(&self.handle(method, payload)?);
+        Ok(())
+    }
 
     /// Serialize the state, for the next version, a new process or disk.
     fn snapshot(&self) -> Result<Vec<u8>, ModuleError>;
@@ -138,6 +167,23 @@ impl<'a> Previous<'a> {
     /// What the previous version's `snapshot` returned.
     pub fn state(&self) -> &'a [u8] {
         self.state
+    }
+}
+
+/// A method a module declares in [`Module::METHODS`].
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct Method(RawMethod);
+
+impl Method {
+    /// A method that may change the state (`&mut self`).
+    pub const fn new(name: &'static str) -> Self {
+        Method(RawMethod::new(name, 0))
+    }
+
+    /// A method that only reads the state (`&self`).
+    pub const fn read_only(name: &'static str) -> Self {
+        Method(RawMethod::new(name, RawMethod::READ_ONLY))
     }
 }
 
@@ -215,6 +261,13 @@ pub mod __private {
             sdk_version: RawStr::new(env!("CARGO_PKG_VERSION")),
             rustc_version: RawStr::new(env!("HOTSWAP_RUSTC_VERSION")),
             panic_unwind: panic_unwind as u8,
+            state_layout: match T::LAYOUT {
+                Some(layout) => layout,
+                None => 0,
+            },
+            // `Method` is a transparent `RawMethod`.
+            methods: T::METHODS.as_ptr().cast(),
+            method_count: T::METHODS.len(),
             init: Some(init::<T>),
             handle: Some(handle::<T>),
             snapshot: Some(snapshot::<T>),
@@ -339,13 +392,51 @@ fn checked_text<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, ModuleError>
         .map_err(|err| ModuleError::new(format!("the host passed a {what} that is not valid UTF-8 ({err})")))
 }
 
+thread_local! {
+    /// The host lent to the entry point running on this thread (null
+    /// pointers outside one), for the `log` bridge. A plain `Copy` value, so
+    /// the thread-local has no destructor (see `PANIC_LOCATION`).
+    static CURRENT_HOST: Cell<RawHost> = const {
+        Cell::new(RawHost { api: std::ptr::null(), call: std::ptr::null_mut() })
+    };
+}
+
+/// Makes `host` the current host of this thread until the guard drops.
+struct HostScope {
+    previous: RawHost,
+}
+
+impl HostScope {
+    /// # Safety
+    /// `host` is null or points at the `RawHost` the host passed to the entry
+    /// point in progress; the scope ends before that entry point returns.
+    unsafe fn enter(host: *const RawHost) -> (HostScope, RawHost) {
+        // SAFETY: the caller's guarantee; a null host is an empty one.
+        let host = unsafe { host.as_ref() }
+            .copied()
+            .unwrap_or(RawHost { api: std::ptr::null(), call: std::ptr::null_mut() });
+        let previous = CURRENT_HOST.with(|slot| slot.replace(host));
+        (HostScope { previous }, host)
+    }
+}
+
+impl Drop for HostScope {
+    fn drop(&mut self) {
+        CURRENT_HOST.with(|slot| slot.set(self.previous));
+    }
+}
+
 unsafe extern "C" fn init<T: Module>(
+    host: *const RawHost,
     previous: *const RawPrevious,
     state_out: *mut *mut c_void,
     out: *mut ModuleBuf,
 ) -> CallStatus {
     // Every instance starts here, so this runs before any other entry point.
     install_panic_hook();
+    // SAFETY: `host` is what the host passed to this entry point; the scope
+    // ends when this function returns.
+    let _scope = unsafe { HostScope::enter(host) };
     let outcome = catch_unwind(|| {
         // SAFETY: `previous` is null or points at a RawPrevious whose strings
         // and bytes the host keeps alive and unchanged during this call.
@@ -374,11 +465,17 @@ unsafe extern "C" fn init<T: Module>(
 }
 
 unsafe extern "C" fn handle<T: Module>(
+    host: *const RawHost,
     state: *mut c_void,
     method: RawStr,
     payload: RawBytes,
     out: *mut ModuleBuf,
 ) -> CallStatus {
+    // SAFETY: `host` is what the host passed to this entry point; the scope,
+    // the context and the reply end when this function returns.
+    let (_scope, host) = unsafe { HostScope::enter(host) };
+    // SAFETY: as above.
+    let mut reply = unsafe { Reply::from_host(host) };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the method and payload are borrowed from the caller for the
         // duration of the call.
@@ -386,12 +483,25 @@ unsafe extern "C" fn handle<T: Module>(
         // SAFETY: `state` came from our own `init::<T>` and the host holds
         // the instance lock, so this is the only reference to it.
         let state = unsafe { &mut *state.cast::<T>() };
-        state.handle(method, payload)
+        // SAFETY: as for the reply.
+        let mut ctx = unsafe { Context::from_host(host) };
+        state.call(&mut ctx, method, payload, &mut reply)
     }));
-    finish(outcome, out)
+    // On an error or a panic the host drops what was written to the reply
+    // and reads the message from `out`.
+    match outcome {
+        Ok(Ok(())) => CallStatus::OK,
+        failed => finish(failed.map(|result| result.map(|()| Vec::new())), out),
+    }
 }
 
-unsafe extern "C" fn snapshot<T: Module>(state: *const c_void, out: *mut ModuleBuf) -> CallStatus {
+unsafe extern "C" fn snapshot<T: Module>(
+    host: *const RawHost,
+    state: *const c_void,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    // SAFETY: `host` is what the host passed to this entry point.
+    let _scope = unsafe { HostScope::enter(host) };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `state` came from our own `init::<T>` and is not mutated
         // while the host holds the instance lock for this snapshot.
@@ -401,7 +511,13 @@ unsafe extern "C" fn snapshot<T: Module>(state: *const c_void, out: *mut ModuleB
     finish(outcome, out)
 }
 
-unsafe extern "C" fn drop_state<T: Module>(state: *mut c_void, out: *mut ModuleBuf) -> CallStatus {
+unsafe extern "C" fn drop_state<T: Module>(
+    host: *const RawHost,
+    state: *mut c_void,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    // SAFETY: `host` is what the host passed to this entry point.
+    let _scope = unsafe { HostScope::enter(host) };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `state` came from `Box::into_raw` in our `init::<T>`, and
         // the host calls drop_state exactly once, after its last use.

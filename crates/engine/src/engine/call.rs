@@ -84,7 +84,13 @@ impl ModuleEntry {
         }
         let Slot::Live(live) = &mut *slot else { unreachable!("start returns a live slot") };
         bump(&instance.calls);
-        live.handle(method, payload).map_err(|fault| {
+        let mut timers = Vec::new();
+        let outcome = live.handle(method, payload, &mut timers);
+        if !timers.is_empty() {
+            // Kept with the instance by the timer work of issue 8 (in progress).
+            tracing::warn!(module = %self.name, instance = %instance.key, "{} timers asked for are not kept yet", timers.len());
+        }
+        outcome.map_err(|fault| {
             let info = &live.code().info;
             let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
             match fault {
@@ -128,7 +134,7 @@ impl ModuleEntry {
             .lock()
             .clone()
             .ok_or_else(|| CallError::UnknownModule { module: self.name.to_string() })?;
-        match code.init(None) {
+        match code.init(&instance.key, None) {
             Ok(state) => {
                 *instance.version.lock() = Some(code.info.version.clone());
                 *slot = Slot::Live(state);

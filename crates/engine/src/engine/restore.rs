@@ -230,7 +230,7 @@ fn start_saved(
     state: &[u8],
 ) -> Result<ModuleState, SwapError> {
     let previous = Previous { name: &saved.module, version: &saved.version, state };
-    code.init(Some(previous)).map_err(|fault| SwapError::RestoreFailed {
+    code.init(key, Some(previous)).map_err(|fault| SwapError::RestoreFailed {
         module: saved.module.clone(),
         instance: key.to_owned(),
         saved_version: saved.version.clone(),

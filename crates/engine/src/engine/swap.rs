@@ -255,7 +255,10 @@ impl ModuleEntry {
             let state = live
                 .with_snapshot(|state| {
                     size = state.len() as u64;
-                    code.init(Some(Previous { name: &from.name, version: &from.version, state }))
+                    code.init(
+                        &instance.key,
+                        Some(Previous { name: &from.name, version: &from.version, state }),
+                    )
                 })
                 .map_err(|fault| SwapError::SnapshotFailed {
                     module: self.name.to_string(),
@@ -285,7 +288,7 @@ impl ModuleEntry {
 /// Starts and drops one fresh state on `code`, so a version whose `init`
 /// fails is refused at load time rather than at its first call.
 fn start_check_of(code: &Arc<Code>) -> Result<(), SwapError> {
-    let trial = code.init(None).map_err(|fault| SwapError::InitFailed {
+    let trial = code.init("", None).map_err(|fault| SwapError::InitFailed {
         module: code.info.name.clone(),
         version: code.info.version.clone(),
         fault,

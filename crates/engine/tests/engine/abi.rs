@@ -8,7 +8,8 @@ use std::path::Path;
 
 use hotswap::SwapError;
 use hotswap_abi::{
-    CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, ModuleBuf, ModuleDescriptor, RawBytes, RawPrevious, RawStr,
+    CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, HostApi, ModuleBuf, ModuleDescriptor, RawBytes, RawHost,
+    RawPrevious, RawStr,
 };
 use hotswap_test_modules::{COUNTER_NULL_HANDLE, COUNTER_V1};
 use libloading::Library;
@@ -112,7 +113,12 @@ impl RawModule {
         let previous = raw.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
         // SAFETY: every pointer refers to a live local for the whole call.
         let status = unsafe {
-            (self.descriptor.init.expect("the SDK fills every entry point"))(previous, &mut state, &mut out)
+            (self.descriptor.init.expect("the SDK fills every entry point"))(
+                std::ptr::null(),
+                previous,
+                &mut state,
+                &mut out,
+            )
         };
         let message = self.take(out);
         if status == CallStatus::OK { Ok(state) } else { Err(message) }
@@ -122,24 +128,34 @@ impl RawModule {
     fn handle(&self, state: *mut c_void, method: &[u8], payload: &[u8]) -> (CallStatus, String) {
         let method = RawStr { ptr: method.as_ptr(), len: method.len() };
         let mut out = ModuleBuf::EMPTY;
+        let mut reply = Vec::<u8>::new();
+        let host = RawHost { api: &PROBE_HOST, call: std::ptr::from_mut(&mut reply).cast() };
         // SAFETY: `state` came from this module's init and is used by this
-        // thread only; method and payload outlive the call.
+        // thread only; method, payload and the host outlive the call.
         let status = unsafe {
             (self.descriptor.handle.expect("the SDK fills every entry point"))(
+                &host,
                 state,
                 method,
                 RawBytes::new(payload),
                 &mut out,
             )
         };
-        (status, self.take(out))
+        match status {
+            CallStatus::OK => (status, String::from_utf8_lossy(&reply).into_owned()),
+            _ => (status, self.take(out)),
+        }
     }
 
     fn drop_state(&self, state: *mut c_void) {
         let mut out = ModuleBuf::EMPTY;
         // SAFETY: `state` came from this module's init and is not used again.
         let status = unsafe {
-            (self.descriptor.drop_state.expect("the SDK fills every entry point"))(state, &mut out)
+            (self.descriptor.drop_state.expect("the SDK fills every entry point"))(
+                std::ptr::null(),
+                state,
+                &mut out,
+            )
         };
         assert_eq!(status, CallStatus::OK, "{}", self.take(out));
     }
@@ -156,4 +172,21 @@ impl RawModule {
         unsafe { (self.descriptor.free_buf.expect("the SDK fills every entry point"))(out) };
         text
     }
+}
+
+/// The probe's host: a reply buffer (the call pointer is a `Vec<u8>`) and
+/// no other service.
+static PROBE_HOST: HostApi = HostApi {
+    size: size_of::<HostApi>() as u32,
+    reply: Some(probe_reply),
+    now: None,
+    log: None,
+    after: None,
+    instance: None,
+};
+
+unsafe extern "C" fn probe_reply(call: *mut c_void, bytes: RawBytes) {
+    // SAFETY: the probe lends a `Vec<u8>` as the call pointer, and the
+    // module's bytes are readable during this call.
+    unsafe { (*call.cast::<Vec<u8>>()).extend_from_slice(bytes.as_slice()) };
 }
