@@ -58,6 +58,15 @@
 //! are held is [`SwapReport::pause`]: the migration time of all instances
 //! of the module, since they move together.
 //!
+//! # Trying a swap first
+//!
+//! [`Engine::dry_run`] opens a new file beside the running version and has
+//! it take over a copy of every live instance's state, one instance at a
+//! time (each held only for its own snapshot), then unloads it: the
+//! [`DryRunReport`] says which instances would migrate, which the new
+//! version refuses and why, and the planned state layout change. Nothing is
+//! published, and calls keep running (`tests/engine/dry_run.rs`).
+//!
 //! # Example
 //!
 //! ```no_run
@@ -87,6 +96,7 @@
 
 mod code;
 mod config;
+mod dry_run;
 mod engine;
 mod error;
 mod host;
@@ -101,6 +111,7 @@ mod sync;
 pub use code::ModuleState;
 pub use code::{MethodInfo, ModuleInfo};
 pub use config::EngineConfig;
+pub use dry_run::{DryRunReport, TrialInstance, TrialOutcome};
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
 pub use status::{

@@ -125,6 +125,9 @@ pub struct ModuleStatus {
 pub struct SwapInProgress {
     /// The version being swapped in.
     pub to_version: String,
+    /// It is a dry run ([`Engine::dry_run`](crate::Engine::dry_run)): it
+    /// will publish nothing, but other swaps of the module wait for it.
+    pub dry_run: bool,
     /// When the swap started (wall clock).
     pub started: SystemTime,
     /// How long the swap has been under way, when the status was taken.
@@ -137,7 +140,8 @@ pub struct SwapInProgress {
 
 impl fmt::Display for SwapInProgress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "swap to {} under way for {:.1} s", self.to_version, self.elapsed.as_secs_f64())?;
+        let what = if self.dry_run { "dry run of a swap" } else { "swap" };
+        write!(f, "{what} to {} under way for {:.1} s", self.to_version, self.elapsed.as_secs_f64())?;
         match &self.waiting_for {
             Some(key) => write!(f, ", waiting for instance '{key}'"),
             None => Ok(()),

@@ -3,6 +3,7 @@
 
 mod abi;
 mod concurrency;
+mod dry_run;
 mod instances;
 mod panics;
 mod races;
