@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// How a module entry point failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Fault {
     /// The module returned `Err(ModuleError)` with this message.
     Error(Box<str>),

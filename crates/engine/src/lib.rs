@@ -67,6 +67,14 @@
 //! version refuses and why, and the planned state layout change. Nothing is
 //! published, and calls keep running (`tests/engine/dry_run.rs`).
 //!
+//! # Features
+//!
+//! `serde` (off by default): `Serialize`/`Deserialize` on the types hosts
+//! store or print ([`ModuleSnapshot`], [`EngineStatus`], [`SwapReport`],
+//! [`DryRunReport`], [`ModuleInfo`] and what they contain), and typed calls
+//! (`Engine::call_typed`, `InstanceHandle::call_typed`) that send a
+//! `Serialize` argument as JSON and decode the JSON reply.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -104,6 +112,8 @@ mod maps;
 mod private_dir;
 mod status;
 mod sync;
+#[cfg(feature = "serde")]
+mod typed;
 
 /// Named only so that the doc tests on it can show that a state cannot be
 /// dropped twice; hosts never hold one (the engine owns every state).
@@ -118,6 +128,8 @@ pub use status::{
     EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
     SwapInProgress, SwapReport, VersionCalls,
 };
+#[cfg(feature = "serde")]
+pub use typed::TypedCallError;
 
 #[cfg(test)]
 mod tests {
