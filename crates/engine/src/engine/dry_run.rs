@@ -37,12 +37,24 @@ impl Engine {
     /// another dry run) of the module is under way. What the new version
     /// makes of the instances, refusals included, is in the report.
     pub fn dry_run(&self, module: &str, path: impl AsRef<Path>) -> Result<DryRunReport, SwapError> {
+        self.dry_run_checked(module, path, |_| Ok(()))
+    }
+
+    /// [`dry_run`](Self::dry_run) with a check of the private copy, as in
+    /// [`load_checked`](Self::load_checked): a file the check refuses is
+    /// refused here as the swap would refuse it.
+    pub fn dry_run_checked(
+        &self,
+        module: &str,
+        path: impl AsRef<Path>,
+        check: impl Fn(&Path) -> Result<(), String>,
+    ) -> Result<DryRunReport, SwapError> {
         let _swap = self.begin_swap(module)?;
         let entry = self.entry(module).ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
         let started = Instant::now();
         let path = path.as_ref();
         let private_copy = self.private_copy_path(module, path)?;
-        let (code, _) = Code::open(module, path, private_copy.clone(), &|_| Ok(()))?;
+        let (code, _) = Code::open(module, path, private_copy.clone(), &check)?;
         let code = match entry.make_room(code, self.config.max_resident_retired, module, path) {
             Ok(code) => Arc::new(code),
             Err(refused) => {

@@ -159,6 +159,8 @@ fn a_dry_run_refuses_what_a_swap_refuses_before_any_instance() {
     let engine = serving_v1(dir.path());
     let error = engine.dry_run("counter", hotswap_test_modules::TLS_COUNTER).unwrap_err();
     assert!(matches!(error, SwapError::NameMismatch { .. }), "{error:?}");
+    let error = engine.dry_run_checked("counter", COUNTER_V2, |_| Err("not signed".into())).unwrap_err();
+    assert!(matches!(&error, SwapError::Rejected { reason, .. } if reason == "not signed"), "{error:?}");
     let error = engine.dry_run("nothing", COUNTER_V2).unwrap_err();
     assert!(matches!(error, SwapError::UnknownModule { .. }), "{error:?}");
     assert_untouched(&engine);
