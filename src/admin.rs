@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /v1/status` | modules, versions, counters, last swap, uptime, pid (JSON) |
 //! | `POST /v1/modules/{name}/load` | swap to `{"path": ...}` or the configured file; answers when done |
+//! | `POST /v1/modules/{name}/load` with `"dry_run": true` | try that swap on copies of the live state; change nothing |
 //! | `POST /v1/modules/{name}/rollback` | swap back to the version before |
 //! | `POST /v1/modules/{name}/call/{method}?instance=K` | one call, as on the public port |
 //! | `GET /v1/modules/{name}/instances` | the module's instances: key, version, calls (a JSON list) |
@@ -102,6 +103,12 @@ pub async fn handle(daemon: Arc<Daemon>, token: Option<Token>, request: Request<
                     Err(response) => return response,
                 };
             let name = name.to_string();
+            if request.dry_run {
+                return blocking(move || {
+                    daemon.dry_run(&name, request.path.as_deref().map(std::path::Path::new))
+                })
+                .await;
+            }
             blocking(move || {
                 daemon.swap(&name, request.path.as_deref().map(std::path::Path::new), Trigger::Admin)
             })
@@ -236,9 +243,10 @@ fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Runs a swap off the async threads and answers with its report or why it failed.
-async fn blocking(
-    swap: impl FnOnce() -> Result<api::SwapReport, crate::daemon::SwapFailure> + Send + 'static,
+/// Runs a swap (or a dry run) off the async threads and answers with its
+/// report or why it failed.
+async fn blocking<R: serde::Serialize + Send + 'static>(
+    swap: impl FnOnce() -> Result<R, crate::daemon::SwapFailure> + Send + 'static,
 ) -> Response {
     match tokio::task::spawn_blocking(swap).await {
         Ok(Ok(report)) => http::json(200, &report),

@@ -152,6 +152,10 @@ pub struct Module {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SwapInProgress {
     pub to_version: String,
+    /// A dry run (`hotswap load --dry-run`): it changes nothing, but other
+    /// swaps of the module are refused until it ends.
+    #[serde(default)]
+    pub dry_run: bool,
     pub started_unix_ms: u64,
     /// How long it had been under way when the status was taken.
     pub elapsed_ms: u64,
@@ -163,6 +167,7 @@ impl SwapInProgress {
     pub fn from_engine(swap: &hotswap::SwapInProgress) -> SwapInProgress {
         SwapInProgress {
             to_version: swap.to_version.clone(),
+            dry_run: swap.dry_run,
             started_unix_ms: unix_ms(swap.started),
             elapsed_ms: swap.elapsed.as_millis() as u64,
             waiting_for: swap.waiting_for.clone(),
@@ -172,8 +177,9 @@ impl SwapInProgress {
     /// One line for `hotswap status`: "swap to 2.0.0 under way for 2.3 s,
     /// waiting for instance 'busy'".
     pub fn summary(&self) -> String {
+        let what = if self.dry_run { "dry run of a swap" } else { "swap" };
         let mut line =
-            format!("swap to {} under way for {:.1} s", self.to_version, self.elapsed_ms as f64 / 1000.0);
+            format!("{what} to {} under way for {:.1} s", self.to_version, self.elapsed_ms as f64 / 1000.0);
         if let Some(key) = &self.waiting_for {
             line += &format!(", waiting for instance '{key}'");
         }
@@ -307,6 +313,121 @@ pub struct Error {
 #[serde(deny_unknown_fields)]
 pub struct LoadRequest {
     pub path: Option<String>,
+    /// Only try the swap (`Engine::dry_run`): answer a [`DryRunReport`], change nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/modules/{name}/load` with `"dry_run": true`: what the swap
+/// would do, as `hotswap::DryRunReport`, durations in microseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DryRunReport {
+    pub module: String,
+    pub running_version: String,
+    pub trial_version: String,
+    pub file: String,
+    pub running_layout: Option<u32>,
+    pub trial_layout: Option<u32>,
+    /// For a person: "1 -> 2", "2 (unchanged)", "none declared".
+    pub layout_change: String,
+    /// Whether the swap would go through now.
+    pub would_swap: bool,
+    /// Why the new version cannot start a fresh instance, if it cannot.
+    pub fresh_start_error: Option<String>,
+    /// Live instances tried.
+    pub instances: usize,
+    pub migrated: usize,
+    pub refused: usize,
+    /// Every refused instance, in key order, with the reason.
+    pub refusals: Vec<DryRunRefusal>,
+    pub old_snapshot_bytes_total: u64,
+    pub new_snapshot_bytes_total: u64,
+    pub migrate_total_us: u64,
+    pub migrate_max_us: u64,
+    /// The longest any instance was held (its calls waited).
+    pub hold_max_us: u64,
+    pub total_us: u64,
+    pub trial_code_unmapped: Option<bool>,
+}
+
+/// An instance the new version would not take over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DryRunRefusal {
+    pub instance: String,
+    pub reason: String,
+}
+
+impl DryRunReport {
+    pub fn from_engine(report: &hotswap::DryRunReport) -> DryRunReport {
+        let us = |d: Duration| d.as_micros() as u64;
+        DryRunReport {
+            module: report.module.clone(),
+            running_version: report.running_version.clone(),
+            trial_version: report.trial_version.clone(),
+            file: report.file.display().to_string(),
+            running_layout: report.running_layout,
+            trial_layout: report.trial_layout,
+            layout_change: report.layout_change(),
+            would_swap: report.would_swap(),
+            fresh_start_error: report.fresh_start.as_ref().map(|fault| format!("its init {fault}")),
+            instances: report.instances.len(),
+            migrated: report.migrated,
+            refused: report.refused,
+            refusals: report
+                .refusals()
+                .map(|refused| DryRunRefusal {
+                    instance: refused.key.clone(),
+                    reason: refused.outcome.to_string(),
+                })
+                .collect(),
+            old_snapshot_bytes_total: report.old_snapshot_bytes_total,
+            new_snapshot_bytes_total: report.new_snapshot_bytes_total,
+            migrate_total_us: us(report.migrate_total),
+            migrate_max_us: us(report.migrate_max),
+            hold_max_us: us(report.hold_max),
+            total_us: us(report.total),
+            trial_code_unmapped: report.trial_code_unmapped,
+        }
+    }
+
+    /// Lines for a person: the plan, counts and times, the first refusals in
+    /// full, and whether the swap would go through.
+    pub fn summary(&self) -> String {
+        const SHOWN: usize = 5;
+        let mut out = format!(
+            "dry run of {} {} -> {} from {}: state layout {}\n",
+            self.module, self.running_version, self.trial_version, self.file, self.layout_change
+        );
+        out += &format!(
+            "{} live instance(s): {} would migrate, {} refused; snapshots {} bytes now, {} bytes after\n",
+            self.instances,
+            self.migrated,
+            self.refused,
+            self.old_snapshot_bytes_total,
+            self.new_snapshot_bytes_total
+        );
+        out += &format!(
+            "migration {} in all, slowest instance {}; longest hold of an instance {}; took {}\n",
+            format_us(self.migrate_total_us),
+            format_us(self.migrate_max_us),
+            format_us(self.hold_max_us),
+            format_us(self.total_us)
+        );
+        if let Some(error) = &self.fresh_start_error {
+            out += &format!("the new version cannot start a fresh instance: {error}\n");
+        }
+        for refused in self.refusals.iter().take(SHOWN) {
+            out += &format!("refused: instance '{}': {}\n", refused.instance, refused.reason);
+        }
+        if self.refusals.len() > SHOWN {
+            out += &format!("... and {} more refused instance(s)\n", self.refusals.len() - SHOWN);
+        }
+        out += match self.would_swap {
+            true => "a swap would go through; nothing was changed",
+            false => "a swap would be refused; nothing was changed",
+        };
+        out
+    }
 }
 
 /// One instance in `GET /v1/modules/{name}/instances` (a JSON list of them).

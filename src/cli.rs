@@ -207,15 +207,25 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
     })
 }
 
-pub fn load(target: &Target, json: bool, module: &str, path: Option<&Path>) -> Result<(), String> {
+/// Swaps a module, or with `dry_run` prints what the swap would do.
+pub fn load(
+    target: &Target,
+    json: bool,
+    module: &str,
+    path: Option<&Path>,
+    dry_run: bool,
+) -> Result<(), String> {
     let path = path
         .map(|path| std::path::absolute(path).map(|p| p.display().to_string()))
         .transpose()
         .map_err(|err| format!("cannot resolve the path: {err}"))?;
-    let body = serde_json::to_vec(&api::LoadRequest { path }).expect("serializes");
+    let body = serde_json::to_vec(&api::LoadRequest { path, dry_run }).expect("serializes");
     let (status, body) =
         request(target, Method::POST, &format!("/v1/modules/{}/load", encode(module)), body)?;
     expect_success(status, &body)?;
+    if dry_run {
+        return print_json_or(json, &body, |report: api::DryRunReport| report.summary());
+    }
     print_json_or(json, &body, |report: api::SwapReport| report.summary())
 }
 

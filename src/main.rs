@@ -5,6 +5,7 @@
 //! hotswap serve --config hotswap.toml      run the daemon
 //! hotswap status                           what runs, with counters
 //! hotswap load game [modules/libgame.so]   swap a module (default: its configured file)
+//! hotswap load game PATH --dry-run         what that swap would do, changing nothing
 //! hotswap rollback game                    swap back to the version before
 //! hotswap call game hello [PAYLOAD|-] [--instance K]
 //! hotswap snapshot                         save every module's state now
@@ -116,12 +117,18 @@ enum Command {
         print: Print,
     },
     /// Swap a module to a new file (default: the file in its config entry).
-    #[command(after_help = "Example:\n  hotswap load ledger releases/libledger-2.so")]
+    #[command(
+        after_help = "Example:\n  hotswap load ledger releases/libledger-2.so --dry-run\n  hotswap load ledger releases/libledger-2.so"
+    )]
     Load {
         /// The module's name, as in its `[[module]]` entry.
         module: String,
         /// The new module file (default: the `path` of its `[[module]]` entry).
         path: Option<PathBuf>,
+        /// Only try it: the new version takes over copies of the live state and the
+        /// report says what the swap would do; nothing changes.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
@@ -289,7 +296,9 @@ fn run_client(cli: &Cli, json: bool) -> Result<(), String> {
     match &cli.command {
         Command::Serve { .. } => unreachable!("handled in main"),
         Command::Status { .. } => cli::status(&target, json),
-        Command::Load { module, path, .. } => cli::load(&target, json, module, path.as_deref()),
+        Command::Load { module, path, dry_run, .. } => {
+            cli::load(&target, json, module, path.as_deref(), *dry_run)
+        }
         Command::Rollback { module, .. } => cli::rollback(&target, json, module),
         Command::Call { module, method, payload, instance, .. } => {
             cli::call(&target, module, method, payload.as_deref(), instance.as_deref())

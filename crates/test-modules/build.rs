@@ -19,6 +19,7 @@ const MODULES: &[&str] = &[
     "counter-init-fails",
     "counter-handle-panics",
     "counter-wrong-abi",
+    "counter-abi-v1",
     "counter-panic-abort",
     "counter-null-handle",
     "not-a-module",

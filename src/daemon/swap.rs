@@ -183,6 +183,31 @@ impl Daemon {
         Ok(api::SwapReport::from_engine(&report, trigger.as_str()))
     }
 
+    /// Tries a swap of `module` to `path` (default: its configured file)
+    /// without making it ([`hotswap::Engine::dry_run`]). The file must pass
+    /// the load policy and the module's pinned sha256, as for a swap; it
+    /// counts as the module's swap under way. Nothing is saved or recorded.
+    pub fn dry_run(&self, module: &str, path: Option<&Path>) -> Result<api::DryRunReport, SwapFailure> {
+        let _serving = self.lifecycle.hold(&format!("dry run of {module}")).map_err(SwapFailure::NotNow)?;
+        let config = self.config();
+        let configured =
+            config.module(module).ok_or_else(|| SwapFailure::NotConfigured(module.to_owned()))?;
+        let requested = match path {
+            Some(path) => config.file.parent().unwrap_or(Path::new("/")).join(path),
+            None => configured.path.clone(),
+        };
+        let source = policy::check_source(&config, &requested).map_err(SwapFailure::Refused)?;
+        let _swapping = self.begin_swap(module)?;
+        let pinned = configured.sha256.as_deref();
+        let check = |copy: &Path| {
+            let actual = policy::sha256_of(copy).map_err(|err| format!("cannot hash it: {err}"))?;
+            policy::check_pin(pinned, &actual)
+        };
+        let report = self.engine.dry_run_checked(module, &source, check).map_err(SwapFailure::Engine)?;
+        tracing::info!(module, "{report}");
+        Ok(api::DryRunReport::from_engine(&report))
+    }
+
     /// Swaps `module` back to the version it ran before.
     pub fn rollback(&self, module: &str) -> Result<api::SwapReport, SwapFailure> {
         let outcome = (|| {

@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod dry_run;
 mod game;
 mod handover;
 mod http_front;

@@ -26,6 +26,7 @@ use crate::host::{HostCall, TimerRequest};
 
 /// What a module says about itself, copied out of its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ModuleInfo {
     /// `Module::NAME`.
     pub name: String,
@@ -45,6 +46,7 @@ pub struct ModuleInfo {
 
 /// A method a module declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MethodInfo {
     pub name: String,
     /// It takes `&self`: it never changes the state.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// How a module entry point failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Fault {
     /// The module returned `Err(ModuleError)` with this message.
     Error(Box<str>),
@@ -92,11 +93,9 @@ pub enum SwapError {
     #[error("{} has descriptor magic {found:02x?}, the host expects {expected:02x?}", path.display())]
     BadMagic { path: PathBuf, found: [u8; 8], expected: [u8; 8] },
 
-    #[error(
-        "{} was built for module ABI {module_abi}, this host expects ABI {host_abi}; \
-         rebuild the module against the hotswap-module version that matches this host",
-        path.display()
-    )]
+    /// The module speaks another ABI; the message says which side is older
+    /// and which SDK to rebuild the module with.
+    #[error("{}", abi_mismatch(path, *module_abi, *host_abi))]
     AbiMismatch { path: PathBuf, module_abi: u32, host_abi: u32 },
 
     #[error("{} has an unusable descriptor: {reason}", path.display())]
@@ -169,6 +168,29 @@ pub enum SwapError {
     /// instances started later would fail the same way.
     #[error("module '{module}' {version} cannot start a fresh instance: its init {fault}")]
     InitFailed { module: String, version: String, fault: Fault },
+}
+
+/// The SDK whose ABI this host runs. The engine and the SDK are released
+/// together under one version number (the workspace's), so the engine's own
+/// version names it.
+const MATCHING_SDK: &str = env!("CARGO_PKG_VERSION");
+
+/// [`SwapError::AbiMismatch`]'s message: an older module is rebuilt with this
+/// host's SDK; a newer one needs a newer host (or that same rebuild).
+fn abi_mismatch(path: &std::path::Path, module_abi: u32, host_abi: u32) -> String {
+    let path = path.display();
+    if module_abi < host_abi {
+        format!(
+            "{path} was built for ABI {module_abi}, this host runs ABI {host_abi}: rebuild the module with \
+             hotswap-module {MATCHING_SDK} (the SDK of ABI {host_abi}); modules of older ABIs cannot be loaded"
+        )
+    } else {
+        format!(
+            "{path} was built for module ABI {module_abi}, this host expects ABI {host_abi}: its SDK is newer \
+             than this host; run it on a host of ABI {module_abi}, or rebuild the module with \
+             hotswap-module {MATCHING_SDK}"
+        )
+    }
 }
 
 /// Why a call did not return a reply.

@@ -58,6 +58,23 @@
 //! are held is [`SwapReport::pause`]: the migration time of all instances
 //! of the module, since they move together.
 //!
+//! # Trying a swap first
+//!
+//! [`Engine::dry_run`] opens a new file beside the running version and has
+//! it take over a copy of every live instance's state, one instance at a
+//! time (each held only for its own snapshot), then unloads it: the
+//! [`DryRunReport`] says which instances would migrate, which the new
+//! version refuses and why, and the planned state layout change. Nothing is
+//! published, and calls keep running (`tests/engine/dry_run.rs`).
+//!
+//! # Features
+//!
+//! `serde` (off by default): `Serialize`/`Deserialize` on the types hosts
+//! store or print ([`ModuleSnapshot`], [`EngineStatus`], [`SwapReport`],
+//! [`DryRunReport`], [`ModuleInfo`] and what they contain), and typed calls
+//! (`Engine::call_typed`, `InstanceHandle::call_typed`) that send a
+//! `Serialize` argument as JSON and decode the JSON reply.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -87,6 +104,7 @@
 
 mod code;
 mod config;
+mod dry_run;
 mod engine;
 mod error;
 mod host;
@@ -94,6 +112,8 @@ mod maps;
 mod private_dir;
 mod status;
 mod sync;
+#[cfg(feature = "serde")]
+mod typed;
 
 /// Named only so that the doc tests on it can show that a state cannot be
 /// dropped twice; hosts never hold one (the engine owns every state).
@@ -101,12 +121,15 @@ mod sync;
 pub use code::ModuleState;
 pub use code::{MethodInfo, ModuleInfo};
 pub use config::EngineConfig;
+pub use dry_run::{DryRunReport, TrialInstance, TrialOutcome};
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
 pub use status::{
     EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
     SwapInProgress, SwapReport, VersionCalls,
 };
+#[cfg(feature = "serde")]
+pub use typed::TypedCallError;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,8 @@ use crate::code::ModuleInfo;
 
 /// What a successful load or swap did and how long each phase took.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct SwapReport {
     pub module: String,
     /// The version that was replaced; `None` for a first load.
@@ -81,6 +83,8 @@ impl fmt::Display for SwapReport {
 
 /// A retired version whose code is still mapped in this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct RetiredVersion {
     pub version: String,
     pub file: PathBuf,
@@ -90,6 +94,8 @@ pub struct RetiredVersion {
 
 /// The state of one loaded module.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct ModuleStatus {
     pub name: String,
     /// The version serving now.
@@ -121,10 +127,14 @@ pub struct ModuleStatus {
 /// A swap of a loaded module that has not ended yet, and what it waits for:
 /// an operator whose load seems stuck can see why.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct SwapInProgress {
     /// The version being swapped in.
     pub to_version: String,
+    /// It is a dry run ([`Engine::dry_run`](crate::Engine::dry_run)): it
+    /// will publish nothing, but other swaps of the module wait for it.
+    pub dry_run: bool,
     /// When the swap started (wall clock).
     pub started: SystemTime,
     /// How long the swap has been under way, when the status was taken.
@@ -137,7 +147,8 @@ pub struct SwapInProgress {
 
 impl fmt::Display for SwapInProgress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "swap to {} under way for {:.1} s", self.to_version, self.elapsed.as_secs_f64())?;
+        let what = if self.dry_run { "dry run of a swap" } else { "swap" };
+        write!(f, "{what} to {} under way for {:.1} s", self.to_version, self.elapsed.as_secs_f64())?;
         match &self.waiting_for {
             Some(key) => write!(f, ", waiting for instance '{key}'"),
             None => Ok(()),
@@ -147,6 +158,8 @@ impl fmt::Display for SwapInProgress {
 
 /// Calls served by one version of a module (all the times it was loaded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct VersionCalls {
     pub version: String,
     pub calls: u64,
@@ -156,6 +169,8 @@ pub struct VersionCalls {
 
 /// Every loaded module, sorted by name.
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct EngineStatus {
     pub modules: Vec<ModuleStatus>,
 }
@@ -168,6 +183,7 @@ impl EngineStatus {
 
 /// The state of every instance of a module, taken at one moment per instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ModuleSnapshot {
     pub module: String,
     pub version: String,
@@ -178,6 +194,7 @@ pub struct ModuleSnapshot {
 /// A [`ModuleSnapshot`] that leaves out instances that were busy past a
 /// deadline (from [`Engine::snapshot_until`](crate::Engine::snapshot_until)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PartialSnapshot {
     /// Every instance that could be snapshotted.
@@ -189,6 +206,7 @@ pub struct PartialSnapshot {
 
 /// One instance of a module, as [`Engine::instances`](crate::Engine::instances) lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct InstanceStatus {
     pub key: String,

@@ -10,6 +10,7 @@
 //! | [`COUNTER_INIT_FAILS`] | `counter` whose `init` always returns an error |
 //! | [`COUNTER_HANDLE_PANICS`] | `counter` whose `panic` method panics |
 //! | [`COUNTER_WRONG_ABI`] | a descriptor for a future ABI version |
+//! | [`COUNTER_ABI_V1`] | a descriptor of the old ABI 1, as a module built before ABI 2 |
 //! | [`COUNTER_PANIC_ABORT`] | a descriptor that declares `panic = "abort"` |
 //! | [`COUNTER_NULL_HANDLE`] | a working `counter` whose descriptor has a null `handle` |
 //! | [`NOT_A_MODULE`] | a shared library that is not a hotswap module |

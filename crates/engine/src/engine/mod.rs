@@ -26,6 +26,7 @@
 //! and its library is closed at once.
 
 mod call;
+mod dry_run;
 mod hold;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -12,6 +12,7 @@ use crate::status::SwapInProgress;
 /// in a leaf lock of its module (see the locking order in `mod.rs`).
 pub(super) struct SwapProgress {
     to_version: String,
+    dry_run: bool,
     started: SystemTime,
     started_at: Instant,
     waiting_for: Option<Box<str>>,
@@ -22,12 +23,13 @@ pub(super) struct SwapProgress {
 pub(super) struct ProgressSlot(Mutex<Option<SwapProgress>>);
 
 impl ProgressSlot {
-    /// Shows a swap to `to_version`, started at `started_at`, until the
-    /// returned guard drops (the swap ended, whether it succeeded or not).
-    pub(super) fn show(&self, to_version: &str, started_at: Instant) -> ShownSwap<'_> {
+    /// Shows a swap (or a dry run of one) to `to_version`, started at
+    /// `started_at`, until the returned guard drops (it ended, whether it
+    /// succeeded or not).
+    pub(super) fn show(&self, to_version: &str, dry_run: bool, started_at: Instant) -> ShownSwap<'_> {
         let started = SystemTime::now() - started_at.elapsed();
-        *self.0.lock() =
-            Some(SwapProgress { to_version: to_version.to_owned(), started, started_at, waiting_for: None });
+        let to_version = to_version.to_owned();
+        *self.0.lock() = Some(SwapProgress { to_version, dry_run, started, started_at, waiting_for: None });
         ShownSwap { slot: self }
     }
 
@@ -45,6 +47,7 @@ impl ProgressSlot {
         let progress = progress.as_ref()?;
         Some(SwapInProgress {
             to_version: progress.to_version.clone(),
+            dry_run: progress.dry_run,
             started: progress.started,
             elapsed: progress.started_at.elapsed(),
             waiting_for: progress.waiting_for.as_deref().map(str::to_owned),
@@ -66,6 +69,11 @@ impl Drop for ShownSwap<'_> {
 impl ModuleEntry {
     /// [`ProgressSlot::show`] for this module.
     pub(super) fn show_swap(&self, to_version: &str, started_at: Instant) -> ShownSwap<'_> {
-        self.swap_progress.show(to_version, started_at)
+        self.swap_progress.show(to_version, false, started_at)
+    }
+
+    /// [`ProgressSlot::show`] for a dry run of this module.
+    pub(super) fn show_dry_run(&self, to_version: &str, started_at: Instant) -> ShownSwap<'_> {
+        self.swap_progress.show(to_version, true, started_at)
     }
 }

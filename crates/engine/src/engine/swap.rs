@@ -116,7 +116,7 @@ impl Engine {
         result
     }
 
-    fn private_copy_path(&self, module: &str, source: &Path) -> Result<PathBuf, SwapError> {
+    pub(super) fn private_copy_path(&self, module: &str, source: &Path) -> Result<PathBuf, SwapError> {
         let mut dir = self.private_dir.lock();
         if dir.is_none() {
             let created = private_dir::create(self.config.private_dir.as_deref());
@@ -140,7 +140,13 @@ impl ModuleEntry {
     /// during some later `dlclose`. So when the limit is reached, closing the
     /// candidate (an ordinary `dlclose`) may free room: close it, look again,
     /// and reopen it from its private copy if there is room now.
-    fn make_room(&self, code: Code, limit: usize, module: &str, source: &Path) -> Result<Code, SwapError> {
+    pub(super) fn make_room(
+        &self,
+        code: Code,
+        limit: usize,
+        module: &str,
+        source: &Path,
+    ) -> Result<Code, SwapError> {
         if !self.resident_limit_reached(limit) {
             return Ok(code);
         }

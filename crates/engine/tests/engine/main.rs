@@ -3,11 +3,13 @@
 
 mod abi;
 mod concurrency;
+mod dry_run;
 mod instances;
 mod panics;
 mod races;
 mod refusals;
 mod swap;
+mod typed;
 mod unloading;
 
 use std::path::{Path, PathBuf};

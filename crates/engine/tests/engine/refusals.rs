@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use hotswap::{Engine, EngineConfig, Fault, SwapError};
 use hotswap_test_modules::{
-    COUNTER_INIT_FAILS, COUNTER_INIT_PANICS, COUNTER_PANIC_ABORT, COUNTER_V1, COUNTER_V2, COUNTER_WRONG_ABI,
-    NOT_A_MODULE, TLS_COUNTER,
+    COUNTER_ABI_V1, COUNTER_INIT_FAILS, COUNTER_INIT_PANICS, COUNTER_PANIC_ABORT, COUNTER_V1, COUNTER_V2,
+    COUNTER_WRONG_ABI, NOT_A_MODULE, TLS_COUNTER,
 };
 
 use crate::races::{hold_with_sleep, wait_until_the_swap_waits};
@@ -132,6 +132,24 @@ fn wrong_abi_version_names_both_sides() {
     let message = error.to_string();
     assert!(message.contains(&format!("module ABI {}", host_abi + 1)), "{message}");
     assert!(message.contains(&format!("host expects ABI {host_abi}")), "{message}");
+}
+
+/// A module built before this host's ABI (ABI 1, before the table of host
+/// services) is refused by its header alone, and the message says what to
+/// do: rebuild it with the SDK that matches this host, named by version.
+#[test]
+fn a_module_built_for_the_old_abi_is_refused_with_how_to_rebuild_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = refuse(dir.path(), COUNTER_ABI_V1);
+    let host_abi = hotswap_abi::ABI_VERSION;
+    assert!(
+        matches!(error, SwapError::AbiMismatch { module_abi: 1, host_abi: host, .. } if host == host_abi),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&format!("was built for ABI 1, this host runs ABI {host_abi}: ")), "{message}");
+    let sdk = format!("rebuild the module with hotswap-module {}", env!("CARGO_PKG_VERSION"));
+    assert!(message.contains(&sdk), "{message}");
 }
 
 #[test]
