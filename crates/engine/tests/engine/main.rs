@@ -8,6 +8,7 @@ mod panics;
 mod races;
 mod refusals;
 mod swap;
+mod typed;
 mod unloading;
 
 use std::path::{Path, PathBuf};
