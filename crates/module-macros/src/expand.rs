@@ -65,7 +65,7 @@ pub fn generate(attr: TokenStream, block: &ItemImpl) -> syn::Result<TokenStream>
     let migrate = match &def.migrate {
         Some(migrate) => {
             let ident = &migrate.ident;
-            quote_spanned! {ident.span()=> |previous| Self::#ident(previous) }
+            quote_spanned! {ident.span()=> Self::#ident }
         }
         None => quote! {
             |previous| ::core::result::Result::Err(::hotswap_module::__private::no_migrate(
@@ -149,8 +149,10 @@ fn dispatch_arm(method: &MethodDef) -> TokenStream {
     }
     let decode = argument.as_ref().map(|ty| {
         call_args.push(quote! { argument });
-        // A type that is not `DeserializeOwned` is reported at the argument.
-        quote_spanned! {ty.span()=>
+        // A type that is not `DeserializeOwned` is reported at the argument
+        // (the type's tokens keep their place); the `let` stays the macro's,
+        // so lints about it (`let` of a `()`) are not the author's.
+        quote! {
             let argument = ::hotswap_module::__private::decode_argument::<#ty>(#name, payload)?;
         }
     });
