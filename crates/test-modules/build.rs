@@ -25,6 +25,9 @@ const MODULES: &[&str] = &[
     "not-a-module",
     "tls-counter",
     "blob",
+    // Typed modules (#[module]): layout 1, and the example (layout 2).
+    "ledger-v1",
+    "ledger-v2",
     // The game demo's module, both versions (examples/game).
     "game1",
     "game2",

@@ -88,8 +88,14 @@ use std::sync::Once;
 use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawHost, RawMethod, RawPrevious, RawStr};
 
 mod context;
+// TEMPORARY until the envelope helper's `envelope.rs` lands (see the file).
+mod envelope_stub;
+mod json_hint;
+pub mod testing;
+mod typed;
 
 pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
+pub use hotswap_module_macros::module;
 
 /// A versioned state machine that a hotswap host can run and replace.
 ///
@@ -188,6 +194,13 @@ impl Method {
 }
 
 /// An error a module returns to the host, with a message for a person.
+///
+/// `?` turns any error into one: every `std::error::Error + Send + Sync`
+/// (serde, parse, io errors…; its `source()` chain is appended, as
+/// `"outer: inner"`), a `&str` or a `String` (`.ok_or("no such player")?`),
+/// and `Box<dyn Error + Send + Sync>`. For that, `ModuleError` itself does
+/// not implement `std::error::Error` (as `anyhow::Error` does not): read it
+/// with [`ModuleError::message`] or `Display`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleError {
     message: String,
@@ -209,17 +222,20 @@ impl fmt::Display for ModuleError {
     }
 }
 
-impl std::error::Error for ModuleError {}
-
-impl From<&str> for ModuleError {
-    fn from(message: &str) -> Self {
-        Self::new(message)
-    }
-}
-
-impl From<String> for ModuleError {
-    fn from(message: String) -> Self {
-        Self::new(message)
+// One blanket conversion covers errors, `&str`, `String` and boxed errors:
+// std converts each of them into a `Box<dyn Error>`. It would overlap with
+// `From<T> for T` if `ModuleError` were an `Error` itself, which is why it is not.
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for ModuleError {
+    fn from(error: E) -> Self {
+        let error = error.into();
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self { message }
     }
 }
 
@@ -241,10 +257,16 @@ macro_rules! export_module {
     };
 }
 
-/// Used by [`export_module!`]; not part of the public API.
+/// Used by [`export_module!`] and [`module`]; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
     pub use hotswap_abi as abi;
+    pub use serde_json;
+
+    pub use crate::envelope_stub::{encode_state, restore_state};
+    pub use crate::typed::{
+        call_without_host, decode_argument, no_migrate, unknown_method, write_reply, write_result,
+    };
 
     use super::*;
     use hotswap_abi::{ABI_VERSION, DescriptorHeader, MAGIC, ModuleDescriptor};
@@ -543,6 +565,42 @@ mod tests {
     fn module_error_converts_from_strings() {
         assert_eq!(ModuleError::from("bad").message(), "bad");
         assert_eq!(ModuleError::from(String::from("worse")).to_string(), "worse");
+    }
+
+    #[test]
+    fn question_mark_turns_any_error_into_a_module_error_with_its_causes() {
+        fn parse(text: &str) -> Result<i64, ModuleError> {
+            Ok(text.parse::<i64>()?)
+        }
+        assert_eq!(parse("12"), Ok(12));
+        assert_eq!(parse("twelve").unwrap_err().message(), "invalid digit found in string");
+
+        fn text_or_refusal(value: Option<i64>) -> Result<i64, ModuleError> {
+            Ok(value.ok_or("no value")?)
+        }
+        assert_eq!(text_or_refusal(None).unwrap_err().message(), "no value");
+
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("cannot load the table")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        fn load() -> Result<(), ModuleError> {
+            Err(Outer(std::io::Error::other("disk gone")))?
+        }
+        assert_eq!(load().unwrap_err().message(), "cannot load the table: disk gone");
+
+        fn boxed() -> Result<(), ModuleError> {
+            Err(Box::<dyn std::error::Error + Send + Sync>::from("boxed"))?
+        }
+        assert_eq!(boxed().unwrap_err().message(), "boxed");
     }
 
     #[test]

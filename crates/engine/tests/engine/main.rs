@@ -4,6 +4,7 @@
 mod abi;
 mod concurrency;
 mod dry_run;
+mod host_typed_calls;
 mod instances;
 mod panics;
 mod races;
