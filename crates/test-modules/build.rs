@@ -28,6 +28,12 @@ const MODULES: &[&str] = &[
     // Typed modules (#[module]): layout 1, and the example (layout 2).
     "ledger-v1",
     "ledger-v2",
+    // The chat room of examples/chat, raw and typed, two versions each: the
+    // boilerplate comparison of BENCHMARKS.md, checked to behave the same.
+    "chat-raw-v1",
+    "chat-raw-v2",
+    "chat-typed-v1",
+    "chat-typed-v2",
     // The game demo's module, both versions (examples/game).
     "game1",
     "game2",
@@ -71,6 +77,8 @@ fn main() {
     println!("cargo:rerun-if-changed=modules");
     println!("cargo:rerun-if-changed=../../examples/game/game1");
     println!("cargo:rerun-if-changed=../../examples/game/game2");
+    println!("cargo:rerun-if-changed=../../examples/chat");
     println!("cargo:rerun-if-changed=../module");
+    println!("cargo:rerun-if-changed=../module-macros");
     println!("cargo:rerun-if-changed=../abi");
 }
