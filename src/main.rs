@@ -33,6 +33,7 @@ mod policy;
 mod public;
 mod serve;
 mod state;
+mod timers;
 mod upgrade;
 mod watch;
 

@@ -100,12 +100,12 @@ mod sync;
 #[doc(hidden)]
 pub use code::ModuleState;
 pub use code::{MethodInfo, ModuleInfo};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, TimerWake};
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
 pub use status::{
-    EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
-    SwapInProgress, SwapReport, VersionCalls,
+    DueTimer, EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
+    SavedTimer, SwapInProgress, SwapReport, VersionCalls,
 };
 
 #[cfg(test)]
