@@ -24,6 +24,8 @@ const MODULES: &[&str] = &[
     "not-a-module",
     "tls-counter",
     "blob",
+    "timer",
+    "timer-v2",
     // The game demo's module, both versions (examples/game).
     "game1",
     "game2",

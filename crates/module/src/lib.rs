@@ -88,6 +88,8 @@ use std::sync::Once;
 use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawHost, RawMethod, RawPrevious, RawStr};
 
 mod context;
+#[cfg(feature = "log")]
+mod log_bridge;
 
 pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
 
@@ -434,6 +436,8 @@ unsafe extern "C" fn init<T: Module>(
 ) -> CallStatus {
     // Every instance starts here, so this runs before any other entry point.
     install_panic_hook();
+    #[cfg(feature = "log")]
+    log_bridge::install();
     // SAFETY: `host` is what the host passed to this entry point; the scope
     // ends when this function returns.
     let _scope = unsafe { HostScope::enter(host) };

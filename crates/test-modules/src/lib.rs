@@ -14,6 +14,8 @@
 //! | [`COUNTER_NULL_HANDLE`] | a working `counter` whose descriptor has a null `handle` |
 //! | [`NOT_A_MODULE`] | a shared library that is not a hotswap module |
 //! | [`TLS_COUNTER`] | `tls-counter`, with a `thread_local!` that has a destructor |
+//! | [`TIMER`] | `timer` 1.0.0, sets timers (`ctx.after`) and records when they fire |
+//! | [`TIMER_V2`] | `timer` 2.0.0, the same code under the next version |
 //! | [`BLOB`] | `blob`, a state of N bytes (method `resize`), for swap-pause benchmarks |
 //! | [`GAME1`] | `game` 1001 ("game1"), the game demo's module from `examples/game/game1` |
 //! | [`GAME2`] | `game` 1002 ("game2"), its next version with a migrated layout, from `examples/game/game2` |
