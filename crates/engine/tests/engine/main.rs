@@ -8,6 +8,7 @@ mod panics;
 mod races;
 mod refusals;
 mod swap;
+mod timers;
 mod unloading;
 
 use std::path::{Path, PathBuf};
