@@ -88,9 +88,19 @@ impl Timers {
     pub fn render(&self, text: &mut String, pending: usize) {
         let status = self.status(pending);
         let lines: [(&str, &str, &str, u64); 3] = [
-            ("hotswap_timers_pending", "gauge", "Timers set by modules (ctx.after) that have not run.", status.pending),
+            (
+                "hotswap_timers_pending",
+                "gauge",
+                "Timers set by modules (ctx.after) that have not run.",
+                status.pending,
+            ),
             ("hotswap_timers_fired_total", "counter", "Timers whose call ran.", status.fired),
-            ("hotswap_timers_failed_total", "counter", "Timers whose call returned an error or panicked.", status.failed),
+            (
+                "hotswap_timers_failed_total",
+                "counter",
+                "Timers whose call returned an error or panicked.",
+                status.failed,
+            ),
         ];
         for (name, kind, help, value) in lines {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");

@@ -116,8 +116,11 @@ fn snapshots_carry_timers_and_restore_and_adopt_bring_them_back() {
     call(&engine, "b", "remind", "0 b-now");
     call(&engine, "b", "remind", "1000 b-soon");
     let saved = engine.snapshot("timer").unwrap();
-    let listed: Vec<(&str, &str)> =
-        saved.timers.iter().map(|t| (t.instance.as_str(), std::str::from_utf8(&t.payload).unwrap())).collect();
+    let listed: Vec<(&str, &str)> = saved
+        .timers
+        .iter()
+        .map(|t| (t.instance.as_str(), std::str::from_utf8(&t.payload).unwrap()))
+        .collect();
     assert_eq!(listed, [("a", "a-later"), ("b", "b-now"), ("b", "b-soon")], "by instance, then due");
     let due_of_a = saved.timers[0].due;
 
@@ -150,10 +153,14 @@ fn a_saved_timer_of_an_instance_the_state_does_not_hold_is_refused() {
     call(&engine, "a", "remind", "0 x");
     let mut saved = engine.snapshot("timer").unwrap();
     saved.timers[0].instance = "ghost".into();
-    let other = Engine::new(EngineConfig { private_dir: Some(dir.path().join("o")), ..EngineConfig::default() });
+    let other =
+        Engine::new(EngineConfig { private_dir: Some(dir.path().join("o")), ..EngineConfig::default() });
     let error = other.restore("timer", TIMER, &saved).unwrap_err();
     assert!(matches!(&error, SwapError::TimerOfUnknownInstance { instance, .. } if instance == "ghost"));
-    assert!(error.to_string().contains("'ghost'") && error.to_string().contains("nothing was loaded"), "{error}");
+    assert!(
+        error.to_string().contains("'ghost'") && error.to_string().contains("nothing was loaded"),
+        "{error}"
+    );
     assert!(other.status().modules.is_empty());
 }
 
@@ -184,8 +191,11 @@ fn every_snapshot_has_each_timer_or_its_effect_exactly_once_while_timers_run() {
     let mut checked = 0;
     while !done.load(Ordering::SeqCst) || checked == 0 {
         let snapshot = engine.snapshot("timer").unwrap();
-        let effects: usize =
-            snapshot.instances.iter().map(|(_, state)| std::str::from_utf8(state).unwrap().lines().count()).sum();
+        let effects: usize = snapshot
+            .instances
+            .iter()
+            .map(|(_, state)| std::str::from_utf8(state).unwrap().lines().count())
+            .sum();
         assert_eq!(snapshot.timers.len() + effects, TIMERS, "after {checked} snapshots");
         checked += 1;
     }
@@ -196,7 +206,8 @@ fn every_snapshot_has_each_timer_or_its_effect_exactly_once_while_timers_run() {
 #[test]
 fn an_instance_has_at_most_its_limit_of_timers_and_the_refusal_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine_with(dir.path(), EngineConfig { max_timers_per_instance: 3, ..EngineConfig::default() });
+    let engine =
+        engine_with(dir.path(), EngineConfig { max_timers_per_instance: 3, ..EngineConfig::default() });
     for i in 0..3 {
         call(&engine, "room", "remind", &format!("0 t{i}"));
     }
@@ -287,7 +298,8 @@ fn the_host_is_woken_only_when_a_timer_is_due_before_every_other() {
         let woken = woken.clone();
         move |due| woken.lock().unwrap().push(due)
     });
-    let engine = engine_with(dir.path(), EngineConfig { on_earlier_timer: Some(wake), ..EngineConfig::default() });
+    let engine =
+        engine_with(dir.path(), EngineConfig { on_earlier_timer: Some(wake), ..EngineConfig::default() });
     call(&engine, "room", "remind", "20000 first");
     call(&engine, "room", "remind", "40000 later-than-first");
     call(&engine, "other", "remind", "10000 earlier");

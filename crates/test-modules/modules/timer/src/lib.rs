@@ -7,6 +7,8 @@
 //! | `remind` | `DELAY_MS TAG` | `ctx.after(DELAY_MS, "fire", TAG)` |
 //! | `remind_then_fail` | `DELAY_MS TAG` | sets the timer, then returns an error |
 //! | `remind_then_panic` | `DELAY_MS TAG` | sets the timer, then panics |
+//! | `schedule` | `DELAY_MS METHOD [PAYLOAD]` | `ctx.after(DELAY_MS, METHOD, PAYLOAD)` |
+//! | `sleep` | `MS` | sleeps that long (a slow call) |
 //! | `fire` | `TAG` | records TAG, the wall clock (unix ms) and this version |
 //! | `fired` | | one line per fire: `TAG UNIX_MS VERSION` |
 //! | `refusals` | | what `ctx.after` answered in `init` and in the last `snapshot` |

@@ -52,6 +52,21 @@ impl Module for Timer {
                 remind(ctx, text)?;
                 panic!("panicked after setting the timer");
             }
+            "schedule" => {
+                let mut parts = text.splitn(3, ' ');
+                let (delay, method) = (
+                    parts.next().unwrap_or(""),
+                    parts.next().ok_or("schedule takes `DELAY_MS METHOD [PAYLOAD]`")?,
+                );
+                let delay: u64 = delay.parse().map_err(|_| "schedule takes `DELAY_MS METHOD [PAYLOAD]`")?;
+                ctx.after(Duration::from_millis(delay), method, parts.next().unwrap_or(""))
+            }
+            "sleep" => {
+                std::thread::sleep(Duration::from_millis(
+                    text.parse().map_err(|_| "sleep takes milliseconds")?,
+                ));
+                Ok(())
+            }
             "fire" => {
                 let at = ctx.now().wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
                 self.fired.push(format!("{text} {at} {}", Self::VERSION));
