@@ -271,7 +271,8 @@ pub fn decode_body(body: &[u8]) -> Result<ModuleSnapshot, String> {
                 .flatten()
                 .ok_or_else(|| format!("a timer of instance '{instance}' has an impossible due time"))?;
             let method = reader.text()?;
-            let len = usize::try_from(reader.u64()?).map_err(|_| "a timer's payload is too large".to_owned())?;
+            let len =
+                usize::try_from(reader.u64()?).map_err(|_| "a timer's payload is too large".to_owned())?;
             timers.push(SavedTimer { instance, due, method, payload: reader.take(len)?.to_vec() });
         }
     }
