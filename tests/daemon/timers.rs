@@ -171,7 +171,8 @@ fn an_instance_gets_at_most_its_limit_of_timers_and_the_refusal_names_the_settin
     let error = json(&reply)["error"].as_str().unwrap().to_owned();
     assert_eq!(status, 422, "{error}");
     assert!(
-        error.contains("already has 3 pending timers") && error.contains("max_timers_per_instance"),
+        error.contains("has 3 pending timers and may have at most 3")
+            && error.contains("max_timers_per_instance"),
         "{error}"
     );
     daemon.text("POST", "/call/timer/remind?instance=other", "3600000 elsewhere");

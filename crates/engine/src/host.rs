@@ -152,27 +152,27 @@ unsafe extern "C" fn after(
     // SAFETY: borrowed for this call; `to_str` checks the UTF-8.
     let method = unsafe { method.to_str() };
     let due = SystemTime::now().checked_add(Duration::from_nanos(delay_nanos));
-    let refused = match (method, call.timers.as_deref_mut()) {
-        (Err(_), _) => Some("the method name is not valid UTF-8".to_owned()),
-        (Ok(_), None) => Some(format!(
-            "timers can only be set during a call, not in {}: the host keeps a timer with a running \
-             instance, and {} has none to keep it with",
-            call.method, call.method
+    let refused = match (method, call.timers.as_deref_mut(), due) {
+        (Err(_), _, _) => Some("the method name is not valid UTF-8".to_owned()),
+        (Ok(_), None, _) => Some(format!(
+            "timers can only be set during a call, not in {}; set it in the call that needs it",
+            call.method
         )),
-        (Ok(_), Some(timers)) if timers.pending + timers.asked.len() >= timers.limit => Some(format!(
-            "instance '{}' of module '{}' already has {} pending timers, the most it may have \
+        (Ok(_), Some(timers), _) if timers.pending + timers.asked.len() >= timers.limit => Some(format!(
+            "instance '{}' of module '{}' has {} pending timers and may have at most {} \
              (EngineConfig::max_timers_per_instance, the daemon's engine.max_timers_per_instance); \
              let some fire first",
             call.instance,
             call.module,
-            timers.pending + timers.asked.len()
+            timers.pending + timers.asked.len(),
+            timers.limit
         )),
-        (Ok(_), Some(_)) if due.is_none() => {
+        (Ok(_), Some(_), None) => {
             Some(format!("a delay of {delay_nanos} ns is past the end of the host's clock"))
         }
-        (Ok(method), Some(timers)) => {
+        (Ok(method), Some(timers), Some(due)) => {
             timers.asked.push(TimerRequest {
-                due: due.expect("checked above"),
+                due,
                 method: method.to_owned(),
                 // SAFETY: borrowed for this call.
                 payload: unsafe { payload.as_slice() }.to_vec(),

@@ -214,7 +214,7 @@ fn an_instance_has_at_most_its_limit_of_timers_and_the_refusal_names_it() {
     let error = engine.call("timer", "room", "remind", b"0 one-too-many").unwrap_err();
     let CallError::Refused { message, .. } = &error else { panic!("{error:?}") };
     assert!(
-        message.contains("already has 3 pending timers")
+        message.contains("has 3 pending timers and may have at most 3")
             && message.contains("max_timers_per_instance")
             && message.contains("'room'"),
         "{message}"
