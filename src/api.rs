@@ -33,6 +33,24 @@ pub struct Status {
     /// Calls running for `engine.slow_call` or longer, longest first.
     #[serde(default)]
     pub slow_calls: Vec<SlowCall>,
+    /// The timers modules set (`ctx.after`).
+    #[serde(default)]
+    pub timers: Timers,
+}
+
+/// The timers modules set, as the daemon runs them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timers {
+    /// Set and not run yet, across every instance.
+    pub pending: u64,
+    /// Run since this process started (ok or not).
+    pub fired: u64,
+    /// Of those, the ones whose call returned an error or panicked.
+    pub failed: u64,
+    /// How late the last timers started (up to 1024), median and 99th
+    /// percentile; `None` until one ran.
+    pub late_p50_ms: Option<f64>,
+    pub late_p99_ms: Option<f64>,
 }
 
 /// A module call that has run for `engine.slow_call` or longer and still runs.

@@ -31,6 +31,8 @@ pub struct Config {
     pub snapshot_every: Duration,
     pub swap_timeout: Duration,
     pub max_resident_retired: usize,
+    /// `engine.max_timers_per_instance`: timers (`ctx.after`) one instance may have pending.
+    pub max_timers_per_instance: usize,
     /// A call running longer than this is listed in status and metrics.
     pub slow_call: Duration,
     /// Folders module files may be loaded from.
@@ -176,6 +178,8 @@ struct RawEngine {
     max_resident_retired: usize,
     #[serde(default = "default_slow_call")]
     slow_call: String,
+    #[serde(default = "default_max_timers_per_instance")]
+    max_timers_per_instance: usize,
 }
 
 impl Default for RawEngine {
@@ -184,6 +188,7 @@ impl Default for RawEngine {
             swap_timeout: default_swap_timeout(),
             max_resident_retired: default_max_resident_retired(),
             slow_call: default_slow_call(),
+            max_timers_per_instance: default_max_timers_per_instance(),
         }
     }
 }
@@ -250,6 +255,9 @@ fn default_slow_call() -> String {
 }
 fn default_max_resident_retired() -> usize {
     hotswap::EngineConfig::default().max_resident_retired
+}
+fn default_max_timers_per_instance() -> usize {
+    hotswap::EngineConfig::default().max_timers_per_instance
 }
 
 impl Config {
@@ -377,6 +385,7 @@ impl Config {
             snapshot_every,
             swap_timeout,
             max_resident_retired: raw.engine.max_resident_retired,
+            max_timers_per_instance: raw.engine.max_timers_per_instance,
             slow_call,
             allowed_dirs,
             modules,
@@ -392,6 +401,7 @@ impl Config {
         hotswap::EngineConfig {
             swap_timeout: self.swap_timeout,
             max_resident_retired: self.max_resident_retired,
+            max_timers_per_instance: self.max_timers_per_instance,
             ..hotswap::EngineConfig::default()
         }
     }

@@ -86,6 +86,8 @@ pub struct Daemon {
     /// The binary this process was started from (the default for an upgrade).
     pub binary: PathBuf,
     pub notifier: hotswap_upgrade::notify::Notifier,
+    /// The timer scheduler's wake-up and counts (`timers.rs`).
+    pub timers: crate::timers::Timers,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -96,8 +98,12 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     pub fn new(config: Config, store: StateStore) -> Daemon {
+        let timers = crate::timers::Timers::default();
+        let engine_config =
+            hotswap::EngineConfig { on_earlier_timer: Some(timers.engine_wake()), ..config.engine_config() };
         Daemon {
-            engine: Engine::new(config.engine_config()),
+            engine: Engine::new(engine_config),
+            timers,
             calls: CallRunner::new(config.slow_call),
             config: RwLock::new(Arc::new(config)),
             module_store: ModuleStore::new(store.dir()),
@@ -218,7 +224,9 @@ impl Daemon {
             ("state.dir", old.state_dir != new.state_dir),
             (
                 "engine",
-                old.swap_timeout != new.swap_timeout || old.max_resident_retired != new.max_resident_retired,
+                old.swap_timeout != new.swap_timeout
+                    || old.max_resident_retired != new.max_resident_retired
+                    || old.max_timers_per_instance != new.max_timers_per_instance,
             ),
         ] {
             if changed {

@@ -34,6 +34,7 @@ mod policy;
 mod public;
 mod serve;
 mod state;
+mod timers;
 mod upgrade;
 mod watch;
 

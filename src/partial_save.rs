@@ -58,6 +58,7 @@ pub fn carry_over_busy(
         ));
     }
     let mut never_saved = Vec::new();
+    let mut saved_timers = saved.timers;
     let mut saved: std::collections::HashMap<String, Vec<u8>> = saved.instances.into_iter().collect();
     for key in &busy {
         match saved.remove(key) {
@@ -65,7 +66,12 @@ pub fn carry_over_busy(
             None => never_saved.push(key.clone()),
         }
     }
+    // A busy instance's timers come from the same save as its bytes, so the
+    // two still agree (a timer is pending or what it did is in the state).
+    saved_timers.retain(|timer| busy.contains(&timer.instance) && !never_saved.contains(&timer.instance));
+    taken.timers.append(&mut saved_timers);
     taken.instances.sort_by(|a, b| a.0.cmp(&b.0));
+    taken.timers.sort_by(|a, b| a.instance.cmp(&b.instance));
     Ok(ToSave { snapshot: taken, busy, never_saved })
 }
 
@@ -78,7 +84,29 @@ mod tests {
             module: "counter".into(),
             version: version.into(),
             instances: instances.iter().map(|(key, bytes)| (key.to_string(), bytes.to_vec())).collect(),
+            timers: Vec::new(),
         }
+    }
+
+    fn timer(instance: &str, method: &str) -> hotswap::SavedTimer {
+        hotswap::SavedTimer {
+            instance: instance.into(),
+            due: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            method: method.into(),
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn busy_instances_keep_their_last_saved_timers_with_their_bytes() {
+        let (_dir, store) = store();
+        let mut on_disk = snapshot("1.0.0", &[("a", b"old a"), ("stuck", b"old stuck")]);
+        on_disk.timers = vec![timer("a", "old a's"), timer("stuck", "stuck's")];
+        store.write(&on_disk).unwrap();
+        let mut taken = snapshot("1.0.0", &[("a", b"new a")]);
+        taken.timers = vec![timer("a", "new a's")];
+        let saving = carry_over_busy(&store, taken, vec!["stuck".into()]).unwrap();
+        assert_eq!(saving.snapshot.timers, [timer("a", "new a's"), timer("stuck", "stuck's")]);
     }
 
     fn store() -> (tempfile::TempDir, StateStore) {

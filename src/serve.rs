@@ -231,6 +231,8 @@ async fn serve(
     daemon.lifecycle.serving();
     let watch = Watch::start(daemon.clone())?;
     servers.spawn(save_periodically(daemon.clone()));
+    // Once serving: in an upgrade's new process, only after the commit.
+    servers.spawn(crate::timers::run(daemon.clone()));
     if let Some(pid_file) = &config.pid_file {
         write_pid_file(pid_file)?;
     }

@@ -9,25 +9,35 @@
 //! encoding and a few lines to read back with every length bounds-checked.
 //!
 //! ```text
-//! "HSSTATE\x01"
+//! "HSSTATE\x01" or "HSSTATE\x02"
 //! u32 len, module name | u32 len, module version | u64 written (unix ms) | u32 instance count
 //! per instance: u32 len, key | u64 len, state bytes
+//! only in "\x02": u32 timer count, per timer (`ctx.after`, pending):
+//!   u32 len, instance key | u64 due (unix s) | u32 due (ns) | u32 len, method | u64 len, payload
 //! 32 bytes: SHA-256 of all of the above
 //! ```
+//!
+//! A state without timers is written as "\x01", as before timers existed:
+//! files written before them load unchanged, and a release that knows no
+//! timers still reads a state that has none (an upgrade to it, or a start
+//! of it after a downgrade). One with timers is refused by such a release
+//! rather than read without them.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hotswap::ModuleSnapshot;
+use hotswap::{ModuleSnapshot, SavedTimer};
 
 use crate::durable;
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 8] = b"HSSTATE\x01";
+/// The same, followed by the pending timers.
+const MAGIC_TIMERS: &[u8; 8] = b"HSSTATE\x02";
 const SUFFIX: &str = "state";
 
 /// Why a state file could not be written or used.
@@ -183,7 +193,7 @@ pub fn encode(snapshot: &ModuleSnapshot) -> Vec<u8> {
 pub fn encode_body(snapshot: &ModuleSnapshot) -> Vec<u8> {
     let state_bytes: usize = snapshot.instances.iter().map(|(key, state)| key.len() + state.len() + 12).sum();
     let mut out = Vec::with_capacity(64 + snapshot.module.len() + snapshot.version.len() + state_bytes);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(if snapshot.timers.is_empty() { MAGIC } else { MAGIC_TIMERS });
     put_text(&mut out, &snapshot.module);
     put_text(&mut out, &snapshot.version);
     let written = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
@@ -193,6 +203,19 @@ pub fn encode_body(snapshot: &ModuleSnapshot) -> Vec<u8> {
         put_text(&mut out, key);
         out.extend_from_slice(&(state.len() as u64).to_le_bytes());
         out.extend_from_slice(state);
+    }
+    if !snapshot.timers.is_empty() {
+        out.extend_from_slice(&(snapshot.timers.len() as u32).to_le_bytes());
+        for timer in &snapshot.timers {
+            put_text(&mut out, &timer.instance);
+            // Due times are now plus a delay, never before 1970.
+            let due = timer.due.duration_since(UNIX_EPOCH).unwrap_or_default();
+            out.extend_from_slice(&due.as_secs().to_le_bytes());
+            out.extend_from_slice(&due.subsec_nanos().to_le_bytes());
+            put_text(&mut out, &timer.method);
+            out.extend_from_slice(&(timer.payload.len() as u64).to_le_bytes());
+            out.extend_from_slice(&timer.payload);
+        }
     }
     out
 }
@@ -204,7 +227,7 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
 
 /// Reads what [`encode`] wrote, checking its SHA-256 first.
 pub fn decode(bytes: &[u8]) -> Result<ModuleSnapshot, String> {
-    if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
+    if bytes.len() < MAGIC.len() + 32 || ![&MAGIC[..], &MAGIC_TIMERS[..]].contains(&&bytes[..MAGIC.len()]) {
         return Err(
             "it is not a hotswap state file (bad header); it may be truncated or from elsewhere".into()
         );
@@ -218,8 +241,10 @@ pub fn decode(bytes: &[u8]) -> Result<ModuleSnapshot, String> {
 
 /// Reads what [`encode_body`] wrote; every length is checked against what is there.
 pub fn decode_body(body: &[u8]) -> Result<ModuleSnapshot, String> {
-    let Some(fields) = body.strip_prefix(MAGIC.as_slice()) else {
-        return Err("it does not start like a hotswap state".into());
+    let (fields, has_timers) = match (body.strip_prefix(MAGIC.as_slice()), body.strip_prefix(MAGIC_TIMERS)) {
+        (Some(fields), _) => (fields, false),
+        (_, Some(fields)) => (fields, true),
+        _ => return Err("it does not start like a hotswap state".into()),
     };
     let mut reader = Reader { rest: fields };
     let module = reader.text()?;
@@ -232,10 +257,29 @@ pub fn decode_body(body: &[u8]) -> Result<ModuleSnapshot, String> {
         let len = usize::try_from(reader.u64()?).map_err(|_| "a state is too large".to_owned())?;
         instances.push((key, reader.take(len)?.to_vec()));
     }
+    let mut timers = Vec::new();
+    if has_timers {
+        let count = reader.u32()?;
+        timers.reserve((count as usize).min(4096));
+        for _ in 0..count {
+            let instance = reader.text()?;
+            let (secs, nanos) = (reader.u64()?, reader.u32()?);
+            // Checked before `Duration::new`, which panics when nanoseconds
+            // carry past the largest number of seconds.
+            let due = (nanos < 1_000_000_000)
+                .then(|| UNIX_EPOCH.checked_add(Duration::new(secs, nanos)))
+                .flatten()
+                .ok_or_else(|| format!("a timer of instance '{instance}' has an impossible due time"))?;
+            let method = reader.text()?;
+            let len =
+                usize::try_from(reader.u64()?).map_err(|_| "a timer's payload is too large".to_owned())?;
+            timers.push(SavedTimer { instance, due, method, payload: reader.take(len)?.to_vec() });
+        }
+    }
     if !reader.rest.is_empty() {
         return Err(format!("{} unexpected bytes after the last instance", reader.rest.len()));
     }
-    Ok(ModuleSnapshot { module, version, instances })
+    Ok(ModuleSnapshot { module, version, instances, timers })
 }
 
 struct Reader<'a> {
@@ -275,7 +319,77 @@ mod tests {
             module: "game".into(),
             version: "1002".into(),
             instances: vec![("".into(), b"{\"hits\":3}".to_vec()), ("room-1".into(), vec![0, 255, 7])],
+            timers: Vec::new(),
         }
+    }
+
+    fn with_timers() -> ModuleSnapshot {
+        let at = |secs, nanos| UNIX_EPOCH + Duration::new(secs, nanos);
+        let timer = |instance: &str, due, method: &str, payload: &[u8]| SavedTimer {
+            instance: instance.into(),
+            due,
+            method: method.into(),
+            payload: payload.to_vec(),
+        };
+        ModuleSnapshot {
+            timers: vec![
+                timer("", at(1_700_000_000, 999_999_999), "fire", b""),
+                timer("room-1", at(1_700_000_001, 5), "remind", &[0, 1, 2]),
+            ],
+            ..sample()
+        }
+    }
+
+    /// The bytes of a state file as releases before timers wrote it, made
+    /// here by hand from the format they documented.
+    fn written_before_timers(snapshot: &ModuleSnapshot) -> Vec<u8> {
+        let mut body = b"HSSTATE\x01".to_vec();
+        let text = |body: &mut Vec<u8>, text: &str| {
+            body.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            body.extend_from_slice(text.as_bytes());
+        };
+        text(&mut body, &snapshot.module);
+        text(&mut body, &snapshot.version);
+        body.extend_from_slice(&1_600_000_000_000u64.to_le_bytes());
+        body.extend_from_slice(&(snapshot.instances.len() as u32).to_le_bytes());
+        for (key, state) in &snapshot.instances {
+            text(&mut body, key);
+            body.extend_from_slice(&(state.len() as u64).to_le_bytes());
+            body.extend_from_slice(state);
+        }
+        let digest = Sha256::digest(&body);
+        body.extend_from_slice(&digest);
+        body
+    }
+
+    #[test]
+    fn timers_round_trip_and_files_from_before_timers_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.write(&with_timers()).unwrap();
+        assert_eq!(store.read("game").unwrap(), Some(with_timers()));
+
+        fs::write(store.file("game"), written_before_timers(&sample())).unwrap();
+        assert_eq!(store.read("game").unwrap(), Some(sample()), "an old file loads, with no timers");
+        // And a state without timers is written as before, for older releases.
+        assert_eq!(encode_body(&sample())[..8], *MAGIC);
+        assert_eq!(encode_body(&with_timers())[..8], *MAGIC_TIMERS);
+    }
+
+    #[test]
+    fn timers_cut_or_damaged_are_refused_never_misread() {
+        let body = encode_body(&with_timers());
+        assert_eq!(decode_body(&body).unwrap(), with_timers());
+        for at in 0..body.len() {
+            assert!(decode_body(&body[..at]).is_err(), "cut at {at} went unnoticed");
+        }
+        // A due time whose nanoseconds are out of range: refused, not a panic.
+        let mut bad = body.clone();
+        let nanos_at = body.len() - (4 + "remind".len() + 8 + 3) - 4;
+        bad[nanos_at..nanos_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        bad[nanos_at - 8..nanos_at].copy_from_slice(&u64::MAX.to_le_bytes());
+        let error = decode_body(&bad).unwrap_err();
+        assert!(error.contains("impossible due time") && error.contains("room-1"), "{error}");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!    bring new module versions) and sends HELLO.
 //! 3. The old process stops accepting, freezes calls (they wait; none runs),
 //!    and sends every module's snapshot, then STATE_END.
-//!    One frame per instance, so no module's state is limited by the size of
-//!    a frame.
+//!    One frame per instance (its state and its pending timers), so no
+//!    module's state is limited by the size of a frame.
 //! 4. The new process starts every instance from it through
 //!    `init(Some(previous))` and sends READY without accepting anything yet
 //!    — or REJECT with the reason, and exits.
@@ -275,14 +275,21 @@ fn send_state(daemon: &Daemon, control: &mut UnixStream) -> Result<(), String> {
     for module in daemon.engine.status().modules {
         let snapshot =
             daemon.engine.snapshot(&module.name).map_err(|err| format!("cannot snapshot: {err}"))?;
-        let hotswap::ModuleSnapshot { module, version, instances } = snapshot;
+        let hotswap::ModuleSnapshot { module, version, instances, timers } = snapshot;
         let count = instances.len();
         let mut bytes = 0;
+        // Sorted by instance, as the instances are: each frame takes its own.
+        let mut timers = timers.into_iter().peekable();
         for (key, state) in instances {
+            let mut its_timers = Vec::new();
+            while let Some(timer) = timers.next_if(|timer| timer.instance <= key) {
+                its_timers.push(timer);
+            }
             let one = hotswap::ModuleSnapshot {
                 module: module.clone(),
                 version: version.clone(),
                 instances: vec![(key, state)],
+                timers: its_timers,
             };
             let encoded = state::encode_body(&one);
             frame::write(control, INSTANCE, &encoded).map_err(|err| {
@@ -420,6 +427,7 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String>
                                 ));
                             }
                             module.instances.append(&mut one.instances);
+                            module.timers.append(&mut one.timers);
                         }
                         _ => {
                             if let Some(done) = pending.replace(one) {

@@ -34,6 +34,8 @@ const MODULES: &[&str] = &[
     "chat-raw-v2",
     "chat-typed-v1",
     "chat-typed-v2",
+    "timer",
+    "timer-v2",
     // The game demo's module, both versions (examples/game).
     "game1",
     "game2",

@@ -69,10 +69,14 @@ impl Daemon {
             modules,
             slow_call_ms: self.calls.slow_call().as_millis() as u64,
             slow_calls: self.calls.slow_calls().iter().map(api::SlowCall::from_running).collect(),
+            timers: self.timers.status(self.engine.pending_timers()),
         }
     }
 
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(&self.engine.status(), &self.calls.slow_calls(), self.started.elapsed())
+        let mut text =
+            self.metrics.render(&self.engine.status(), &self.calls.slow_calls(), self.started.elapsed());
+        self.timers.render(&mut text, self.engine.pending_timers());
+        text
     }
 }

@@ -18,6 +18,7 @@ mod saves;
 mod state;
 mod stuck_calls;
 mod swap_status;
+mod timers;
 mod upgrade;
 
 use std::io::{BufRead, Write};

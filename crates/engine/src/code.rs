@@ -22,7 +22,7 @@ use hotswap_abi::{
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
 use crate::error::{Fault, SwapError};
-use crate::host::{HostCall, TimerRequest};
+use crate::host::{HostCall, TimerRequests};
 
 /// What a module says about itself, copied out of its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl ModuleState {
         &mut self,
         method: &str,
         payload: &[u8],
-        timers: &mut Vec<TimerRequest>,
+        timers: &mut TimerRequests,
     ) -> Result<Vec<u8>, Fault> {
         let code = &*self.code;
         let mut host = HostCall::new(&code.info.name, &code.info.version, &self.instance, method);

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// Settings of an [`Engine`](crate::Engine).
 #[derive(Debug, Clone)]
@@ -14,10 +15,50 @@ pub struct EngineConfig {
     /// How many retired versions of one module may stay mapped (their code
     /// could not be unloaded) before further swaps of it are refused.
     pub max_resident_retired: usize,
+    /// The most timers (`ctx.after`) one instance may have pending; past it
+    /// `ctx.after` is refused with a reason naming this limit, so no client
+    /// can make the engine hold timers without bound. Timers restored from
+    /// a saved state are never refused for it. Default: 1024.
+    pub max_timers_per_instance: usize,
+    /// Called when a timer is set that is due earlier than every timer
+    /// pending before it (or the first one), with its due time: a host that
+    /// sleeps until [`Engine::next_timer_due`](crate::Engine::next_timer_due)
+    /// wakes up to sleep less. See [`TimerWake`].
+    pub on_earlier_timer: Option<TimerWake>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { private_dir: None, swap_timeout: Duration::from_secs(5), max_resident_retired: 8 }
+        Self {
+            private_dir: None,
+            swap_timeout: Duration::from_secs(5),
+            max_resident_retired: 8,
+            max_timers_per_instance: 1024,
+            on_earlier_timer: None,
+        }
+    }
+}
+
+/// A host's wake-up for [`EngineConfig::on_earlier_timer`].
+///
+/// It runs on the thread of the call that set the timer, while that call
+/// still holds its instance: it must be short and must not call the engine
+/// (wake a task or a thread, e.g. `tokio::sync::Notify::notify_one`).
+#[derive(Clone)]
+pub struct TimerWake(Arc<dyn Fn(SystemTime) + Send + Sync>);
+
+impl TimerWake {
+    pub fn new(wake: impl Fn(SystemTime) + Send + Sync + 'static) -> Self {
+        TimerWake(Arc::new(wake))
+    }
+
+    pub(crate) fn wake(&self, due: SystemTime) {
+        (self.0)(due);
+    }
+}
+
+impl std::fmt::Debug for TimerWake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TimerWake(..)")
     }
 }

@@ -164,6 +164,14 @@ pub enum SwapError {
     #[error("the saved state is of module '{found}', not '{module}'; nothing was loaded")]
     SnapshotOfAnotherModule { module: String, found: String },
 
+    /// A saved timer names an instance the saved state does not hold (a
+    /// snapshot the engine took never has one): the state was changed or damaged.
+    #[error(
+        "the saved state of module '{module}' has a timer for '{method}' on instance '{instance}', \
+         which it holds no state for; nothing was loaded"
+    )]
+    TimerOfUnknownInstance { module: String, instance: String, method: String },
+
     /// The trial `init(None)` that every load makes of the new version failed:
     /// instances started later would fail the same way.
     #[error("module '{module}' {version} cannot start a fresh instance: its init {fault}")]

@@ -13,15 +13,31 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hotswap_abi::{CallStatus, HostApi, RawBytes, RawHost, RawNow, RawStr, level};
 
-/// Most timers one call may ask for; past it `ctx.after` is refused.
-pub(crate) const MAX_TIMERS_PER_CALL: usize = 1024;
-
-/// A call a module asked for with `ctx.after`, not yet kept anywhere.
+/// A call a module asked for with `ctx.after` during one call; the engine
+/// keeps it with the instance once the call returns (`engine/timers.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TimerRequest {
-    pub delay: Duration,
+    /// The wall clock when the module asked, plus its delay: a wall-clock
+    /// time means the same after a restart.
+    pub due: SystemTime,
     pub method: String,
     pub payload: Vec<u8>,
+}
+
+/// The timers one call asked for, and how many more it may ask for.
+#[derive(Debug)]
+pub(crate) struct TimerRequests {
+    pub asked: Vec<TimerRequest>,
+    /// The instance's limit (`EngineConfig::max_timers_per_instance`).
+    pub limit: usize,
+    /// How many the instance had pending when the call started.
+    pub pending: usize,
+}
+
+impl TimerRequests {
+    pub fn new(limit: usize, pending: usize) -> Self {
+        TimerRequests { asked: Vec::new(), limit, pending }
+    }
 }
 
 /// The host's side of one entry point: what the module may read and what it
@@ -36,7 +52,7 @@ pub(crate) struct HostCall<'a> {
     pub reply: Vec<u8>,
     /// Where `ctx.after` puts its timers; `None` outside `handle`, where a
     /// timer is refused.
-    pub timers: Option<&'a mut Vec<TimerRequest>>,
+    pub timers: Option<&'a mut TimerRequests>,
     /// The reason of the last refusal, kept alive for the module to read.
     refusal: String,
 }
@@ -135,15 +151,28 @@ unsafe extern "C" fn after(
     let call = unsafe { host_call(call) };
     // SAFETY: borrowed for this call; `to_str` checks the UTF-8.
     let method = unsafe { method.to_str() };
-    let refused = match (method, call.timers.as_deref_mut()) {
-        (Err(_), _) => Some("the method name is not valid UTF-8".to_owned()),
-        (Ok(_), None) => Some(format!("timers can only be set during a call, not in {}", call.method)),
-        (Ok(_), Some(timers)) if timers.len() >= MAX_TIMERS_PER_CALL => {
-            Some(format!("one call may set at most {MAX_TIMERS_PER_CALL} timers"))
+    let due = SystemTime::now().checked_add(Duration::from_nanos(delay_nanos));
+    let refused = match (method, call.timers.as_deref_mut(), due) {
+        (Err(_), _, _) => Some("the method name is not valid UTF-8".to_owned()),
+        (Ok(_), None, _) => Some(format!(
+            "timers can only be set during a call, not in {}; set it in the call that needs it",
+            call.method
+        )),
+        (Ok(_), Some(timers), _) if timers.pending + timers.asked.len() >= timers.limit => Some(format!(
+            "instance '{}' of module '{}' has {} pending timers and may have at most {} \
+             (EngineConfig::max_timers_per_instance, the daemon's engine.max_timers_per_instance); \
+             let some fire first",
+            call.instance,
+            call.module,
+            timers.pending + timers.asked.len(),
+            timers.limit
+        )),
+        (Ok(_), Some(_), None) => {
+            Some(format!("a delay of {delay_nanos} ns is past the end of the host's clock"))
         }
-        (Ok(method), Some(timers)) => {
-            timers.push(TimerRequest {
-                delay: Duration::from_nanos(delay_nanos),
+        (Ok(method), Some(timers), Some(due)) => {
+            timers.asked.push(TimerRequest {
+                due,
                 method: method.to_owned(),
                 // SAFETY: borrowed for this call.
                 payload: unsafe { payload.as_slice() }.to_vec(),

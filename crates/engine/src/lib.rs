@@ -42,6 +42,18 @@
 //! 7. **Clients cannot exhaust instances.** [`Engine::set_max_instances`]
 //!    caps new instances per module; existing ones keep working and saved
 //!    state is never refused for its size (`tests/engine/instances.rs`).
+//! 8. **Timers survive swaps and travel with the state.** A timer a module
+//!    sets with `ctx.after` is kept with its instance (not in the module's
+//!    state), so a swap keeps it; [`ModuleSnapshot::timers`] carries it to
+//!    a new process or to disk, where [`Engine::restore`] and
+//!    [`Engine::adopt`] bring it back with its wall-clock due time. A host
+//!    runs due timers with [`Engine::take_due_timers`] and
+//!    [`Engine::run_timer`], which removes a timer in the same step as its
+//!    call: every snapshot holds a timer or what it did, never both or
+//!    neither, and a timer runs once
+//!    (`timers::every_snapshot_has_each_timer_or_its_effect_exactly_once_while_timers_run`).
+//!    An instance has at most [`EngineConfig::max_timers_per_instance`]
+//!    pending; `ctx.after` past it is refused, naming the limit.
 //!
 //! # How a swap works
 //!
@@ -120,13 +132,13 @@ mod typed;
 #[doc(hidden)]
 pub use code::ModuleState;
 pub use code::{MethodInfo, ModuleInfo};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, TimerWake};
 pub use dry_run::{DryRunReport, TrialInstance, TrialOutcome};
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
 pub use status::{
-    EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
-    SwapInProgress, SwapReport, VersionCalls,
+    DueTimer, EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
+    SavedTimer, SwapInProgress, SwapReport, VersionCalls,
 };
 #[cfg(feature = "serde")]
 pub use typed::TypedCallError;

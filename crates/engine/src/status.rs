@@ -189,6 +189,39 @@ pub struct ModuleSnapshot {
     pub version: String,
     /// Instance key and snapshot bytes, sorted by key.
     pub instances: Vec<(String, Vec<u8>)>,
+    /// The timers pending on those instances, taken at the same moment as
+    /// each instance's bytes (so a timer is either here or what it did is in
+    /// the state, never both or neither), sorted by instance and due time.
+    /// Every one belongs to an instance in `instances`.
+    pub timers: Vec<SavedTimer>,
+}
+
+/// A timer a module set with `ctx.after`, as a [`ModuleSnapshot`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SavedTimer {
+    /// The key of the instance it calls.
+    pub instance: String,
+    /// When it is due, by the wall clock: the same moment after a restart.
+    pub due: SystemTime,
+    pub method: String,
+    pub payload: Vec<u8>,
+}
+
+/// A timer that is due, taken with
+/// [`Engine::take_due_timers`](crate::Engine::take_due_timers); run it with
+/// [`Engine::run_timer`](crate::Engine::run_timer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct DueTimer {
+    pub module: String,
+    pub instance: String,
+    pub method: String,
+    pub payload: Vec<u8>,
+    pub due: SystemTime,
+    /// Which timer of the instance this is (unique in this engine).
+    pub(crate) id: u64,
 }
 
 /// A [`ModuleSnapshot`] that leaves out instances that were busy past a

@@ -93,6 +93,8 @@ mod envelope_stub;
 mod json_hint;
 pub mod testing;
 mod typed;
+#[cfg(feature = "log")]
+mod log_bridge;
 
 pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
 pub use hotswap_module_macros::module;
@@ -456,6 +458,8 @@ unsafe extern "C" fn init<T: Module>(
 ) -> CallStatus {
     // Every instance starts here, so this runs before any other entry point.
     install_panic_hook();
+    #[cfg(feature = "log")]
+    log_bridge::install();
     // SAFETY: `host` is what the host passed to this entry point; the scope
     // ends when this function returns.
     let _scope = unsafe { HostScope::enter(host) };

@@ -15,6 +15,8 @@
 //! | [`COUNTER_NULL_HANDLE`] | a working `counter` whose descriptor has a null `handle` |
 //! | [`NOT_A_MODULE`] | a shared library that is not a hotswap module |
 //! | [`TLS_COUNTER`] | `tls-counter`, with a `thread_local!` that has a destructor |
+//! | [`TIMER`] | `timer` 1.0.0, sets timers (`ctx.after`) and records when they fire |
+//! | [`TIMER_V2`] | `timer` 2.0.0, the same code under the next version |
 //! | [`BLOB`] | `blob`, a state of N bytes (method `resize`), for swap-pause benchmarks |
 //! | [`LEDGER_V1`] | `ledger` 1.0.0, typed (`#[module]`, layout 1): a balance |
 //! | [`LEDGER_V2`] | `ledger` 2.0.0, the typed module of issue 8 (layout 2), migrating layout 1 |

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::{Engine, Instance, ModuleEntry, Slot};
 use crate::error::{CallError, Fault};
+use crate::host::TimerRequests;
 use crate::sync::MutexGuard;
 
 /// A handle on one instance of a module, for hosts that call the same
@@ -28,7 +29,7 @@ impl InstanceHandle {
     /// instance is removed it returns [`CallError::InstanceRemoved`]; after
     /// the module is unloaded, [`CallError::UnknownModule`].
     pub fn call(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
-        self.entry.call_instance(&self.instance, method, payload)
+        self.entry.call_instance(&self.instance, method, payload, None).map(Option::unwrap_or_default)
     }
 
     pub fn module(&self) -> &str {
@@ -58,10 +59,10 @@ impl Engine {
         let entry = modules.get(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
         loop {
             let found = entry.instance(instance)?;
-            match entry.call_instance(&found, method, payload) {
+            match entry.call_instance(&found, method, payload, None) {
                 // Removed between the lookup and the lock: look up again.
                 Err(CallError::InstanceRemoved { .. }) => continue,
-                outcome => return outcome,
+                outcome => return outcome.map(Option::unwrap_or_default),
             }
         }
     }
@@ -76,21 +77,39 @@ impl Engine {
 }
 
 impl ModuleEntry {
-    fn call_instance(&self, instance: &Instance, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+    /// One call on `instance`; with `timer`, the call that timer makes, which
+    /// is removed from the instance under the same lock (`Ok(None)` if the
+    /// instance no longer holds it: nothing runs).
+    pub(super) fn call_instance(
+        &self,
+        instance: &Instance,
+        method: &str,
+        payload: &[u8],
+        timer: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, CallError> {
         // While a swap takes the module's instances, wait for it (hold.rs).
         let mut slot = self.gate.enter(instance, |slot| matches!(slot, Slot::Unstarted));
+        if let Some(id) = timer
+            && !(matches!(*slot, Slot::Live(_)) && self.timers.take_to_run(instance, id))
+        {
+            return Ok(None);
+        }
         if !matches!(*slot, Slot::Live(_)) {
             slot = self.start(instance, slot)?;
         }
         let Slot::Live(live) = &mut *slot else { unreachable!("start returns a live slot") };
         bump(&instance.calls);
-        let mut timers = Vec::new();
+        let mut timers = TimerRequests::new(self.timers.limit, instance.timer_count.load(Relaxed));
         let outcome = live.handle(method, payload, &mut timers);
-        if !timers.is_empty() {
-            // Kept with the instance by the timer work of issue 8 (in progress).
-            tracing::warn!(module = %self.name, instance = %instance.key, "{} timers asked for are not kept yet", timers.len());
+        // Kept whatever the outcome, as the state is: a call that returns an
+        // error or panics keeps what it changed, and the timers it set belong
+        // with that state (a state that says "reminder set" without its timer
+        // would be worse). A module that sets a timer and then panics over
+        // and over is bounded by the instance's limit.
+        if !timers.asked.is_empty() {
+            self.timers.keep(&self.name, instance, timers.asked);
         }
-        outcome.map_err(|fault| {
+        outcome.map(Some).map_err(|fault| {
             let info = &live.code().info;
             let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
             match fault {

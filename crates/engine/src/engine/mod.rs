@@ -35,6 +35,7 @@ mod registry;
 mod restore;
 mod retire;
 mod swap;
+mod timers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -76,6 +77,8 @@ pub struct Engine {
     /// Private copies of module files; created on first load, removed on drop.
     private_dir: Mutex<Option<TempDir>>,
     next_copy: AtomicU64,
+    /// Every instance's pending timers in due order (`timers.rs`).
+    timers: Arc<timers::Schedule>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -106,6 +109,8 @@ struct ModuleEntry {
     books: Mutex<Books>,
     /// The swap under way, for status; written only by the swap.
     swap_progress: progress::ProgressSlot,
+    /// The engine's timer schedule, where calls put the timers they set.
+    timers: Arc<timers::Schedule>,
 }
 
 struct Instance {
@@ -127,6 +132,12 @@ struct Instance {
     /// How much of each count is already booked to a version in
     /// [`Books::counted`]; written under `slot`'s lock and the books' lock.
     booked: [AtomicU64; 3],
+    /// The timers this instance set (`ctx.after`) that have not run, kept
+    /// beside its state so a swap keeps them. Changed only under `slot`'s
+    /// lock (see `timers.rs`); a leaf lock.
+    timers: Mutex<Vec<Arc<timers::PendingTimer>>>,
+    /// `timers.len()`, read by the call path without taking that lock.
+    timer_count: AtomicUsize,
 }
 
 enum Slot {
@@ -173,12 +184,15 @@ impl Books {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
+        let timers =
+            Arc::new(timers::Schedule::new(config.max_timers_per_instance, config.on_earlier_timer.clone()));
         Engine {
             config,
             modules: ArcSwap::from_pointee(ModuleMap::default()),
             swapping: hold::SwapsUnderWay::new(),
             private_dir: Mutex::new(None),
             next_copy: AtomicU64::new(1),
+            timers,
         }
     }
 
@@ -220,6 +234,8 @@ impl Instance {
             panics: AtomicU64::new(0),
             wanted_by_swap: sync::AtomicBool::new(false),
             booked: Default::default(),
+            timers: Mutex::new(Vec::new()),
+            timer_count: AtomicUsize::new(0),
         }
     }
 
@@ -236,7 +252,7 @@ impl Instance {
 }
 
 impl ModuleEntry {
-    fn new(name: &str, code: Arc<Code>) -> ModuleEntry {
+    fn new(name: &str, code: Arc<Code>, timers: Arc<timers::Schedule>) -> ModuleEntry {
         ModuleEntry {
             name: name.into(),
             current: Mutex::new(Some(code)),
@@ -255,6 +271,7 @@ impl ModuleEntry {
                 counted: BTreeMap::new(),
             }),
             swap_progress: progress::ProgressSlot::default(),
+            timers,
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::retire::refresh_resident;
+use super::timers::{Attached, SavedTimers};
 use super::{Engine, Instance, ModuleEntry, Slot};
 use crate::code::ModuleState;
 use crate::error::CallError;
@@ -61,6 +62,7 @@ impl Engine {
                 _ => entry.current.lock().as_ref().map(|code| code.info.version.clone()).unwrap_or_default(),
             };
             entry.books.lock().take_counts(&version, &instance);
+            entry.timers.drop_all(&instance);
             *instance.version.lock() = None;
             std::mem::replace(&mut *slot, Slot::Removed)
         };
@@ -100,29 +102,36 @@ impl ModuleEntry {
         }
     }
 
-    /// Adds an instance that starts from saved state (restore, adopt). Saved
-    /// state is never refused for the instance limit: it only stops new keys.
+    /// Adds an instance that starts from saved state (restore, adopt), with
+    /// its saved timers, which the caller then enqueues. Saved state is never
+    /// refused for the instance limit: it only stops new keys.
     ///
     /// An adopt holds every instance it listed; a key created since (by a
     /// call whose start waits for the adopt) is filled in place, so the
     /// instance its caller holds gets the state.
-    pub(super) fn insert_saved(&self, key: &str, live: ModuleState) {
+    pub(super) fn insert_saved(&self, key: &str, live: ModuleState, timers: SavedTimers) -> Option<Attached> {
         let existing = match self.instances.entry(key.into()) {
             dashmap::Entry::Occupied(found) => found.get().clone(),
             dashmap::Entry::Vacant(vacant) => {
                 self.instance_count.fetch_add(1, Relaxed);
-                vacant.insert(Arc::new(Instance::new(key, Slot::Live(live))));
-                return;
+                let instance = Instance::new(key, Slot::Live(live));
+                // Before the instance can be reached, so nothing sees its
+                // state without its timers.
+                let attached = self.timers.attach(&self.name, &instance, timers);
+                vacant.insert(Arc::new(instance));
+                return Some(attached);
             }
         };
         let mut slot = existing.slot.lock();
         if matches!(*slot, Slot::Unstarted) {
             *existing.version.lock() = Some(live.code().info.version.clone());
             *slot = Slot::Live(live);
+            Some(self.timers.attach(&self.name, &existing, timers))
         } else {
             // Not reached: an instance that started while the gate was
             // closed would have been listed and held (hold.rs).
             tracing::error!(module = %self.name, instance = key, "an instance started during adopt; it keeps its state");
+            None
         }
     }
 

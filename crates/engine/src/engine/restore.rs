@@ -2,16 +2,17 @@
 //! snapshot into a first load, adopting one into a loaded module (process
 //! upgrade), and taking snapshots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::hold::StillBusy;
+use super::timers::{SavedTimers, Schedule};
 use super::{Engine, ModuleEntry, ModuleMap, Slot};
 use crate::code::{Code, ModuleState, Previous};
 use crate::error::{SnapshotError, SwapError};
-use crate::status::{ModuleSnapshot, PartialSnapshot, SwapReport};
+use crate::status::{ModuleSnapshot, PartialSnapshot, SavedTimer, SwapReport};
 
 impl Engine {
     /// First load of `module` with its instances taken over from a saved
@@ -51,6 +52,7 @@ impl Engine {
         let _swap = self.begin_swap(module)?;
         let entry = self.entry(module).ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
         check_saved_module(module, saved)?;
+        let mut timers = saved_timers(saved)?;
         let code = entry.current.lock().clone();
         let code = code.ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
         let wait_started = Instant::now();
@@ -85,17 +87,21 @@ impl Engine {
                 started.push((key, start_saved(&code, saved, key, bytes)?));
             }
             let count = started.len();
+            let mut attached = Vec::with_capacity(count);
             for (key, live) in started {
+                let its_timers = timers.remove(key.as_str()).unwrap_or_default();
                 match held.get(key.as_str()) {
                     // Created by a call or a handle but not started: fill it in
                     // place, so whoever holds it sees the adopted state.
                     Some(&i) => {
                         *instances[i].version.lock() = Some(live.code().info.version.clone());
                         *slots[i] = Slot::Live(live);
+                        attached.push(entry.timers.attach(&entry.name, &instances[i], its_timers));
                     }
-                    None => entry.insert_saved(key, live),
+                    None => attached.extend(entry.insert_saved(key, live, its_timers)),
                 }
             }
+            attached.into_iter().for_each(|attached| entry.timers.enqueue(attached));
             Ok(count)
         });
         adopted.unwrap_or_else(|StillBusy { key }| Err(timeout(format!("instance '{key}'"))))
@@ -129,13 +135,17 @@ impl Engine {
         report: &mut SwapReport,
         started: Instant,
     ) -> Result<(), SwapError> {
-        let entry = Arc::new(ModuleEntry::new(module, code.clone()));
+        let entry = Arc::new(ModuleEntry::new(module, code.clone(), self.timers.clone()));
+        let mut attached = Vec::new();
         if let Some(saved) = saved {
             check_saved_module(module, saved)?;
+            let mut timers = saved_timers(saved)?;
             report.from_version = Some(saved.version.clone());
             let migrate_started = Instant::now();
             for (key, bytes) in &saved.instances {
-                entry.insert_saved(key, start_saved(&code, saved, key, bytes)?);
+                let live = start_saved(&code, saved, key, bytes)?;
+                let its_timers = timers.remove(key.as_str()).unwrap_or_default();
+                attached.extend(entry.insert_saved(key, live, its_timers));
                 report.instances += 1;
                 report.snapshot_bytes_total += bytes.len() as u64;
                 report.snapshot_bytes_max = report.snapshot_bytes_max.max(bytes.len() as u64);
@@ -147,6 +157,9 @@ impl Engine {
             modules.insert(module.into(), entry.clone());
             modules
         });
+        // Only now: a timer that came due before the module was published
+        // would find nothing to call.
+        attached.into_iter().for_each(|attached| self.timers.enqueue(attached));
         report.total = started.elapsed();
         entry.books.lock().last_swap = Some(report.clone());
         tracing::debug!("{report}");
@@ -170,6 +183,7 @@ impl ModuleEntry {
             };
             let mut version = None;
             let mut instances = Vec::new();
+            let mut timers = Vec::new();
             let mut busy = Vec::new();
             let mut mixed = false;
             for instance in self.instances_now() {
@@ -196,6 +210,8 @@ impl ModuleEntry {
                     fault,
                 })?;
                 instances.push((instance.key.to_string(), bytes));
+                // Under the same lock as the state: see `timers.rs`.
+                timers.extend(Schedule::saved(&instance));
             }
             if mixed {
                 continue;
@@ -204,8 +220,10 @@ impl ModuleEntry {
                 .or_else(|| self.current.lock().as_ref().map(|code| code.info.version.clone()))
                 .unwrap_or_default();
             instances.sort_by(|a, b| a.0.cmp(&b.0));
+            // Stable: each instance's timers stay in due order.
+            timers.sort_by(|a: &SavedTimer, b: &SavedTimer| a.instance.cmp(&b.instance));
             busy.sort();
-            let snapshot = ModuleSnapshot { module: self.name.to_string(), version, instances };
+            let snapshot = ModuleSnapshot { module: self.name.to_string(), version, instances, timers };
             return Ok(PartialSnapshot { snapshot, busy });
         }
         unreachable!("the loop returns")
@@ -220,6 +238,25 @@ pub(super) fn check_saved_module(module: &str, saved: &ModuleSnapshot) -> Result
         });
     }
     Ok(())
+}
+
+/// The saved timers of each instance of `saved`. A timer of an instance the
+/// snapshot does not hold is refused: it could never run, and a snapshot
+/// the engine took never has one, so the snapshot was changed or damaged.
+fn saved_timers(saved: &ModuleSnapshot) -> Result<HashMap<&str, SavedTimers>, SwapError> {
+    let keys: HashSet<&str> = saved.instances.iter().map(|(key, _)| key.as_str()).collect();
+    let mut timers: HashMap<&str, SavedTimers> = HashMap::new();
+    for timer in &saved.timers {
+        let Some(key) = keys.get(timer.instance.as_str()) else {
+            return Err(SwapError::TimerOfUnknownInstance {
+                module: saved.module.clone(),
+                instance: timer.instance.clone(),
+                method: timer.method.clone(),
+            });
+        };
+        timers.entry(key).or_default().push((timer.due, timer.method.clone(), timer.payload.clone()));
+    }
+    Ok(timers)
 }
 
 /// Starts instance `key` on `code` from its saved state (restore, adopt).

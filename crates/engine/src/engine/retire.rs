@@ -43,7 +43,10 @@ impl ModuleEntry {
     pub(super) fn shut_down(&self) -> Option<Arc<Code>> {
         let old = self.current.lock().take();
         for instance in self.instances_now() {
-            let removed = std::mem::replace(&mut *instance.slot.lock(), Slot::Removed);
+            let mut slot = instance.slot.lock();
+            self.timers.drop_all(&instance);
+            let removed = std::mem::replace(&mut *slot, Slot::Removed);
+            drop(slot);
             drop(removed);
         }
         self.instances.clear();

@@ -11,6 +11,7 @@ mod panics;
 mod races;
 mod refusals;
 mod swap;
+mod timers;
 mod typed;
 mod unloading;
 

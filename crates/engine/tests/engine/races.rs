@@ -129,7 +129,12 @@ fn adopt_racing_first_calls_never_loses_an_acknowledged_update() {
         let mut instances: Vec<(String, Vec<u8>)> =
             (0..SAVED).map(|i| (format!("k{i:05}"), 1000u64.to_le_bytes().to_vec())).collect();
         instances.insert(0, ("a".to_owned(), 100u64.to_le_bytes().to_vec()));
-        let saved = ModuleSnapshot { module: "counter".into(), version: "1.0.0".into(), instances };
+        let saved = ModuleSnapshot {
+            module: "counter".into(),
+            version: "1.0.0".into(),
+            instances,
+            timers: Vec::new(),
+        };
 
         let acknowledged = Arc::new(AtomicU64::new(0));
         let adopt_done = Arc::new(AtomicBool::new(false));

@@ -205,6 +205,7 @@ fn restore_is_all_or_nothing() {
         module: "counter".into(),
         version: "1.0.0".into(),
         instances: vec![("good".into(), 7u64.to_le_bytes().to_vec()), ("torn".into(), vec![1, 2, 3])],
+        timers: Vec::new(),
     };
     let engine = engine_in(dir.path());
     let error = engine.restore("counter", COUNTER_V2, &saved).unwrap_err();
@@ -294,6 +295,7 @@ fn adopt_starts_instances_on_a_loaded_module_all_or_nothing() {
         module: "counter".into(),
         version: "1.0.0".into(),
         instances: vec![("d".into(), 1u64.to_le_bytes().to_vec()), ("e".into(), vec![9])],
+        timers: Vec::new(),
     };
     assert!(matches!(engine.adopt("counter", &torn), Err(hotswap::SwapError::RestoreFailed { .. })));
     assert_eq!(call_text(&engine, "d", "get", ""), "0", "d was not started from the torn snapshot");
