@@ -91,10 +91,10 @@ mod context;
 // TEMPORARY until the envelope helper's `envelope.rs` lands (see the file).
 mod envelope_stub;
 mod json_hint;
-pub mod testing;
-mod typed;
 #[cfg(feature = "log")]
 mod log_bridge;
+pub mod testing;
+mod typed;
 
 pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
 pub use hotswap_module_macros::module;
