@@ -4,6 +4,7 @@
 mod abi;
 mod concurrency;
 mod instances;
+mod layouts;
 mod panics;
 mod races;
 mod refusals;
