@@ -18,7 +18,56 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The methods that read a single value the same way in both of the
+/// tracer's deserializers (`trace::Probe`, `fill::Filler`).
+/// Numbers are made up as 1 so `NonZero` types accept them.
+macro_rules! leaves {
+    () => {
+        leaves! {
+            deserialize_bool => Bool, visit_bool(false);
+            deserialize_i8 => I8, visit_i8(1);
+            deserialize_i16 => I16, visit_i16(1);
+            deserialize_i32 => I32, visit_i32(1);
+            deserialize_i64 => I64, visit_i64(1);
+            deserialize_i128 => I128, visit_i128(1);
+            deserialize_u8 => U8, visit_u8(1);
+            deserialize_u16 => U16, visit_u16(1);
+            deserialize_u32 => U32, visit_u32(1);
+            deserialize_u64 => U64, visit_u64(1);
+            deserialize_u128 => U128, visit_u128(1);
+            deserialize_f32 => F32, visit_f32(1.0);
+            deserialize_f64 => F64, visit_f64(1.0);
+            deserialize_char => Char, visit_char('a');
+            deserialize_str => Str, visit_str("");
+            deserialize_string => Str, visit_string(String::new());
+            deserialize_bytes => Bytes, visit_bytes(&[]);
+            deserialize_byte_buf => Bytes, visit_byte_buf(Vec::new());
+            deserialize_unit => Unit, visit_unit();
+        }
+
+        fn is_human_readable(&self) -> bool {
+            false
+        }
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            mut self,
+            name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, $crate::shape::trace::TraceError> {
+            self.record($crate::shape::container(name, $crate::shape::Body::Unit));
+            visitor.visit_unit()
+        }
+    };
+    ($($method:ident => $format:ident, $visit:ident($($value:expr)?);)*) => {$(
+        fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, $crate::shape::trace::TraceError> {
+            self.record($crate::shape::Format::$format);
+            visitor.$visit($($value)?)
+        }
+    )*};
+}
+
 pub(crate) mod compat;
+mod fill;
 pub(crate) mod trace;
 
 /// The format of one value.
@@ -154,6 +203,10 @@ pub(crate) struct Variant {
     /// `None` only while tracing, for a variant not explored yet: a traced
     /// shape has every variant's body.
     pub(crate) body: Option<Body>,
+}
+
+fn container(name: &str, body: Body) -> Format {
+    Format::Container(Box::new(Container { name: name.to_owned(), body }))
 }
 
 /// What a person calls the type in a message: its name for a container,

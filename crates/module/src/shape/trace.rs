@@ -9,7 +9,7 @@
 //! A type that contains itself (through an `Option`, a `Vec`, a `Box` in an
 //! enum) would be read forever: a container met again inside itself is
 //! recorded as [`Format::Recursive`], and its value is made up without
-//! recording ([`Filler`]): `None`, empty sequences and maps, and the first
+//! recording (`fill::Filler`): `None`, empty sequences and maps, and the first
 //! variant of each enum, which must therefore end the recursion (as `Nil`
 //! does in `enum List { Nil, Cons(u32, Box<List>) }`).
 //!
@@ -24,18 +24,16 @@ use serde::de::{
     self, DeserializeOwned, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-use super::{Body, Container, Field, Format, Variant};
+use super::fill::{Filler, FillerSeq, FillerVariant};
+use super::{Body, Field, Format, Variant, container};
 
 /// Passes before giving up: each pass sees at least one new variant, so
 /// this bounds the number of enum variants in a state type's tree.
 const MAX_PASSES: usize = 4096;
 
-/// Nesting of made-up values inside a recursive type before giving up.
-const MAX_FILL_DEPTH: usize = 64;
-
 /// Why a type's shape could not be traced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TraceError(String);
+pub(crate) struct TraceError(pub(super) String);
 
 impl fmt::Display for TraceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,79 +122,6 @@ impl<'a> Probe<'a> {
     fn record(&mut self, format: Format) {
         *self.out = format;
     }
-}
-
-/// Makes up a value without recording anything, inside a recursive type.
-struct Filler {
-    depth: usize,
-    recursive: &'static str,
-}
-
-impl Filler {
-    fn deeper(&self) -> Result<Filler, TraceError> {
-        if self.depth >= MAX_FILL_DEPTH {
-            return Err(TraceError(format!(
-                "`{}` contains itself, and making up a value of it did not end: the first variant of \
-                 each enum on the way must end the recursion (as `Nil` does in \
-                 `enum List {{ Nil, Cons(u32, Box<List>) }}`)",
-                self.recursive
-            )));
-        }
-        Ok(Filler { depth: self.depth + 1, recursive: self.recursive })
-    }
-
-    fn record(&mut self, _format: Format) {}
-}
-
-/// The methods that read a single value the same way in both deserializers.
-/// Numbers are made up as 1 so `NonZero` types accept them.
-macro_rules! leaves {
-    () => {
-        leaves! {
-            deserialize_bool => Bool, visit_bool(false);
-            deserialize_i8 => I8, visit_i8(1);
-            deserialize_i16 => I16, visit_i16(1);
-            deserialize_i32 => I32, visit_i32(1);
-            deserialize_i64 => I64, visit_i64(1);
-            deserialize_i128 => I128, visit_i128(1);
-            deserialize_u8 => U8, visit_u8(1);
-            deserialize_u16 => U16, visit_u16(1);
-            deserialize_u32 => U32, visit_u32(1);
-            deserialize_u64 => U64, visit_u64(1);
-            deserialize_u128 => U128, visit_u128(1);
-            deserialize_f32 => F32, visit_f32(1.0);
-            deserialize_f64 => F64, visit_f64(1.0);
-            deserialize_char => Char, visit_char('a');
-            deserialize_str => Str, visit_str("");
-            deserialize_string => Str, visit_string(String::new());
-            deserialize_bytes => Bytes, visit_bytes(&[]);
-            deserialize_byte_buf => Bytes, visit_byte_buf(Vec::new());
-            deserialize_unit => Unit, visit_unit();
-        }
-
-        fn is_human_readable(&self) -> bool {
-            false
-        }
-
-        fn deserialize_unit_struct<V: Visitor<'de>>(
-            mut self,
-            name: &'static str,
-            visitor: V,
-        ) -> Result<V::Value, TraceError> {
-            self.record(container(name, Body::Unit));
-            visitor.visit_unit()
-        }
-    };
-    ($($method:ident => $format:ident, $visit:ident($($value:expr)?);)*) => {$(
-        fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, TraceError> {
-            self.record(Format::$format);
-            visitor.$visit($($value)?)
-        }
-    )*};
-}
-
-fn container(name: &str, body: Body) -> Format {
-    Format::Container(Box::new(Container { name: name.to_owned(), body }))
 }
 
 impl<'de> de::Deserializer<'de> for Probe<'_> {
@@ -529,149 +454,6 @@ impl<'de> VariantAccess<'de> for Choice<'_> {
             fields.iter().zip(formats).map(|(name, format)| Field { name: (*name).to_owned(), format });
         *self.out = Some(Body::Struct(fields.collect()));
         Ok(value)
-    }
-}
-
-impl<'de> de::Deserializer<'de> for Filler {
-    type Error = TraceError;
-
-    leaves!();
-
-    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, TraceError> {
-        Err(TraceError(format!("`{}` uses `deserialize_any`, which postcard cannot decode", self.recursive)))
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        self.deserialize_any(visitor)
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        self.deserialize_any(visitor)
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        visitor.visit_none()
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        visitor.visit_seq(FillerSeq { left: 0, filler: self })
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, TraceError> {
-        visitor.visit_seq(FillerSeq { left: len, filler: self.deeper()? })
-    }
-
-    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        visitor.visit_map(FillerSeq { left: 0, filler: self })
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, TraceError> {
-        visitor.visit_newtype_struct(self.deeper()?)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, TraceError> {
-        visitor.visit_seq(FillerSeq { left: len, filler: self.deeper()? })
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, TraceError> {
-        visitor.visit_seq(FillerSeq { left: fields.len(), filler: self.deeper()? })
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, TraceError> {
-        visitor.visit_enum(FillerVariant { filler: self.deeper()? })
-    }
-}
-
-/// `left` made-up elements (or map entries, when `left` is 0).
-struct FillerSeq {
-    left: usize,
-    filler: Filler,
-}
-
-impl FillerSeq {
-    fn next(&mut self) -> Option<Filler> {
-        self.left = self.left.checked_sub(1)?;
-        Some(Filler { depth: self.filler.depth, recursive: self.filler.recursive })
-    }
-}
-
-impl<'de> SeqAccess<'de> for FillerSeq {
-    type Error = TraceError;
-
-    fn next_element_seed<S: DeserializeSeed<'de>>(
-        &mut self,
-        seed: S,
-    ) -> Result<Option<S::Value>, TraceError> {
-        self.next().map(|filler| seed.deserialize(filler)).transpose()
-    }
-}
-
-impl<'de> MapAccess<'de> for FillerSeq {
-    type Error = TraceError;
-
-    fn next_key_seed<S: DeserializeSeed<'de>>(&mut self, _seed: S) -> Result<Option<S::Value>, TraceError> {
-        Ok(None)
-    }
-
-    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, TraceError> {
-        seed.deserialize(Filler { depth: self.filler.depth, recursive: self.filler.recursive })
-    }
-}
-
-/// The first variant of an enum, made up.
-struct FillerVariant {
-    filler: Filler,
-}
-
-impl<'de> EnumAccess<'de> for FillerVariant {
-    type Error = TraceError;
-    type Variant = Self;
-
-    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self), TraceError> {
-        Ok((seed.deserialize(U32Deserializer::<TraceError>::new(0))?, self))
-    }
-}
-
-impl<'de> VariantAccess<'de> for FillerVariant {
-    type Error = TraceError;
-
-    fn unit_variant(self) -> Result<(), TraceError> {
-        Ok(())
-    }
-
-    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, TraceError> {
-        seed.deserialize(self.filler)
-    }
-
-    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, TraceError> {
-        visitor.visit_seq(FillerSeq { left: len, filler: self.filler })
-    }
-
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, TraceError> {
-        visitor.visit_seq(FillerSeq { left: fields.len(), filler: self.filler })
     }
 }
 
