@@ -41,6 +41,23 @@ const MODULES: &[&str] = &[
     "game2",
 ];
 
+/// Builds of one package with one cargo feature each (`None`: no feature),
+/// each copied to its own file and constant: one small crate stands for
+/// many versions without a crate (and a compile of its own) per version.
+const FEATURE_BUILDS: &[(&str, Option<&str>, &str)] = &[
+    ("layouts", None, "LAYOUTS_V1"),
+    ("layouts", Some("renamed"), "LAYOUTS_RENAMED"),
+    ("layouts", Some("retyped"), "LAYOUTS_RETYPED"),
+    ("layouts", Some("resized"), "LAYOUTS_RESIZED"),
+    ("layouts", Some("variant-removed"), "LAYOUTS_VARIANT_REMOVED"),
+    ("layouts", Some("field-added"), "LAYOUTS_FIELD_ADDED"),
+    ("layouts", Some("reordered"), "LAYOUTS_REORDERED"),
+    ("layouts", Some("bad-migrate"), "LAYOUTS_BAD_MIGRATE"),
+    ("layouts", Some("good-migrate"), "LAYOUTS_GOOD_MIGRATE"),
+    ("layouts", Some("variant-added"), "LAYOUTS_VARIANT_ADDED"),
+    ("layouts", Some("from-counter"), "LAYOUTS_FROM_COUNTER"),
+];
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.parent().and_then(|crates| crates.parent()).unwrap();
@@ -70,6 +87,30 @@ fn main() {
         writeln!(
             paths,
             "/// The built `{package}` module.\npub const {constant}: &str = {:?};",
+            file.display().to_string()
+        )
+        .unwrap();
+    }
+    for (package, feature, constant) in FEATURE_BUILDS {
+        let mut cargo = Command::new(env::var("CARGO").unwrap());
+        cargo.current_dir(workspace).arg("build").arg("--quiet").arg("--target-dir").arg(&target_dir);
+        if release {
+            cargo.arg("--release");
+        }
+        cargo.args(["-p", package]);
+        if let Some(feature) = feature {
+            cargo.args(["--features", feature]);
+        }
+        cargo.env_remove("RUSTC_WORKSPACE_WRAPPER").env_remove("RUSTC_WRAPPER");
+        let status = cargo.status().expect("run cargo to build a test module");
+        assert!(status.success(), "building {package} with feature {feature:?} failed: {status}");
+        let built = profile_dir.join(format!("lib{}.so", package.replace('-', "_")));
+        // Copied, not linked: the next build of the package replaces `built`.
+        let file = profile_dir.join(format!("lib{}.so", constant.to_lowercase()));
+        std::fs::copy(&built, &file).unwrap_or_else(|error| panic!("copy {}: {error}", built.display()));
+        writeln!(
+            paths,
+            "/// The built `{package}` module, feature {feature:?}.\npub const {constant}: &str = {:?};",
             file.display().to_string()
         )
         .unwrap();

@@ -88,16 +88,18 @@ use std::sync::Once;
 use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawHost, RawMethod, RawPrevious, RawStr};
 
 mod context;
-// TEMPORARY until the envelope helper's `envelope.rs` lands (see the file).
-mod envelope_stub;
+mod envelope;
 mod json_hint;
 #[cfg(feature = "log")]
 mod log_bridge;
+mod shape;
 pub mod testing;
 mod typed;
 
 pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
+pub use envelope::EnvelopeError;
 pub use hotswap_module_macros::module;
+pub use shape::compat::{Change, Mismatch};
 
 /// A versioned state machine that a hotswap host can run and replace.
 ///
@@ -265,13 +267,31 @@ pub mod __private {
     pub use hotswap_abi as abi;
     pub use serde_json;
 
-    pub use crate::envelope_stub::{encode_state, restore_state};
     pub use crate::typed::{
         call_without_host, decode_argument, no_migrate, unknown_method, write_reply, write_result,
     };
 
     use super::*;
     use hotswap_abi::{ABI_VERSION, DescriptorHeader, MAGIC, ModuleDescriptor};
+
+    /// Appends `state`'s snapshot (envelope, shape, payload) to `into`.
+    pub fn encode_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+        state: &T,
+        layout: u32,
+        into: &mut Vec<u8>,
+    ) -> Result<(), ModuleError> {
+        envelope::encode(state, layout, into).map_err(|error| ModuleError::new(error.to_string()))
+    }
+
+    /// A typed module's `init`: `T::default()` when fresh, a snapshot of
+    /// `layout` decoded (its shape checked), anything else through `migrate`.
+    pub fn restore_state<T: serde::de::DeserializeOwned + Default>(
+        previous: Option<Previous<'_>>,
+        layout: u32,
+        migrate: impl FnOnce(Previous<'_>) -> Result<T, ModuleError>,
+    ) -> Result<T, ModuleError> {
+        envelope::restore(previous, layout, migrate)
+    }
 
     pub const fn descriptor<T: Module>(panic_unwind: bool) -> ModuleDescriptor {
         ModuleDescriptor {

@@ -22,5 +22,10 @@
 //! | [`LEDGER_V2`] | `ledger` 2.0.0, the typed module of issue 8 (layout 2), migrating layout 1 |
 //! | [`GAME1`] | `game` 1001 ("game1"), the game demo's module from `examples/game/game1` |
 //! | [`GAME2`] | `game` 1002 ("game2"), its next version with a migrated layout, from `examples/game/game2` |
+//! | [`LAYOUTS_V1`] | `layouts` 1.0.0, a typed state (envelope, layout 1): a `u32`, a nested `{u16, u16}`, an enum, a string, a list |
+//! | [`LAYOUTS_RENAMED`], [`LAYOUTS_RETYPED`], [`LAYOUTS_RESIZED`], [`LAYOUTS_VARIANT_REMOVED`], [`LAYOUTS_FIELD_ADDED`], [`LAYOUTS_REORDERED`] | `layouts` still at layout 1 with a field renamed, `u32` → `String`, `{u16, u16}` → `{u8, u8, u16}`, an enum variant removed, a field added, two fields swapped: each must be refused |
+//! | [`LAYOUTS_BAD_MIGRATE`] | `layouts` layout 2 whose `migrate` declares layout 1 wrongly: must be refused |
+//! | [`LAYOUTS_GOOD_MIGRATE`], [`LAYOUTS_VARIANT_ADDED`] | `layouts` layout 2 with a correct `migrate`; layout 1 with an enum variant appended: both read layout 1 |
+//! | [`LAYOUTS_FROM_COUNTER`] | a typed `counter` 3.0.0 whose `migrate` reads the raw 8-byte snapshot of `counter` 1.x |
 
 include!(concat!(env!("OUT_DIR"), "/modules.rs"));

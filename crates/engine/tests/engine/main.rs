@@ -7,6 +7,7 @@ mod concurrency;
 mod dry_run;
 mod host_typed_calls;
 mod instances;
+mod layouts;
 mod panics;
 mod races;
 mod refusals;

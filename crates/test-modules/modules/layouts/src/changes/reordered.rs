@@ -1,0 +1,29 @@
+//! Fields `calls` and `name` swapped, the layout number left at 1: must be refused (never misread).
+
+use hotswap_module::{ModuleError, Previous};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Phase, Pos, no_migration, unknown};
+
+pub const NAME: &str = "layouts";
+pub const VERSION: &str = "1.1.0-reordered";
+pub const LAYOUT: u32 = 1;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub name: String,
+    pub pos: Pos,
+    pub phase: Phase,
+    pub calls: u32,
+    pub log: Vec<u64>,
+}
+
+impl State {
+    pub fn handle(&mut self, method: &str, _payload: &str) -> Result<Vec<u8>, ModuleError> {
+        Err(unknown(method))
+    }
+}
+
+pub fn migrate(previous: Previous<'_>) -> Result<State, ModuleError> {
+    Err(no_migration(VERSION, previous))
+}
