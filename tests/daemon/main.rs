@@ -18,6 +18,7 @@ mod saves;
 mod state;
 mod stuck_calls;
 mod swap_status;
+mod typed_ledger;
 mod upgrade;
 
 use std::io::{BufRead, Write};
