@@ -59,8 +59,8 @@ cat <<TRY
 Try it yourself, in another terminal:
 
   curl -w '\n' 127.0.0.1:8080/hello
-  curl -w '\n' -d alice 127.0.0.1:8080/join
-  curl -w '\n' -d 'alice 120' 127.0.0.1:8080/score
+  curl -w '\n' -d '{"name": "alice"}' 127.0.0.1:8080/join
+  curl -w '\n' -d '{"name": "alice", "points": 120}' 127.0.0.1:8080/score
   curl -w '\n' 127.0.0.1:8080/state
 
 Swap the game's code (game1 <-> game2, a different state layout), keeping the state:

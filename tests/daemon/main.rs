@@ -19,6 +19,7 @@ mod state;
 mod stuck_calls;
 mod swap_status;
 mod timers;
+mod typed_ledger;
 mod upgrade;
 
 use std::io::{BufRead, Write};

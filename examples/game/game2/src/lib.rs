@@ -2,26 +2,23 @@
 //!
 //! What changed since game1 (1001): players are records, kept in the order
 //! they joined, and each has a level (1, then one more every 100 points).
-//! The methods are the same: `hello`, `join` (a player name), `score`
-//! (`NAME POINTS`) and `state`. `hits` still counts the `hello`s answered.
+//! The methods are the same: `hello`, `join` (`{"name": "alice"}`), `score`
+//! (`{"name": "alice", "points": 120}`, which now replies the level too)
+//! and `state`. `hits` still counts the `hello`s answered.
 //!
-//! The snapshot is JSON with a `layout` number. This version writes layout
-//! 2: `players` is a list of `{name, score, level}` in join order. Its
-//! `init` migrates game1's layout 1 (`players` is an object, name to score,
-//! which has no join order: the players line up by name) and reads its own.
+//! The state changed shape, so it has a new layout number, 2, and
+//! `migrate` reads game1's layout 1 (`players` is a map, name to score,
+//! which has no join order: the players line up by name).
 
 use std::collections::BTreeMap;
 
-use hotswap_module::{Module, ModuleError, Previous, export_module};
+use hotswap_module::{Module, ModuleError, Previous};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 /// The name `hello` shows. `Module::NAME` stays "game" in every version.
 const DISPLAY_NAME: &str = "game2";
-/// The snapshot layout this version writes.
-const LAYOUT: u32 = 2;
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Game {
     /// The version and display name this state was taken over from ("0" and "" when fresh).
     old_version: String,
@@ -31,8 +28,14 @@ pub struct Game {
     players: Vec<Player>,
 }
 
+impl Default for Game {
+    fn default() -> Self {
+        Game { old_version: "0".into(), old_name: String::new(), hits: 0, players: Vec::new() }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
-struct Player {
+pub struct Player {
     name: String,
     score: u64,
     level: u64,
@@ -44,122 +47,106 @@ impl Player {
     }
 }
 
-/// A snapshot, from any version: how to read `players` depends on `layout`.
-#[derive(Deserialize)]
-struct Saved {
-    layout: u32,
+/// The body of `join`.
+#[derive(Debug, Deserialize)]
+pub struct Join {
     name: String,
+}
+
+/// The body of `score`.
+#[derive(Debug, Deserialize)]
+pub struct Score {
+    name: String,
+    points: u64,
+}
+
+/// The reply of `score`.
+#[derive(Debug, Serialize)]
+pub struct Scored {
+    name: String,
+    score: u64,
+    level: u64,
+    level_up: bool,
+}
+
+/// The reply of `state`: which version serves, and its state.
+#[derive(Debug, Serialize)]
+pub struct State<'a> {
+    version: &'static str,
+    name: &'static str,
+    #[serde(flatten)]
+    game: &'a Game,
+}
+
+/// game1's state (layout 1), kept to read its snapshots. Each field is
+/// decoded, as the snapshot has it; what game1 had taken over from is not kept.
+#[derive(Deserialize)]
+struct Layout1 {
+    #[allow(dead_code)]
     old_version: String,
+    #[allow(dead_code)]
     old_name: String,
     hits: u64,
-    players: Value,
+    players: BTreeMap<String, u64>,
 }
 
-impl Module for Game {
-    const NAME: &'static str = "game";
-    const VERSION: &'static str = "1002";
-
-    fn init(previous: Option<Previous<'_>>) -> Result<Self, ModuleError> {
-        let Some(previous) = previous else {
-            return Ok(Game {
-                old_version: "0".into(),
-                old_name: String::new(),
-                hits: 0,
-                players: Vec::new(),
-            });
-        };
-        let cannot_read = |why: String| {
-            ModuleError::new(format!(
-                "{DISPLAY_NAME} {} cannot read the {}-byte snapshot of {} {}: {why}",
-                Self::VERSION,
-                previous.state().len(),
-                previous.name(),
-                previous.version()
-            ))
-        };
-        let saved: Saved =
-            serde_json::from_slice(previous.state()).map_err(|err| cannot_read(err.to_string()))?;
-        let layout = saved.layout;
-        let players = match layout {
-            // The migration from game1: each name and score becomes a record.
-            1 => serde_json::from_value::<BTreeMap<String, u64>>(saved.players)
-                .map(|scores| scores.into_iter().map(|(name, score)| Player::new(name, score)).collect()),
-            2 => serde_json::from_value(saved.players),
-            other => return Err(cannot_read(format!("it knows layouts 1 and 2, not {other}"))),
-        }
-        .map_err(|err| cannot_read(format!("layout {layout}: {err}")))?;
-        // After a restart the daemon hands a version its own state back:
-        // it keeps the version it had taken over from.
-        let (old_version, old_name) = if previous.version() == Self::VERSION {
-            (saved.old_version, saved.old_name)
-        } else {
-            (previous.version().to_owned(), saved.name)
-        };
-        Ok(Game { old_version, old_name, hits: saved.hits, players })
-    }
-
-    fn handle(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, ModuleError> {
-        let payload = std::str::from_utf8(payload).map_err(|_| "the payload must be UTF-8 text")?.trim();
-        // Each arm checks first, then changes: an error leaves the state as it was.
-        let reply = match method {
-            "hello" => {
-                self.hits += 1;
-                format!(
-                    "hello test, this is hotswap test!, version={}, name={DISPLAY_NAME}, oldversion={}, oldName={}",
-                    Self::VERSION,
-                    self.old_version,
-                    self.old_name
-                )
-            }
-            "join" => {
-                check_player_name(payload)?;
-                if let Some(player) = self.players.iter().find(|player| player.name == payload) {
-                    return Err(format!("{payload} has already joined ({} points)", player.score).into());
-                }
-                self.players.push(Player::new(payload.to_owned(), 0));
-                format!("{payload} joined as player {}", self.players.len())
-            }
-            "score" => {
-                let (name, points) = parse_score(payload)?;
-                let player = self
-                    .players
-                    .iter_mut()
-                    .find(|player| player.name == name)
-                    .ok_or_else(|| no_player(name))?;
-                let score = player.score.checked_add(points).ok_or("that score would be too large")?;
-                let level = level_for(score);
-                let level_up = if level > player.level { " (level up!)" } else { "" };
-                (player.score, player.level) = (score, level);
-                format!("{name} has {score} points, level {level}{level_up}")
-            }
-            "state" => serde_json::to_string_pretty(&self.to_json()).map_err(|err| err.to_string())?,
-            other => {
-                return Err(format!(
-                    "{DISPLAY_NAME} has no method {other:?}: try hello, join, score or state"
-                )
-                .into());
-            }
-        };
-        Ok(reply.into_bytes())
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, ModuleError> {
-        serde_json::to_vec(&self.to_json()).map_err(|err| ModuleError::new(err.to_string()))
-    }
-}
-
+#[hotswap_module::module(name = "game", version = "1002", layout = 2)]
 impl Game {
-    /// The snapshot, and what `state` shows.
-    fn to_json(&self) -> Value {
-        json!({
-            "layout": LAYOUT,
-            "version": Self::VERSION,
-            "name": DISPLAY_NAME,
-            "old_version": self.old_version,
-            "old_name": self.old_name,
-            "hits": self.hits,
-            "players": self.players,
-        })
+    /// The migration from game1: each name and score becomes a record. A
+    /// snapshot of layout 2 (a restart, an upgrade) comes back as it was,
+    /// with the version it had taken over from.
+    fn migrate(previous: Previous<'_>) -> Result<Self, ModuleError> {
+        match previous.layout() {
+            Some(1) => {
+                let older: Layout1 = previous.decode()?;
+                let players = older.players.into_iter().map(|(name, score)| Player::new(name, score));
+                Ok(Game {
+                    old_version: previous.version().to_owned(),
+                    old_name: "game1".into(),
+                    hits: older.hits,
+                    players: players.collect(),
+                })
+            }
+            Some(other) => Err(cannot_read(&previous, &format!("layout {other}"))),
+            None => Err(cannot_read(&previous, "a snapshot without a layout (a raw module's)")),
+        }
+    }
+
+    pub fn hello(&mut self) -> String {
+        self.hits += 1;
+        format!(
+            "hello test, this is hotswap test!, version={}, name={DISPLAY_NAME}, oldversion={}, oldName={}",
+            Self::VERSION,
+            self.old_version,
+            self.old_name
+        )
+    }
+
+    // Each method checks first, then changes: a refusal leaves the state as it was.
+
+    pub fn join(&mut self, join: Join) -> Result<String, String> {
+        let name = join.name;
+        check_player_name(&name)?;
+        if let Some(player) = self.players.iter().find(|player| player.name == name) {
+            return Err(format!("{name} has already joined ({} points)", player.score));
+        }
+        self.players.push(Player::new(name.clone(), 0));
+        Ok(format!("{name} joined as player {}", self.players.len()))
+    }
+
+    pub fn score(&mut self, score: Score) -> Result<Scored, String> {
+        let Score { name, points } = score;
+        let player =
+            self.players.iter_mut().find(|player| player.name == name).ok_or_else(|| no_player(&name))?;
+        let total = player.score.checked_add(points).ok_or("that score would be too large")?;
+        let level = level_for(total);
+        let level_up = level > player.level;
+        (player.score, player.level) = (total, level);
+        Ok(Scored { name, score: total, level, level_up })
+    }
+
+    pub fn state(&self) -> State<'_> {
+        State { version: Self::VERSION, name: DISPLAY_NAME, game: self }
     }
 }
 
@@ -168,27 +155,24 @@ fn level_for(score: u64) -> u64 {
     1 + score / 100
 }
 
+/// The refusal of a snapshot `migrate` does not know.
+fn cannot_read(previous: &Previous<'_>, what: &str) -> ModuleError {
+    ModuleError::new(format!(
+        "{DISPLAY_NAME} {} reads layouts 1 and 2, not {what} from {} {}",
+        <Game as Module>::VERSION,
+        previous.name(),
+        previous.version()
+    ))
+}
+
 /// A player name is one word of 1 to 32 characters.
-fn check_player_name(name: &str) -> Result<(), ModuleError> {
+fn check_player_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.chars().count() > 32 || name.contains(char::is_whitespace) {
-        return Err(format!("a player name is one word of 1 to 32 characters, got {name:?}").into());
+        return Err(format!("a player name is one word of 1 to 32 characters, got {name:?}"));
     }
     Ok(())
 }
 
-/// `"alice 10"` gives `("alice", 10)`.
-fn parse_score(payload: &str) -> Result<(&str, u64), ModuleError> {
-    let mut words = payload.split_whitespace();
-    let (Some(name), Some(points), None) = (words.next(), words.next(), words.next()) else {
-        return Err(format!("score takes \"NAME POINTS\", like \"alice 10\", got {payload:?}").into());
-    };
-    let points =
-        points.parse().map_err(|_| format!("points must be a whole number, 0 or more, got {points:?}"))?;
-    Ok((name, points))
+fn no_player(name: &str) -> String {
+    format!("no player named {name:?}: join first")
 }
-
-fn no_player(name: &str) -> ModuleError {
-    format!("no player named {name:?}: join first").into()
-}
-
-export_module!(Game);

@@ -110,18 +110,23 @@ fn main() -> ExitCode {
 fn play(shared: &Shared, index: usize) {
     let name = format!("tour-{}", index + 1);
     let (address, pid) = (shared.address.as_str(), Some(&shared.serving_pid));
-    if let Err(err) = request(address, pid, &mut None, "POST", "/join", &name) {
+    let join = serde_json::json!({ "name": name }).to_string();
+    if let Err(err) = request(address, pid, &mut None, "POST", "/join", &join) {
         // A player from an earlier tour is already in the game: fine.
         if !err.contains("already joined") {
             shared.failures.lock().unwrap().push(format!("{name} join: {err}"));
         }
     }
+    let score = serde_json::json!({ "name": name, "points": 1 }).to_string();
     let mut connection = None;
     while !shared.stop.load(Relaxed) {
-        match request(address, pid, &mut connection, "POST", "/score", &format!("{name} 1")) {
+        match request(address, pid, &mut connection, "POST", "/score", &score) {
             Ok(reply) => {
-                // "tour-3 has 1234 points..."
-                let reported = reply.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+                // {"name": "tour-3", "score": 1234, ...}
+                let reported = serde_json::from_str::<serde_json::Value>(&reply)
+                    .ok()
+                    .and_then(|scored| scored["score"].as_u64())
+                    .unwrap_or(0);
                 let mut player = shared.players[index].lock().unwrap();
                 player.acknowledged += 1;
                 player.first_reported.get_or_insert(reported);
@@ -201,8 +206,9 @@ fn get(address: &str, path: &str) -> Result<String, String> {
     request(address, None, &mut None, "GET", path, "")
 }
 
-/// "name=game1" and "version=1001" out of the hello line.
+/// "name=game1" and "version=1001" out of the hello line (a JSON string).
 fn game_of(hello: &str) -> String {
+    let hello = serde_json::from_str::<String>(hello).unwrap_or_default();
     let field =
         |key: &str| hello.split(", ").find_map(|part| part.strip_prefix(key)).unwrap_or("?").to_owned();
     format!("{} ({})", field("name="), field("version="))
