@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::{Engine, Instance, ModuleEntry, Slot};
+use crate::code::ModuleState;
 use crate::error::{CallError, Fault};
 use crate::sync::MutexGuard;
 
@@ -28,7 +29,7 @@ impl InstanceHandle {
     /// instance is removed it returns [`CallError::InstanceRemoved`]; after
     /// the module is unloaded, [`CallError::UnknownModule`].
     pub fn call(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
-        self.entry.call_instance(&self.instance, method, payload)
+        self.entry.call_instance(&self.instance, method, payload).map_err(|error| *error)
     }
 
     pub fn module(&self) -> &str {
@@ -54,16 +55,9 @@ impl Engine {
         method: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, CallError> {
-        let modules = self.modules.load();
-        let entry = modules.get(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
-        loop {
-            let found = entry.instance(instance)?;
-            match entry.call_instance(&found, method, payload) {
-                // Removed between the lookup and the lock: look up again.
-                Err(CallError::InstanceRemoved { .. }) => continue,
-                outcome => return outcome,
-            }
-        }
+        // The lookup (remembered per thread) and its retries: last_call.rs.
+        self.with_instance(module, instance, |entry, found| entry.call_instance(found, method, payload))
+            .map_err(|error| *error)
     }
 
     /// A handle on instance `key` of `module` (created if it does not exist
@@ -76,7 +70,16 @@ impl Engine {
 }
 
 impl ModuleEntry {
-    fn call_instance(&self, instance: &Instance, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+    /// One call on `instance`. The error is boxed: the call path hands its
+    /// result through several functions, and a `CallError` by value (about
+    /// 100 bytes) was copied at each one (BENCHMARKS.md, "Issue 8").
+    #[inline]
+    fn call_instance(
+        &self,
+        instance: &Instance,
+        method: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Box<CallError>> {
         // While a swap takes the module's instances, wait for it (hold.rs).
         let mut slot = self.gate.enter(instance, |slot| matches!(slot, Slot::Unstarted));
         if !matches!(*slot, Slot::Live(_)) {
@@ -90,21 +93,7 @@ impl ModuleEntry {
             // Kept with the instance by the timer work of issue 8 (in progress).
             tracing::warn!(module = %self.name, instance = %instance.key, "{} timers asked for are not kept yet", timers.len());
         }
-        outcome.map_err(|fault| {
-            let info = &live.code().info;
-            let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
-            match fault {
-                Fault::Error(message) => {
-                    bump(&instance.errors);
-                    CallError::Refused { module, version, method, message: message.into() }
-                }
-                Fault::Panic(message) => {
-                    bump(&instance.panics);
-                    tracing::warn!(%module, %version, %method, instance = %instance.key, "module panicked: {message}");
-                    CallError::Panicked { module, version, method, message: message.into() }
-                }
-            }
-        })
+        outcome.map_err(|fault| call_failed(instance, live, method, fault))
     }
 
     /// Starts `instance`, whose `slot` the gate let this call hold
@@ -152,6 +141,25 @@ impl ModuleEntry {
             }
         }
     }
+}
+
+/// The error for a call the module refused or panicked in; out of line, so
+/// the call path stays small.
+#[cold]
+fn call_failed(instance: &Instance, live: &ModuleState, method: &str, fault: Fault) -> Box<CallError> {
+    let info = &live.code().info;
+    let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
+    Box::new(match fault {
+        Fault::Error(message) => {
+            bump(&instance.errors);
+            CallError::Refused { module, version, method, message: message.into() }
+        }
+        Fault::Panic(message) => {
+            bump(&instance.panics);
+            tracing::warn!(%module, %version, %method, instance = %instance.key, "module panicked: {message}");
+            CallError::Panicked { module, version, method, message: message.into() }
+        }
+    })
 }
 
 /// Counters are written only under their instance's lock, so a load and a

@@ -27,6 +27,7 @@
 
 mod call;
 mod hold;
+mod last_call;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod progress;
@@ -70,6 +71,8 @@ pub struct Engine {
     /// Read on every call without locking; replaced (copy on write) only when
     /// a module is added or removed.
     modules: ArcSwap<ModuleMap>,
+    /// Changes whenever `modules` does (see `last_call.rs`).
+    map_generation: last_call::MapGeneration,
     /// Modules with a load, rollback, adopt or unload under way.
     swapping: hold::SwapsUnderWay,
     /// Private copies of module files; created on first load, removed on drop.
@@ -175,6 +178,7 @@ impl Engine {
         Engine {
             config,
             modules: ArcSwap::from_pointee(ModuleMap::default()),
+            map_generation: last_call::MapGeneration::new(),
             swapping: hold::SwapsUnderWay::new(),
             private_dir: Mutex::new(None),
             next_copy: AtomicU64::new(1),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::hold::StillBusy;
-use super::{Engine, ModuleEntry, ModuleMap, Slot};
+use super::{Engine, ModuleEntry, Slot};
 use crate::code::{Code, ModuleState, Previous};
 use crate::error::{SnapshotError, SwapError};
 use crate::status::{ModuleSnapshot, PartialSnapshot, SwapReport};
@@ -142,10 +142,8 @@ impl Engine {
             }
             report.migrate_total = migrate_started.elapsed();
         }
-        self.modules.rcu(|modules| {
-            let mut modules = ModuleMap::clone(modules);
+        self.publish_modules(|modules| {
             modules.insert(module.into(), entry.clone());
-            modules
         });
         report.total = started.elapsed();
         entry.books.lock().last_swap = Some(report.clone());

@@ -4,6 +4,7 @@
 mod abi;
 mod concurrency;
 mod instances;
+mod last_call;
 mod panics;
 mod races;
 mod refusals;
