@@ -110,10 +110,10 @@ impl Engine {
     ) -> Result<R, Box<CallError>> {
         let generation = self.map_generation.generation.load(Ordering::Acquire);
         if let Some(last) = last.as_ref()
+            && *last.instance.key == *key
             && last.engine == self.map_generation.engine
             && last.generation == generation
             && *last.entry.name == *module
-            && *last.instance.key == *key
         {
             match call(&last.entry, &last.instance) {
                 // Removed since: look it up again.
