@@ -14,7 +14,10 @@
 //!   (built in release by `hotswap-test-modules`), instance started;
 //! * `handle_call`: the same call through the [`hotswap::InstanceHandle`]
 //!   from `engine.instance("counter", "k")`, which skips the module and
-//!   instance lookups.
+//!   instance lookups;
+//! * `engine_call_1000_keys`: `engine.call` on 1,000 instances in turn, so
+//!   that no call names the instance its thread called last (which
+//!   `engine.call` goes straight to): the lookup by name, every time.
 //!
 //! Run with `cargo bench --manifest-path benches/baseline/Cargo.toml`.
 
@@ -89,6 +92,22 @@ fn per_call(c: &mut Criterion) {
         b.iter(|| engine.call(black_box("counter"), black_box("k"), black_box("noop"), black_box(b"")))
     });
     group.bench_function("handle_call", |b| b.iter(|| handle.call(black_box("noop"), black_box(b""))));
+    // Instances called in turn, so that no call names the instance its
+    // thread called last: each looks module and instance up by name.
+    let keys: Vec<String> = (0..1000).map(|n| format!("room-{n}")).collect();
+    for key in &keys {
+        engine.call("counter", key, "noop", b"").expect("start an instance");
+    }
+    let mut next = 0;
+    group.bench_function("engine_call_1000_keys", |b| {
+        b.iter(|| {
+            next += 1;
+            if next == keys.len() {
+                next = 0;
+            }
+            engine.call(black_box("counter"), black_box(&keys[next]), black_box("noop"), black_box(b""))
+        })
+    });
     group.finish();
     drop(library);
 }

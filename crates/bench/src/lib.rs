@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `benches/call.rs` | one call: direct, raw fn pointer, the module's entry point, `Engine::call`, `InstanceHandle::call` | `cargo bench -p hotswap-bench --bench call` |
 //! | the repository's `benches/baseline` (a workspace of its own) | the same against hot-lib-reloader, in one run | `cargo bench --manifest-path benches/baseline/Cargo.toml` |
+//! | `src/bin/call_instructions.rs` | many calls of one kind (`engine`, `keys`, `handle`), for instructions per call under callgrind | see its docs |
 //! | `benches/swap.rs` | a swap with no instances; swap pause at 1 KiB, 1 MiB, 16 MiB of state | `cargo bench -p hotswap-bench --bench swap` |
 //! | `src/bin/swap_phases.rs` | the phases of [`hotswap::SwapReport`], medians over many swaps | `cargo run --release -p hotswap-bench --bin swap-phases` |
 //! | `src/bin/swap_memory.rs` | RSS and mapped copies over 1,000 swaps, with and without thread-locals | `cargo run --release -p hotswap-bench --bin swap-memory` |

@@ -115,6 +115,7 @@ impl ModuleState {
 
     /// One call. Timers the module asks for are added to `timers`, whatever
     /// the call's outcome (its state changes are kept on an error too).
+    #[inline]
     pub(crate) fn handle(
         &mut self,
         method: &str,

@@ -43,7 +43,9 @@ impl fmt::Display for Fault {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SwapError {
-    #[error("a swap or dry run of module '{module}' is already in progress; wait for it to finish and try again")]
+    #[error(
+        "a swap or dry run of module '{module}' is already in progress; wait for it to finish and try again"
+    )]
     SwapInProgress { module: String },
 
     #[error("module '{module}' is not loaded")]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::{Engine, Instance, ModuleEntry, Slot};
+use crate::code::ModuleState;
 use crate::error::{CallError, Fault};
 use crate::host::TimerRequests;
 use crate::sync::MutexGuard;
@@ -29,7 +30,10 @@ impl InstanceHandle {
     /// instance is removed it returns [`CallError::InstanceRemoved`]; after
     /// the module is unloaded, [`CallError::UnknownModule`].
     pub fn call(&self, method: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
-        self.entry.call_instance(&self.instance, method, payload, None).map(Option::unwrap_or_default)
+        self.entry
+            .call_instance(&self.instance, method, payload, None)
+            .map(Option::unwrap_or_default)
+            .map_err(|error| *error)
     }
 
     pub fn module(&self) -> &str {
@@ -61,8 +65,8 @@ impl Engine {
             let found = entry.instance(instance)?;
             match entry.call_instance(&found, method, payload, None) {
                 // Removed between the lookup and the lock: look up again.
-                Err(CallError::InstanceRemoved { .. }) => continue,
-                outcome => return outcome.map(Option::unwrap_or_default),
+                Err(error) if matches!(*error, CallError::InstanceRemoved { .. }) => continue,
+                outcome => return outcome.map(Option::unwrap_or_default).map_err(|error| *error),
             }
         }
     }
@@ -79,14 +83,18 @@ impl Engine {
 impl ModuleEntry {
     /// One call on `instance`; with `timer`, the call that timer makes, which
     /// is removed from the instance under the same lock (`Ok(None)` if the
-    /// instance no longer holds it: nothing runs).
+    /// instance no longer holds it: nothing runs). The error is boxed: the
+    /// call path hands its result through several functions, and a
+    /// `CallError` by value (about 100 bytes) was copied at each one
+    /// (BENCHMARKS.md, "Issue 8").
+    #[inline]
     pub(super) fn call_instance(
         &self,
         instance: &Instance,
         method: &str,
         payload: &[u8],
         timer: Option<u64>,
-    ) -> Result<Option<Vec<u8>>, CallError> {
+    ) -> Result<Option<Vec<u8>>, Box<CallError>> {
         // While a swap takes the module's instances, wait for it (hold.rs).
         let mut slot = self.gate.enter(instance, |slot| matches!(slot, Slot::Unstarted));
         if let Some(id) = timer
@@ -109,21 +117,7 @@ impl ModuleEntry {
         if !timers.asked.is_empty() {
             self.timers.keep(&self.name, instance, timers.asked);
         }
-        outcome.map(Some).map_err(|fault| {
-            let info = &live.code().info;
-            let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
-            match fault {
-                Fault::Error(message) => {
-                    bump(&instance.errors);
-                    CallError::Refused { module, version, method, message: message.into() }
-                }
-                Fault::Panic(message) => {
-                    bump(&instance.panics);
-                    tracing::warn!(%module, %version, %method, instance = %instance.key, "module panicked: {message}");
-                    CallError::Panicked { module, version, method, message: message.into() }
-                }
-            }
-        })
+        outcome.map(Some).map_err(|fault| call_failed(instance, live, method, fault))
     }
 
     /// Starts `instance`, whose `slot` the gate let this call hold
@@ -171,6 +165,25 @@ impl ModuleEntry {
             }
         }
     }
+}
+
+/// The error for a call the module refused or panicked in; out of line, so
+/// the call path stays small.
+#[cold]
+fn call_failed(instance: &Instance, live: &ModuleState, method: &str, fault: Fault) -> Box<CallError> {
+    let info = &live.code().info;
+    let (module, version, method) = (info.name.clone(), info.version.clone(), method.to_owned());
+    Box::new(match fault {
+        Fault::Error(message) => {
+            bump(&instance.errors);
+            CallError::Refused { module, version, method, message: message.into() }
+        }
+        Fault::Panic(message) => {
+            bump(&instance.panics);
+            tracing::warn!(%module, %version, %method, instance = %instance.key, "module panicked: {message}");
+            CallError::Panicked { module, version, method, message: message.into() }
+        }
+    })
 }
 
 /// Counters are written only under their instance's lock, so a load and a

@@ -28,6 +28,7 @@
 mod call;
 mod dry_run;
 mod hold;
+mod instance_hash;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod progress;
@@ -61,10 +62,10 @@ pub use call::InstanceHandle;
 type ModuleHasher = foldhash::fast::RandomState;
 type ModuleMap = HashMap<Box<str>, Arc<ModuleEntry>, ModuleHasher>;
 /// Instance keys are chosen by clients. SipHash with a random key (std's
-/// `RandomState`) is made to resist keys picked to collide (hash flooding);
-/// foldhash says plainly it should not be used where someone may study the
-/// process to build colliding inputs.
-pub(crate) type InstanceHasher = std::hash::RandomState;
+/// function, computed in one pass: `instance_hash.rs`) is made to resist
+/// keys picked to collide (hash flooding); foldhash says plainly it should
+/// not be used where someone may study the process to build colliding inputs.
+pub(crate) type InstanceHasher = instance_hash::InstanceKeyHashing;
 
 /// Hosts modules, runs their calls and swaps their versions. See the crate docs.
 pub struct Engine {
@@ -200,6 +201,15 @@ impl Engine {
         &self.config
     }
 
+    /// Replaces the module map with `change` applied to a copy.
+    fn publish_modules(&self, change: impl Fn(&mut ModuleMap)) {
+        self.modules.rcu(|modules| {
+            let mut modules = ModuleMap::clone(modules);
+            change(&mut modules);
+            modules
+        });
+    }
+
     fn entry(&self, module: &str) -> Option<Arc<ModuleEntry>> {
         self.modules.load().get(module).cloned()
     }
@@ -278,23 +288,5 @@ impl ModuleEntry {
     /// The instances that exist now, in no particular order.
     fn instances_now(&self) -> Vec<Arc<Instance>> {
         self.instances.iter().map(|item| item.value().clone()).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::any::TypeId;
-    use std::hash::BuildHasher;
-
-    use super::InstanceHasher;
-
-    /// Instance keys come from clients, who could pick keys that collide in
-    /// a weak or fixed hash and make every lookup walk one long chain. The map
-    /// hashes them with std's SipHash under a random key.
-    #[test]
-    fn instance_keys_are_hashed_with_siphash_under_a_random_key() {
-        assert_eq!(TypeId::of::<InstanceHasher>(), TypeId::of::<std::hash::RandomState>());
-        let (one, other) = (InstanceHasher::default(), InstanceHasher::default());
-        assert_ne!(one.hash_one("room-1"), other.hash_one("room-1"), "each map has its own key");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::hold::StillBusy;
 use super::timers::{SavedTimers, Schedule};
-use super::{Engine, ModuleEntry, ModuleMap, Slot};
+use super::{Engine, ModuleEntry, Slot};
 use crate::code::{Code, ModuleState, Previous};
 use crate::error::{SnapshotError, SwapError};
 use crate::status::{ModuleSnapshot, PartialSnapshot, SavedTimer, SwapReport};
@@ -152,10 +152,8 @@ impl Engine {
             }
             report.migrate_total = migrate_started.elapsed();
         }
-        self.modules.rcu(|modules| {
-            let mut modules = ModuleMap::clone(modules);
+        self.publish_modules(|modules| {
             modules.insert(module.into(), entry.clone());
-            modules
         });
         // Only now: a timer that came due before the module was published
         // would find nothing to call.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Books, Engine, ModuleEntry, ModuleMap, Slot};
+use super::{Books, Engine, ModuleEntry, Slot};
 use crate::code::Code;
 use crate::error::SwapError;
 use crate::maps;
@@ -17,10 +17,8 @@ impl Engine {
     pub fn unload(&self, module: &str) -> Result<(), SwapError> {
         let _swap = self.begin_swap(module)?;
         let entry = self.entry(module).ok_or_else(|| SwapError::UnknownModule { module: module.into() })?;
-        self.modules.rcu(|modules| {
-            let mut modules = ModuleMap::clone(modules);
+        self.publish_modules(|modules| {
             modules.remove(module);
-            modules
         });
         let old = entry.shut_down();
         let mut books = entry.books.lock();

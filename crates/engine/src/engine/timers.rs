@@ -238,7 +238,10 @@ impl Engine {
         let Some(instance) = entry.instances.get(timer.instance.as_str()).map(|found| found.clone()) else {
             return Ok(None);
         };
-        match entry.call_instance(&instance, &timer.method, &timer.payload, Some(timer.id)) {
+        match entry
+            .call_instance(&instance, &timer.method, &timer.payload, Some(timer.id))
+            .map_err(|error| *error)
+        {
             Err(CallError::InstanceRemoved { .. } | CallError::UnknownModule { .. }) => Ok(None),
             outcome => outcome,
         }

@@ -2,6 +2,7 @@
 //! built by `hotswap-test-modules`. One test binary, several files.
 
 mod abi;
+mod call_routing;
 mod chat;
 mod concurrency;
 mod dry_run;
