@@ -104,6 +104,80 @@ enum Backend {
 /// `instance`. A module gets one as `&mut Context`; it cannot keep it past
 /// the call (it is neither `Send` nor `'static` data, and the host's table
 /// is only lent for the call).
+///
+/// # Example
+///
+/// An auction that closes itself: `open` asks the host to call `close` on
+/// the same instance later. The timer is the host's to keep, with the
+/// instance, so it still fires after a swap, a process upgrade or a
+/// restart.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// use hotswap_module::{Context, ModuleError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Default)]
+/// pub struct Auction {
+///     /// Wall-clock time, in ms since 1970: it means the same after a restart.
+///     closes_at_ms: Option<u64>,
+///     best: Option<(String, u64)>,
+///     closed: bool,
+/// }
+///
+/// #[derive(Deserialize)]
+/// pub struct Bid {
+///     bidder: String,
+///     amount: u64,
+/// }
+///
+/// #[hotswap_module::module(name = "auction", version = "1.0.0", layout = 1)]
+/// impl Auction {
+///     pub fn open(&mut self, ctx: &mut Context, seconds: u64) -> Result<u64, ModuleError> {
+///         let now_ms = u64::try_from(ctx.now().wall.duration_since(UNIX_EPOCH)?.as_millis())?;
+///         let closes_at_ms =
+///             seconds.checked_mul(1000).and_then(|ms| ms.checked_add(now_ms)).ok_or("too long")?;
+///         // Ask first, change after: a refused timer leaves the state as it was.
+///         ctx.after(Duration::from_secs(seconds), "close", b"")?;
+///         self.closes_at_ms = Some(closes_at_ms);
+///         ctx.log(format!("auction {} open for {seconds} s", ctx.instance()));
+///         Ok(closes_at_ms)
+///     }
+///
+///     pub fn bid(&mut self, bid: Bid) -> Result<u64, ModuleError> {
+///         if self.closed {
+///             return Err("the auction is closed".into());
+///         }
+///         if self.best.as_ref().is_some_and(|(_, best)| bid.amount <= *best) {
+///             return Err("a bid must beat the best one".into());
+///         }
+///         self.best = Some((bid.bidder, bid.amount));
+///         Ok(bid.amount)
+///     }
+///
+///     /// The timer set by `open` calls this.
+///     pub fn close(&mut self) -> Option<(String, u64)> {
+///         self.closed = true;
+///         log::info!("closed with {:?}", self.best);
+///         self.best.clone()
+///     }
+/// }
+///
+/// // In the module's own `cargo test`, a recorder stands in for the host:
+/// use hotswap_module::testing::Harness;
+///
+/// let mut auction = Harness::<Auction>::new()?;
+/// auction.call_json::<u64>("open", &60)?;
+/// let timer = &auction.recorder().scheduled[0];
+/// assert_eq!((timer.delay, timer.method.as_str()), (Duration::from_secs(60), "close"));
+/// assert_eq!(auction.recorder().logs[0].message, "auction test open for 60 s");
+/// auction.call("bid", br#"{"bidder": "ann", "amount": 5}"#)?;
+/// // The host would run the timer in 60 s; the test calls `close` now.
+/// assert_eq!(auction.call("close", b"")?, br#"["ann",5]"#);
+/// assert!(auction.call("bid", br#"{"bidder": "bo", "amount": 9}"#).is_err());
+/// # Ok::<(), ModuleError>(())
+/// ```
 pub struct Context {
     backend: Backend,
 }
