@@ -207,7 +207,14 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
     })
 }
 
-/// Swaps a module, or with `dry_run` prints what the swap would do.
+/// The error of a command that has printed its own account of the failure
+/// (a JSON report): the CLI exits with a failure and prints nothing more.
+pub const ALREADY_REPORTED: &str = "";
+
+/// Swaps a module, or with `dry_run` prints what the swap would do. A dry
+/// run whose swap would be refused prints its report and fails, so that
+/// `hotswap load NAME PATH --dry-run && hotswap load NAME PATH` swaps only
+/// what the dry run passed.
 pub fn load(
     target: &Target,
     json: bool,
@@ -224,7 +231,20 @@ pub fn load(
         request(target, Method::POST, &format!("/v1/modules/{}/load", encode(module)), body)?;
     expect_success(status, &body)?;
     if dry_run {
-        return print_json_or(json, &body, |report: api::DryRunReport| report.summary());
+        print_json_or(json, &body, |report: api::DryRunReport| report.summary())?;
+        let report: api::DryRunReport = serde_json::from_slice(&body)
+            .map_err(|err| format!("the daemon sent an answer this CLI does not understand: {err}"))?;
+        if !report.would_swap {
+            // With --json the report is the whole answer; it says why.
+            return Err(if json {
+                ALREADY_REPORTED.to_owned()
+            } else {
+                format!(
+                    "the swap of {module} would be refused (the report above says why); nothing was changed"
+                )
+            });
+        }
+        return Ok(());
     }
     print_json_or(json, &body, |report: api::SwapReport| report.summary())
 }

@@ -235,6 +235,7 @@ fn main() -> ExitCode {
     }
     match run_client(&cli, json) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error == cli::ALREADY_REPORTED => ExitCode::FAILURE,
         Err(error) if json => {
             let document = api::Error { error };
             println!("{}", serde_json::to_string_pretty(&document).expect("an error document serializes"));

@@ -56,7 +56,10 @@ fn a_dry_run_reports_the_swap_and_changes_nothing() {
     // --json prints that document; the text names the refused instance.
     let output = setup.cli(&["load", "counter", v2.to_str().unwrap(), "--dry-run", "--json"]);
     assert_eq!(json(&output.stdout)["refusals"][0]["instance"], "zoe", "{}", stderr(&output));
+    assert!(!output.status.success(), "with --json too, the report being the whole answer");
     let output = setup.cli(&["load", "counter", v2.to_str().unwrap(), "--dry-run"]);
+    assert!(!output.status.success(), "a dry run whose swap would be refused fails, for `&& hotswap load`");
+    assert!(stderr(&output).contains("the swap of counter would be refused"), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("refused: instance 'zoe': the new version's init returned an error: "), "{text}");
     assert!(text.trim_end().ends_with("a swap would be refused; nothing was changed"), "{text}");
