@@ -177,6 +177,17 @@ pub fn status(target: &Target, json: bool) -> Result<(), String> {
                 out += &format!("  last refused swap: {error}\n");
             }
         }
+        let timers = &status.timers;
+        if timers.pending + timers.fired > 0 {
+            out += &format!(
+                "\ntimers: {} pending, {} run ({} failed)",
+                timers.pending, timers.fired, timers.failed
+            );
+            if let (Some(p50), Some(p99)) = (timers.late_p50_ms, timers.late_p99_ms) {
+                out += &format!(", started late by {p50:.1} ms (median), {p99:.1} ms (p99)");
+            }
+            out += "\n";
+        }
         if !status.slow_calls.is_empty() {
             out += &format!("\nslow calls (running for {} ms or longer):\n", status.slow_call_ms);
             for call in &status.slow_calls {

@@ -93,6 +93,9 @@ fn a_timer_fires_after_its_delay_and_once() {
     let metrics = String::from_utf8(daemon.admin("GET", "/metrics", b"").unwrap().1).unwrap();
     assert!(metrics.contains("hotswap_timers_fired_total 2"), "{metrics}");
     assert!(metrics.contains("hotswap_timer_lateness_seconds{quantile=\"0.99\"}"), "{metrics}");
+    let output = setup.cli(&["status"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("timers: 0 pending, 2 run (0 failed), started late by "), "{text}");
 }
 
 #[test]
