@@ -39,11 +39,11 @@ pub(crate) fn install() {
 
 impl log::Log for HostLog {
     fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
-        !crate::CURRENT_HOST.with(std::cell::Cell::get).api.is_null()
+        !crate::entry_points::CURRENT_HOST.with(std::cell::Cell::get).api.is_null()
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        let host = crate::CURRENT_HOST.with(std::cell::Cell::get);
+        let host = crate::entry_points::CURRENT_HOST.with(std::cell::Cell::get);
         if host.api.is_null() {
             // Outside an entry point: no host to write to.
             return;
@@ -69,7 +69,7 @@ mod tests {
     use hotswap_abi::{HostApi, RawHost, RawStr, level};
 
     use super::*;
-    use crate::HostScope;
+    use crate::entry_points::HostScope;
 
     thread_local! {
         static RECEIVED: RefCell<Vec<(u32, String, String)>> = const { RefCell::new(Vec::new()) };
