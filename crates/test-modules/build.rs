@@ -56,6 +56,8 @@ const FEATURE_BUILDS: &[(&str, Option<&str>, &str)] = &[
     ("layouts", Some("good-migrate"), "LAYOUTS_GOOD_MIGRATE"),
     ("layouts", Some("variant-added"), "LAYOUTS_VARIANT_ADDED"),
     ("layouts", Some("from-counter"), "LAYOUTS_FROM_COUNTER"),
+    // The SDK's `tracing` feature: the timer module's `log` method also emits a `tracing` event.
+    ("timer", Some("tracing"), "TIMER_TRACING"),
 ];
 
 fn main() {

@@ -244,3 +244,33 @@ fn ctx_log_reaches_the_hosts_log_with_module_version_instance_and_method() {
         expected.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
     assert_eq!(from_module, [&Logged { level: tracing::Level::INFO, fields: expected }], "all: {events:?}");
 }
+
+/// A module's `log::info!` and `tracing::info!` (with the SDK's `tracing`
+/// feature) reach the host's log like `ctx.log`, with the same fields.
+#[test]
+fn log_and_tracing_macros_in_a_module_reach_the_hosts_log_with_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_in(dir.path());
+    engine.load("timer", hotswap_test_modules::TIMER_TRACING).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    tracing::subscriber::with_default(Capture(events.clone()), || {
+        engine.call("timer", "room", "log", b"hello-5b").unwrap();
+    });
+    let events = events.lock().unwrap();
+    let field = |event: &Logged, name: &str| {
+        event.fields.iter().find(|(field, _)| field == name).map(|(_, value)| value.clone())
+    };
+    let messages: Vec<String> = events.iter().filter_map(|event| field(event, "message")).collect();
+    for said in ["ctx.log says hello-5b", "log::info! says hello-5b", "tracing::info! says hello-5b"] {
+        let event = events
+            .iter()
+            .find(|event| field(event, "message").as_deref() == Some(said))
+            .unwrap_or_else(|| panic!("{said:?} did not reach the host: {messages:?}"));
+        for (name, value) in
+            [("module", "timer"), ("version", "1.0.0"), ("instance", "room"), ("method", "log")]
+        {
+            assert_eq!(field(event, name).as_deref(), Some(value), "{said}: {event:?}");
+        }
+        assert_eq!(event.level, tracing::Level::INFO, "{said}");
+    }
+}

@@ -12,7 +12,7 @@
 //! | `fire` | `TAG` | records TAG, the wall clock (unix ms) and this version |
 //! | `fired` | | one line per fire: `TAG UNIX_MS VERSION` |
 //! | `refusals` | | what `ctx.after` answered in `init` and in the last `snapshot` |
-//! | `log` | text | logs it with `ctx.log` and with the `log` crate's `info!` |
+//! | `log` | text | logs it with `ctx.log` and with the `log` crate's `info!` (and `tracing::info!`, built with feature `tracing`) |
 //!
 //! Its descriptor wraps the SDK's `init` and `snapshot` with a try of the
 //! host's `after` (a module built with the SDK gets no `Context` there), so

@@ -84,6 +84,8 @@ impl Module for Timer {
             "log" => {
                 ctx.log(format!("ctx.log says {text}"));
                 log::info!("log::info! says {text}");
+                #[cfg(feature = "tracing")]
+                tracing::info!("tracing::info! says {text}");
                 Ok(())
             }
             other => Err(ModuleError::new(format!("timer has no method {other:?}"))),
