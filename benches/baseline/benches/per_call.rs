@@ -15,9 +15,13 @@
 //! * `handle_call`: the same call through the [`hotswap::InstanceHandle`]
 //!   from `engine.instance("counter", "k")`, which skips the module and
 //!   instance lookups;
-//! * `engine_call_1000_keys`: `engine.call` on 1,000 instances in turn, so
-//!   that no call names the instance its thread called last (which
-//!   `engine.call` goes straight to): the lookup by name, every time.
+//! * `engine_call_1000_keys`: `engine.call` on 1,000 instances in turn:
+//!   the lookup by name in a map of 1,000 instances, none called twice in
+//!   a row (closer to a server's calls than one key called again and again);
+//! * `typed_balance` and `typed_deposit`: the typed `ledger` v1's `balance`
+//!   (no argument, a JSON number in reply) and `deposit` with the JSON
+//!   argument `1`, through a handle, beside `handle_call`'s raw `noop`
+//!   (`crates/bench/benches/call.rs` has more typed rows).
 //!
 //! Run with `cargo bench --manifest-path benches/baseline/Cargo.toml`.
 
@@ -92,8 +96,8 @@ fn per_call(c: &mut Criterion) {
         b.iter(|| engine.call(black_box("counter"), black_box("k"), black_box("noop"), black_box(b"")))
     });
     group.bench_function("handle_call", |b| b.iter(|| handle.call(black_box("noop"), black_box(b""))));
-    // Instances called in turn, so that no call names the instance its
-    // thread called last: each looks module and instance up by name.
+    // Instances called in turn: each call looks its instance up in a map
+    // of 1,000 and never names the one called before it.
     let keys: Vec<String> = (0..1000).map(|n| format!("room-{n}")).collect();
     for key in &keys {
         engine.call("counter", key, "noop", b"").expect("start an instance");
@@ -108,6 +112,12 @@ fn per_call(c: &mut Criterion) {
             engine.call(black_box("counter"), black_box(&keys[next]), black_box("noop"), black_box(b""))
         })
     });
+    let ledger = Engine::new(EngineConfig::default());
+    ledger.load("ledger", hotswap_test_modules::LEDGER_V1).expect("load ledger v1");
+    let ledger = ledger.instance("ledger", "k").expect("a handle on ledger v1's instance k");
+    assert_eq!(ledger.call("deposit", b"1").expect("a deposit on ledger v1"), b"1");
+    group.bench_function("typed_balance", |b| b.iter(|| ledger.call(black_box("balance"), black_box(b""))));
+    group.bench_function("typed_deposit", |b| b.iter(|| ledger.call(black_box("deposit"), black_box(b"1"))));
     group.finish();
     drop(library);
 }

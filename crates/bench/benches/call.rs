@@ -11,9 +11,21 @@
 //! * `handle_call`: the same call through an [`hotswap::InstanceHandle`]
 //!   from `engine.instance("counter", "k")`, which skips the module and
 //!   instance lookups;
-//! * `engine_call_1000_keys`: `engine.call` on 1,000 instances in turn, so
-//!   that no call names the instance its thread called last (which
-//!   `engine.call` goes straight to): the lookup by name, every time.
+//! * `engine_call_1000_keys`: `engine.call` on 1,000 instances in turn:
+//!   the lookup by name in a map of 1,000 instances, none called twice in
+//!   a row (closer to a server's calls than one key called again and again);
+//! * `handle_add`: counter's raw `add` with the payload `1` through a
+//!   handle (the module parses the number and formats the total): the raw
+//!   call with an argument and a reply, beside the typed rows;
+//! * `typed_balance`: the typed `ledger` v1's `balance` through a handle: no
+//!   argument, a JSON number in reply (what `#[module]` adds to a raw
+//!   `noop`: the dispatch by method table and the reply's JSON encoding);
+//! * `typed_deposit`: ledger v1's `deposit` with the JSON argument `1`: the
+//!   argument decoded, the balance added to and encoded;
+//! * `typed_deposit_object`: ledger v2's `deposit` with
+//!   `{"amount":1,"note":""}`: a struct decoded from a JSON object. This
+//!   method also pushes a history entry and logs a line (a `tracing` event,
+//!   with no subscriber in this bench), so it is more than the JSON.
 //!
 //! The comparison with hot-lib-reloader, which the call-cost target is
 //! about, runs in its own workspace (`benches/baseline`, see BENCHMARKS.md)
@@ -140,8 +152,8 @@ fn per_call(c: &mut Criterion) {
         b.iter(|| engine.call(black_box("counter"), black_box("k"), black_box("noop"), black_box(b"")))
     });
     group.bench_function("handle_call", |b| b.iter(|| handle.call(black_box("noop"), black_box(b""))));
-    // Instances called in turn, so that no call names the instance its
-    // thread called last: each looks module and instance up by name.
+    // Instances called in turn: each call looks its instance up in a map
+    // of 1,000 and never names the one called before it.
     let keys: Vec<String> = (0..1000).map(|n| format!("room-{n}")).collect();
     for key in &keys {
         engine.call("counter", key, "noop", b"").expect("start an instance");
@@ -155,6 +167,27 @@ fn per_call(c: &mut Criterion) {
             }
             engine.call(black_box("counter"), black_box(&keys[next]), black_box("noop"), black_box(b""))
         })
+    });
+
+    // The raw call with an argument and a reply, and typed methods (ledger
+    // v1 and v2 are both called "ledger", so each has an engine).
+    group.bench_function("handle_add", |b| b.iter(|| handle.call(black_box("add"), black_box(b"1"))));
+    let ledger_v1 = Engine::new(EngineConfig::default());
+    ledger_v1.load("ledger", hotswap_test_modules::LEDGER_V1).expect("load ledger v1");
+    let ledger_v1 = ledger_v1.instance("ledger", "k").expect("a handle on ledger v1's instance k");
+    assert_eq!(ledger_v1.call("deposit", b"1").expect("a deposit on ledger v1"), b"1");
+    group
+        .bench_function("typed_balance", |b| b.iter(|| ledger_v1.call(black_box("balance"), black_box(b""))));
+    group.bench_function("typed_deposit", |b| {
+        b.iter(|| ledger_v1.call(black_box("deposit"), black_box(b"1")))
+    });
+    let ledger_v2 = Engine::new(EngineConfig::default());
+    ledger_v2.load("ledger", hotswap_test_modules::LEDGER_V2).expect("load ledger v2");
+    let ledger_v2 = ledger_v2.instance("ledger", "k").expect("a handle on ledger v2's instance k");
+    let deposit = br#"{"amount":1,"note":""}"#;
+    assert_eq!(ledger_v2.call("deposit", deposit).expect("a deposit on ledger v2"), b"1");
+    group.bench_function("typed_deposit_object", |b| {
+        b.iter(|| ledger_v2.call(black_box("deposit"), black_box(deposit)))
     });
     group.finish();
 }

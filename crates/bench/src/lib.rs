@@ -2,10 +2,12 @@
 //!
 //! | target | what it measures | run with |
 //! |---|---|---|
-//! | `benches/call.rs` | one call: direct, raw fn pointer, the module's entry point, `Engine::call`, `InstanceHandle::call` | `cargo bench -p hotswap-bench --bench call` |
+//! | `benches/call.rs` | one call: direct, raw fn pointer, the module's entry point, `Engine::call`, `InstanceHandle::call`, typed methods beside raw ones | `cargo bench -p hotswap-bench --bench call` |
 //! | the repository's `benches/baseline` (a workspace of its own) | the same against hot-lib-reloader, in one run | `cargo bench --manifest-path benches/baseline/Cargo.toml` |
-//! | `src/bin/call_instructions.rs` | many calls of one kind (`engine`, `keys`, `handle`), for instructions per call under callgrind | see its docs |
+//! | `src/bin/call_instructions.rs` | many calls of one kind (`engine`, `keys`, `handle`, `handle-add`, `typed-balance`, `typed-deposit`), for instructions per call under callgrind | see its docs |
 //! | `benches/swap.rs` | a swap with no instances; swap pause at 1 KiB, 1 MiB, 16 MiB of state | `cargo bench -p hotswap-bench --bench swap` |
+//! | `benches/codec.rs` | the typed snapshot codec (postcard in the SDK's envelope) against serde_json at 1 MiB; the shape check per restore | `cargo bench -p hotswap-bench --bench codec` |
+//! | `src/bin/dry_run.rs` | a dry run of 10,000 live 1 KiB instances while two threads keep calling | `cargo run --release -p hotswap-bench --bin dry-run` |
 //! | `src/bin/swap_phases.rs` | the phases of [`hotswap::SwapReport`], medians over many swaps | `cargo run --release -p hotswap-bench --bin swap-phases` |
 //! | `src/bin/swap_memory.rs` | RSS and mapped copies over 1,000 swaps, with and without thread-locals | `cargo run --release -p hotswap-bench --bin swap-memory` |
 //! | `src/bin/watch_latency.rs` | the daemon: from a completed write of a watched module file to the new version serving | `cargo build --release -p hotswap-daemon`, then `cargo run --release -p hotswap-bench --bin watch-latency` |

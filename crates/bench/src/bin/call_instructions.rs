@@ -10,8 +10,11 @@
 //! ```
 //!
 //! `KIND` is `engine` (`Engine::call` by name), `keys` (the same on 1,000
-//! instances in turn) or `handle` (`InstanceHandle::call`); the total
-//! divided by `COUNT` is one call.
+//! instances in turn), `handle` (`InstanceHandle::call` of counter's
+//! `noop`), `handle-add` (counter's `add` with `1` through a handle),
+//! `typed-balance` or `typed-deposit` (the typed `ledger` v1's
+//! `balance`, and `deposit` with the JSON argument `1`, through a handle);
+//! the total divided by `COUNT` is one call.
 
 use std::hint::black_box;
 
@@ -37,17 +40,23 @@ fn calls_on_many_keys(engine: &Engine, keys: &[String], count: u64) {
     }
 }
 
-/// `count` calls through a handle.
+/// `count` calls of `method` with `payload` through a handle.
 #[inline(never)]
-fn calls_by_handle(handle: &InstanceHandle, count: u64) {
+fn calls_by_handle(handle: &InstanceHandle, method: &str, payload: &[u8], count: u64) {
     for _ in 0..count {
-        black_box(handle.call(black_box("noop"), black_box(b""))).expect("noop succeeds");
+        black_box(handle.call(black_box(method), black_box(payload))).expect("the call succeeds");
     }
+}
+
+/// A handle on instance `k` of the typed `ledger` v1, loaded in `engine`.
+fn ledger_handle(engine: &Engine) -> InstanceHandle {
+    engine.load("ledger", hotswap_test_modules::LEDGER_V1).expect("load ledger v1");
+    engine.instance("ledger", "k").expect("a handle on ledger v1's instance k")
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: call-instructions engine|keys|handle COUNT";
+    let usage = "usage: call-instructions engine|keys|handle|handle-add|typed-balance|typed-deposit COUNT";
     let kind = args.next().expect(usage);
     let count: u64 = args.next().and_then(|count| count.parse().ok()).expect(usage);
 
@@ -64,7 +73,10 @@ fn main() {
             }
             calls_on_many_keys(&engine, &keys, count)
         }
-        "handle" => calls_by_handle(&handle, count),
+        "handle" => calls_by_handle(&handle, "noop", b"", count),
+        "handle-add" => calls_by_handle(&handle, "add", b"1", count),
+        "typed-balance" => calls_by_handle(&ledger_handle(&engine), "balance", b"", count),
+        "typed-deposit" => calls_by_handle(&ledger_handle(&engine), "deposit", b"1", count),
         _ => panic!("{usage}"),
     }
 }
