@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod socket;
+pub use socket::{SocketEndpoint, SocketInstance};
+
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -39,6 +42,8 @@ pub struct Config {
     pub allowed_dirs: Vec<PathBuf>,
     pub modules: Vec<ModuleConfig>,
     pub routes: Vec<Route>,
+    /// `[[socket]]`: WebSocket endpoints on the public port (`config/socket.rs`).
+    pub sockets: Vec<SocketEndpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +114,8 @@ struct RawConfig {
     modules: Vec<RawModule>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+    #[serde(default, rename = "socket")]
+    sockets: Vec<socket::RawSocket>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +367,8 @@ impl Config {
             routes.push(Route { method, path: route.path, module: route.module, action });
         }
 
+        let sockets = socket::parse(raw.sockets, &names, |path| routes.iter().any(|r| r.path == path))?;
+
         // Modules load from the folders that hold the configured files, from
         // the `load_from` folders of routes, and from `allowed_dirs`.
         let mut allowed_dirs: Vec<PathBuf> = raw.allowed_dirs.iter().map(|dir| resolve(dir)).collect();
@@ -390,6 +399,7 @@ impl Config {
             allowed_dirs,
             modules,
             routes,
+            sockets,
         })
     }
 
