@@ -35,6 +35,7 @@ mod public;
 mod serve;
 mod state;
 mod timers;
+mod sockets;
 mod upgrade;
 mod watch;
 

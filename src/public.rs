@@ -6,6 +6,7 @@
 //! | a `[[route]]` with `call` | the same, for a fixed module, method and instance |
 //! | a `[[route]]` with `load_from` | swaps the module to `lib{name}.so` from that folder |
 //! | `GET /healthz` | 200 while serving, 503 once draining |
+//! | a `[[socket]]` path | a WebSocket session (`sockets.rs`) |
 //!
 //! A module's error is 422 `{"error": ...}`, a panic 500, an unknown module
 //! or route 404, a body over `server.max_body` 413, one slower than
@@ -30,7 +31,11 @@ use crate::daemon::{Daemon, Trigger};
 use crate::http::{self, Response};
 
 pub async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response {
-    let mut response = route(&daemon, request).await;
+    let config = daemon.config();
+    let mut response = match config.sockets.iter().find(|socket| socket.path == request.uri().path()) {
+        Some(socket) => crate::sockets::accept(&daemon, socket, request),
+        None => route(&daemon, request).await,
+    };
     daemon.metrics.response(response.status().as_u16());
     let headers = response.headers_mut();
     if !headers.contains_key(PID_HEADER) {
