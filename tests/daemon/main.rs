@@ -15,6 +15,7 @@ mod public_limits;
 mod reload;
 mod restart;
 mod saves;
+mod sockets;
 mod state;
 mod stuck_calls;
 mod swap_status;
