@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use hotswap::{CallError, Engine, EngineConfig, Push, PushSink};
-use hotswap_test_modules::{COUNTER_V1, ROOM, ROOM_V2};
+use hotswap_test_modules::{COUNTER_V1, ROOM_BASE_DESCRIPTOR, ROOM_V1, ROOM_V2};
 
 /// What the sink received: (module, instance, pushes of one call).
 type Received = Arc<Mutex<Vec<(String, String, Vec<Push>)>>>;
@@ -37,7 +37,7 @@ fn call(engine: &Engine, instance: &str, method: &str) -> String {
 fn joins_messages_and_leaves_push_to_the_sink_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, received) = engine_with_sink(dir.path());
-    engine.load("room", ROOM).unwrap();
+    engine.load("room", ROOM_V1).unwrap();
     engine.session_join("room", "r1", 7, b"name=ana").unwrap();
     engine.session_join("room", "r1", 8, b"name=bo").unwrap();
     engine.session_message("room", "r1", 7, b"hi").unwrap();
@@ -67,7 +67,7 @@ fn joins_messages_and_leaves_push_to_the_sink_in_order() {
 fn a_refused_join_is_the_modules_refusal_with_its_message_and_the_room_is_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, received) = engine_with_sink(dir.path());
-    engine.load("room", ROOM).unwrap();
+    engine.load("room", ROOM_V1).unwrap();
     let error = engine.session_join("room", "r1", 1, b"name=deny-me").unwrap_err();
     match &error {
         CallError::Refused { method, message, .. } => {
@@ -87,7 +87,7 @@ fn a_refused_join_is_the_modules_refusal_with_its_message_and_the_room_is_unchan
 fn pushes_of_concurrent_callers_reach_the_sink_in_the_order_the_instance_ran_them() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, received) = engine_with_sink(dir.path());
-    engine.load("room", ROOM).unwrap();
+    engine.load("room", ROOM_V1).unwrap();
     let engine = Arc::new(engine);
     thread::scope(|scope| {
         for session in 0..8u64 {
@@ -116,7 +116,7 @@ fn pushes_of_concurrent_callers_reach_the_sink_in_the_order_the_instance_ran_the
 fn sessions_and_ticks_carry_on_across_a_swap_without_the_module_doing_anything() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, received) = engine_with_sink(dir.path());
-    engine.load("room", ROOM).unwrap();
+    engine.load("room", ROOM_V1).unwrap();
     engine.session_join("room", "r1", 1, b"").unwrap();
     engine.session_join("room", "r1", 2, b"").unwrap();
     engine.session_message("room", "r1", 1, b"before").unwrap();
@@ -150,8 +150,25 @@ fn a_module_that_keeps_the_default_hooks_accepts_joins_and_ignores_messages_and_
 fn without_a_sink_pushes_are_dropped_and_calls_still_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let engine = crate::engine_in(dir.path());
-    engine.load("room", ROOM).unwrap();
+    engine.load("room", ROOM_V1).unwrap();
     engine.session_join("room", "r1", 1, b"").unwrap();
     engine.session_message("room", "r1", 1, b"x").unwrap();
     assert_eq!(call(&engine, "r1", "seq"), "1");
+}
+
+/// The session hooks were appended to the descriptor: a module whose
+/// descriptor ends before them (built before) loads, and the host reads no
+/// hook from it — even where the bytes past its end hold some.
+#[test]
+fn a_descriptor_from_before_the_session_hooks_loads_and_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, received) = engine_with_sink(dir.path());
+    engine.load("room", ROOM_BASE_DESCRIPTOR).unwrap();
+    engine.session_join("room", "r1", 1, b"deny").expect("no on_join is called, so nothing refuses");
+    engine.session_message("room", "r1", 1, b"hi").unwrap();
+    assert_eq!(call(&engine, "r1", "seq"), "0", "no on_message ran");
+    assert!(received.lock().unwrap().is_empty());
+    // The same file with its full descriptor runs the hooks.
+    engine.load("room", ROOM_V1).unwrap();
+    assert!(engine.session_join("room", "r1", 2, b"deny").is_err());
 }

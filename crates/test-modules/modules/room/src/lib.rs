@@ -80,4 +80,33 @@ impl Module for Room {
     }
 }
 
+#[cfg(not(feature = "base-descriptor"))]
 export_module!(Room);
+
+/// With feature `base-descriptor` (ROOM_BASE_DESCRIPTOR): the descriptor
+/// says it is as long as one built before the session hooks were appended,
+/// though its hooks are filled in. A host must not read past the size a
+/// module gives, so it must see no hooks: a join is accepted without
+/// `on_join` (which would refuse `deny`).
+#[cfg(feature = "base-descriptor")]
+mod base_descriptor {
+    use hotswap_module::__private::abi::{
+        ABI_VERSION, DESCRIPTOR_BASE_SIZE, DescriptorHeader, MAGIC, ModuleDescriptor,
+    };
+    use hotswap_module::__private::descriptor;
+
+    static DESCRIPTOR: ModuleDescriptor = ModuleDescriptor {
+        header: DescriptorHeader {
+            magic: MAGIC,
+            abi_version: ABI_VERSION,
+            descriptor_size: DESCRIPTOR_BASE_SIZE as u32,
+        },
+        ..descriptor::<super::Room>(true)
+    };
+
+    #[unsafe(no_mangle)]
+    pub extern "C" fn hotswap_module_descriptor() -> *const DescriptorHeader {
+        // The header is the first field of the #[repr(C)] descriptor.
+        core::ptr::from_ref(&DESCRIPTOR).cast()
+    }
+}
