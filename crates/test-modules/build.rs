@@ -58,6 +58,10 @@ const FEATURE_BUILDS: &[(&str, Option<&str>, &str)] = &[
     ("layouts", Some("from-counter"), "LAYOUTS_FROM_COUNTER"),
     // The SDK's `tracing` feature: the timer module's `log` method also emits a `tracing` event.
     ("timer", Some("tracing"), "TIMER_TRACING"),
+    // Sessions: the room (raw hooks), and the same room as version 2.0.0.
+    ("room", None, "ROOM_V1"),
+    ("room", Some("v2"), "ROOM_V2"),
+    ("room", Some("base-descriptor"), "ROOM_BASE_DESCRIPTOR"),
 ];
 
 fn main() {
@@ -109,6 +113,10 @@ fn main() {
         let built = profile_dir.join(format!("lib{}.so", package.replace('-', "_")));
         // Copied, not linked: the next build of the package replaces `built`.
         let file = profile_dir.join(format!("lib{}.so", constant.to_lowercase()));
+        assert_ne!(
+            built, file,
+            "{constant} names the file the next build of {package} replaces: pick another constant"
+        );
         std::fs::copy(&built, &file).unwrap_or_else(|error| panic!("copy {}: {error}", built.display()));
         writeln!(
             paths,
