@@ -45,7 +45,7 @@ type Client = WebSocket<TcpStream>;
 
 fn setup() -> Setup {
     let setup = Setup::new(ROOM_CONFIG);
-    setup.install(modules::ROOM, "libroom.so");
+    setup.install(modules::ROOM_V1, "libroom.so");
     setup
 }
 
