@@ -190,6 +190,16 @@ enum Command {
         #[command(flatten)]
         print: Print,
     },
+    /// Show a module's WebSocket sessions per instance, and the session counts.
+    #[command(after_help = "Example:\n  hotswap sessions chat")]
+    Sessions {
+        /// The module's name.
+        module: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        print: Print,
+    },
     /// End one instance of a module: its state is dropped (after its call in flight).
     #[command(after_help = "Example:\n  hotswap remove-instance ledger alice")]
     RemoveInstance {
@@ -273,6 +283,7 @@ impl Command {
             | Command::Snapshot { target, .. }
             | Command::Upgrade { target, .. }
             | Command::Instances { target, .. }
+            | Command::Sessions { target, .. }
             | Command::RemoveInstance { target, .. } => Some(target),
         }
     }
@@ -286,6 +297,7 @@ impl Command {
             | Command::Snapshot { print, .. }
             | Command::Upgrade { print, .. }
             | Command::Instances { print, .. }
+            | Command::Sessions { print, .. }
             | Command::RemoveInstance { print, .. } => Some(print),
         }
     }
@@ -309,6 +321,7 @@ fn run_client(cli: &Cli, json: bool) -> Result<(), String> {
         Command::Snapshot { .. } => cli::snapshot(&target, json),
         Command::Upgrade { binary, .. } => cli::upgrade(&target, json, binary.as_deref()),
         Command::Instances { module, .. } => cli::instances(&target, json, module),
+        Command::Sessions { module, .. } => cli::sessions(&target, json, module),
         Command::RemoveInstance { module, key, .. } => cli::remove_instance(&target, json, module, key),
     }
 }

@@ -362,3 +362,25 @@ fn a_stop_closes_sessions_with_1001_and_runs_on_leave() {
     let daemon = setup.start();
     assert_eq!(call(&daemon, "sessions", "stopping"), "[]");
 }
+
+#[test]
+fn the_sessions_command_lists_a_modules_sessions_per_instance() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut first = connect(&daemon, "/ws?instance=cli-a");
+    joined_id(&mut first);
+    let mut second = connect(&daemon, "/lobby");
+    joined_id(&mut second);
+    let output = setup.cli(&["sessions", "room"]);
+    let text = crate::stdout(&output);
+    assert!(output.status.success(), "{}", crate::stderr(&output));
+    let line = |instance: &str| text.lines().find(|line| line.starts_with(instance)).map(str::split_whitespace);
+    assert_eq!(line("cli-a").map(Iterator::collect::<Vec<_>>), Some(vec!["cli-a", "1"]), "{text}");
+    assert_eq!(line("lobby").map(Iterator::collect::<Vec<_>>), Some(vec!["lobby", "1"]), "{text}");
+    assert!(text.contains("2 open"), "{text}");
+    let json = crate::json(&setup.cli(&["sessions", "room", "--json"]).stdout);
+    assert_eq!(json["rooms"].as_array().map(Vec::len), Some(2), "{json}");
+    let missing = setup.cli(&["sessions", "nope"]);
+    assert!(!missing.status.success());
+    assert!(crate::stderr(&missing).contains("module 'nope' is not loaded"), "{}", crate::stderr(&missing));
+}
