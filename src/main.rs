@@ -33,9 +33,9 @@ mod partial_save;
 mod policy;
 mod public;
 mod serve;
+mod sockets;
 mod state;
 mod timers;
-mod sockets;
 mod upgrade;
 mod watch;
 

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame};
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
 use crate::daemon::Daemon;
-use crate::http::{self, Response, Listening};
+use crate::http::{self, Listening, Response};
 
 /// How long a close frame may take to go out before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -44,10 +44,12 @@ pub fn accept(daemon: &Arc<Daemon>, endpoint: &SocketEndpoint, request: Request<
     }
     let instance = match &endpoint.instance {
         SocketInstance::Fixed(key) => key.clone(),
-        SocketInstance::FromQuery => match crate::public::instance_key(request.uri().query(), DEFAULT_INSTANCE) {
-            Ok(key) => key,
-            Err(reason) => return http::error(400, reason),
-        },
+        SocketInstance::FromQuery => {
+            match crate::public::instance_key(request.uri().query(), DEFAULT_INSTANCE) {
+                Ok(key) => key,
+                Err(reason) => return http::error(400, reason),
+            }
+        }
     };
     let room = Room { module: endpoint.module.clone(), instance };
     let opened = daemon.sockets.open(&endpoint.path, endpoint.max_sessions, room, endpoint.queue);
@@ -68,7 +70,8 @@ pub fn accept(daemon: &Arc<Daemon>, endpoint: &SocketEndpoint, request: Request<
             Ok(upgraded) => {
                 let config = WebSocketConfig::default().max_message_size(Some(running.config().max_body));
                 let stream =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                        .await;
                 run(&running, &handle, outgoing, stream, join_request).await;
             }
             Err(err) => {
@@ -133,9 +136,35 @@ async fn run(
             false
         }
     };
+    if joined {
+        serve_messages(daemon, handle, &mut incoming).await;
+        // After a hand-over the state (and this session in it) lives in the
+        // new process: nothing runs here any more.
+        let left = hook(daemon, handle, "on_leave", move |engine, module, instance| {
+            engine.session_leave(module, instance, id)
+        })
+        .await;
+        if let Err(HookFailed::Call(error)) = left {
+            tracing::warn!(module = %handle.room.module, instance = %handle.room.instance, "on_leave failed: {error}");
+        }
+    }
+    let kind = handle.closing.borrow().as_ref().map_or(CloseKind::Dropped, |closing| closing.kind);
+    daemon.sockets.remove(handle, kind);
+    if tokio::time::timeout(CLOSE_WAIT * 2, writer).await.is_err() {
+        tracing::debug!(session = id, "the writer did not end; dropping the connection");
+    }
+}
+
+/// Runs the session's messages, one at a time, until it is closing.
+async fn serve_messages(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    incoming: &mut futures_util::stream::SplitStream<Stream>,
+) {
+    let id = handle.id;
     let mut closing = handle.closing.subscribe();
     let mut listening = daemon.listening.subscribe();
-    while joined {
+    loop {
         let frame = tokio::select! {
             _ = closing.wait_for(Option::is_some) => break,
             _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => {
@@ -167,22 +196,6 @@ async fn run(
             failed.close(handle, CloseKind::Failed);
         }
     }
-    if joined {
-        // After a hand-over the state (and this session in it) lives in the
-        // new process: nothing runs here any more.
-        let left = hook(daemon, handle, "on_leave", move |engine, module, instance| {
-            engine.session_leave(module, instance, id)
-        })
-        .await;
-        if let Err(HookFailed::Call(error)) = left {
-            tracing::warn!(module = %handle.room.module, instance = %handle.room.instance, "on_leave failed: {error}");
-        }
-    }
-    let kind = handle.closing.borrow().as_ref().map_or(CloseKind::Dropped, |closing| closing.kind);
-    daemon.sockets.remove(handle, kind);
-    if tokio::time::timeout(CLOSE_WAIT * 2, writer).await.is_err() {
-        tracing::debug!(session = id, "the writer did not end; dropping the connection");
-    }
 }
 
 enum HookFailed {
@@ -198,7 +211,9 @@ impl HookFailed {
     fn close(self, handle: &SessionHandle, kind: CloseKind) {
         match self {
             HookFailed::GoingAway => handle.close(1001, GOING_AWAY, CloseKind::GoingAway),
-            HookFailed::Call(error @ CallError::Refused { .. }) => handle.close(1008, error.to_string(), kind),
+            HookFailed::Call(error @ CallError::Refused { .. }) => {
+                handle.close(1008, error.to_string(), kind)
+            }
             HookFailed::Call(error) => handle.close(1011, error.to_string(), kind),
             HookFailed::Thread(what) => {
                 handle.close(1011, format!("the call thread running {what} failed"), kind)

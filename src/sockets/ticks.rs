@@ -71,7 +71,11 @@ impl TickStats {
         for (name, help, value) in [
             ("hotswap_ticks_total", "Ticks (on_tick) that ran.", status.ran),
             ("hotswap_ticks_failed_total", "Ticks that returned an error or panicked.", status.failed),
-            ("hotswap_ticks_skipped_total", "Ticks skipped: the instance's previous one still ran.", status.skipped),
+            (
+                "hotswap_ticks_skipped_total",
+                "Ticks skipped: the instance's previous one still ran.",
+                status.skipped,
+            ),
         ] {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
@@ -125,7 +129,13 @@ async fn run(daemon: Arc<Daemon>, module: String, period: Duration) {
 }
 
 /// One tick of one instance.
-async fn tick(daemon: Arc<Daemon>, module: String, instance: String, due: Instant, running: Arc<Mutex<HashSet<String>>>) {
+async fn tick(
+    daemon: Arc<Daemon>,
+    module: String,
+    instance: String,
+    due: Instant,
+    running: Arc<Mutex<HashSet<String>>>,
+) {
     let done = Done { running, instance: instance.clone() };
     let _open = daemon.gate.read().await;
     if daemon.handed_over.get().is_some() {

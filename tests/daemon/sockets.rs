@@ -146,7 +146,8 @@ fn a_join_refused_by_the_module_closes_1008_with_its_reason() {
     assert!(reason.contains("this room turns away") && reason.contains("deny-me"), "{reason}");
     assert!(reason.len() <= 123);
     assert_eq!(call(&daemon, "sessions", "a"), "[]");
-    daemon.wait_for_status("the refusal to be counted", |status| status["sessions"]["closes"]["refused"] == 1);
+    daemon
+        .wait_for_status("the refusal to be counted", |status| status["sessions"]["closes"]["refused"] == 1);
 }
 
 #[test]
@@ -185,7 +186,8 @@ fn messages_of_a_session_reach_the_module_in_order_through_ten_swaps() {
                 let stream = TcpStream::connect(public).unwrap();
                 stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 let (mut client, _) =
-                    tungstenite::client(format!("ws://{public}/order?instance=order").as_str(), stream).unwrap();
+                    tungstenite::client(format!("ws://{public}/order?instance=order").as_str(), stream)
+                        .unwrap();
                 // Send everything at once: the daemon must keep the order.
                 for n in 0..MESSAGES {
                     send(&mut client, &format!("c{c}-{n}"));
@@ -374,7 +376,8 @@ fn the_sessions_command_lists_a_modules_sessions_per_instance() {
     let output = setup.cli(&["sessions", "room"]);
     let text = crate::stdout(&output);
     assert!(output.status.success(), "{}", crate::stderr(&output));
-    let line = |instance: &str| text.lines().find(|line| line.starts_with(instance)).map(str::split_whitespace);
+    let line =
+        |instance: &str| text.lines().find(|line| line.starts_with(instance)).map(str::split_whitespace);
     assert_eq!(line("cli-a").map(Iterator::collect::<Vec<_>>), Some(vec!["cli-a", "1"]), "{text}");
     assert_eq!(line("lobby").map(Iterator::collect::<Vec<_>>), Some(vec!["lobby", "1"]), "{text}");
     assert!(text.contains("2 open"), "{text}");
