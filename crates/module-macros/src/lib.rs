@@ -5,12 +5,12 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
+#[cfg(test)]
+mod hook_tests;
 mod hooks;
 mod methods;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod hook_tests;
 
 /// Makes a module of a state type's `impl` block: its `pub fn`s become the
 /// methods callers reach by name, with JSON arguments and replies, and its

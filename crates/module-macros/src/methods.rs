@@ -3,12 +3,12 @@
 //! cannot call is refused here, with the span of what is wrong.
 
 use syn::ext::IdentExt;
-
-use crate::hooks::{HookDef, HookKind, read_hook};
 use syn::spanned::Spanned;
 use syn::{
     FnArg, GenericParam, ImplItem, ImplItemFn, ItemImpl, ReceiverKind, ReturnType, Safety, Type, Visibility,
 };
+
+use crate::hooks::{HookDef, HookKind, read_hook};
 
 /// Names the generated `Module` impl uses: a method with one of them would
 /// be shadowed by, or shadow, the trait's own function.
