@@ -85,6 +85,7 @@ mod envelope;
 mod json_hint;
 #[cfg(feature = "log")]
 mod log_bridge;
+mod push_json;
 mod shape;
 pub mod testing;
 mod typed;
