@@ -91,7 +91,7 @@ pub enum Bytes {
     /// `&str`: checked UTF-8.
     Text,
     /// Any other type: decoded (the query string for a join, JSON for a message).
-    Decoded(Type),
+    Decoded(Box<Type>),
 }
 
 /// A hook of the impl block.
@@ -220,7 +220,7 @@ fn bytes_of(ty: &Type) -> Bytes {
             _ => {}
         }
     }
-    Bytes::Decoded(ty.clone())
+    Bytes::Decoded(Box::new(ty.clone()))
 }
 
 /// The `Module` trait's hooks that the impl block defines; the others keep
