@@ -60,6 +60,9 @@ const FEATURE_BUILDS: &[(&str, Option<&str>, &str)] = &[
     ("layouts", Some("from-counter"), "LAYOUTS_FROM_COUNTER"),
     // The SDK's `tracing` feature: the timer module's `log` method also emits a `tracing` event.
     ("timer", Some("tracing"), "TIMER_TRACING"),
+    // Sessions: the room (raw hooks), and the same room as version 2.0.0.
+    ("room", None, "ROOM"),
+    ("room", Some("v2"), "ROOM_V2"),
 ];
 
 fn main() {

@@ -211,6 +211,15 @@ pub struct HostApi {
     >,
     /// The key of the instance this call runs on (empty where there is none).
     pub instance: Option<unsafe extern "C" fn(call: *mut c_void) -> RawStr>,
+    // Appended for sessions (issue 9); a module checks `size` before use.
+    /// Queues `bytes` for session `session`, delivered after the entry point
+    /// returns, in order. [`CallStatus::ERROR`] where pushes are not kept (in
+    /// `init`, `snapshot` or `drop_state`).
+    pub send: Option<unsafe extern "C" fn(call: *mut c_void, session: u64, bytes: RawBytes) -> CallStatus>,
+    /// Queues `bytes` for every session of this instance.
+    pub broadcast: Option<unsafe extern "C" fn(call: *mut c_void, bytes: RawBytes) -> CallStatus>,
+    /// Closes session `session` with `reason` once what was queued before is delivered.
+    pub close: Option<unsafe extern "C" fn(call: *mut c_void, session: u64, reason: RawStr) -> CallStatus>,
 }
 
 /// What the host lends each entry point: its table and the pointer that
@@ -249,6 +258,22 @@ pub type SnapshotFn =
 
 /// `drop_state(host, state, out)`: runs the state's destructor.
 pub type DropStateFn =
+    unsafe extern "C" fn(host: *const RawHost, state: *mut c_void, out: *mut ModuleBuf) -> CallStatus;
+
+/// `on_join(host, state, session, request, out)`, `on_message(host, state,
+/// session, message, out)` and `on_leave(host, state, session, empty, out)`:
+/// a session of this instance joined (with the query string of its
+/// request), sent a message, or left. On an error `out` holds the message.
+pub type SessionHookFn = unsafe extern "C" fn(
+    host: *const RawHost,
+    state: *mut c_void,
+    session: u64,
+    bytes: RawBytes,
+    out: *mut ModuleBuf,
+) -> CallStatus;
+
+/// `on_tick(host, state, out)`: the host's periodic tick of this instance.
+pub type TickFn =
     unsafe extern "C" fn(host: *const RawHost, state: *mut c_void, out: *mut ModuleBuf) -> CallStatus;
 
 /// `free_buf(buf)`: returns a buffer to the allocator that made it.
@@ -301,7 +326,17 @@ pub struct ModuleDescriptor {
     pub snapshot: Option<SnapshotFn>,
     pub drop_state: Option<DropStateFn>,
     pub free_buf: Option<FreeBufFn>,
+    // Appended for sessions (issue 9). A host reads a field only when
+    // `header.descriptor_size` covers it: a module built before has none.
+    pub on_join: Option<SessionHookFn>,
+    pub on_message: Option<SessionHookFn>,
+    pub on_leave: Option<SessionHookFn>,
+    pub on_tick: Option<TickFn>,
 }
+
+/// The size of an ABI-2 descriptor before the session hooks were appended:
+/// the smallest a host accepts.
+pub const DESCRIPTOR_BASE_SIZE: usize = core::mem::offset_of!(ModuleDescriptor, on_join);
 
 // The layout promise above, checked at compile time.
 const _: () = {

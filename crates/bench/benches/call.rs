@@ -123,6 +123,9 @@ static BENCH_HOST: HostApi = HostApi {
     log: None,
     after: None,
     instance: None,
+    send: None,
+    broadcast: None,
+    close: None,
 };
 
 unsafe extern "C" fn bench_reply(call: *mut c_void, bytes: RawBytes) {

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hotswap_abi::{
-    ABI_VERSION, CallStatus, DESCRIPTOR_SYMBOL, DescriptorFn, DropStateFn, FreeBufFn, HandleFn, InitFn,
-    MAGIC, ModuleBuf, ModuleDescriptor, RawBytes, RawMethod, RawPrevious, RawStr, SnapshotFn,
+    ABI_VERSION, CallStatus, DESCRIPTOR_BASE_SIZE, DESCRIPTOR_SYMBOL, DescriptorFn, DropStateFn, FreeBufFn,
+    HandleFn, InitFn, MAGIC, ModuleBuf, ModuleDescriptor, RawBytes, RawMethod, RawPrevious, RawStr,
+    SessionHookFn, SnapshotFn, TickFn,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
 use crate::error::{Fault, SwapError};
-use crate::host::{HostCall, TimerRequests};
+use crate::host::{HostCall, Push, TimerRequests};
 
 /// What a module says about itself, copied out of its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,41 @@ struct EntryPoints {
     snapshot: SnapshotFn,
     drop_state: DropStateFn,
     free_buf: FreeBufFn,
+    /// The session hooks; `None` for a module whose descriptor predates them.
+    on_join: Option<SessionHookFn>,
+    on_message: Option<SessionHookFn>,
+    on_leave: Option<SessionHookFn>,
+    on_tick: Option<TickFn>,
+}
+
+/// What an instance is asked to do: a call of a method, or one of the
+/// session hooks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Invocation<'a> {
+    Method { method: &'a str, payload: &'a [u8] },
+    Join { session: u64, request: &'a [u8] },
+    Message { session: u64, message: &'a [u8] },
+    Leave { session: u64 },
+    Tick,
+}
+
+impl Invocation<'_> {
+    /// The method's name, or the hook's, for logs and errors.
+    pub fn name(&self) -> &str {
+        match self {
+            Invocation::Method { method, .. } => method,
+            Invocation::Join { .. } => "on_join",
+            Invocation::Message { .. } => "on_message",
+            Invocation::Leave { .. } => "on_leave",
+            Invocation::Tick => "on_tick",
+        }
+    }
+}
+
+/// What a call asked of the host besides its reply: timers and pushes.
+pub(crate) struct Effects<'a> {
+    pub timers: &'a mut TimerRequests,
+    pub pushes: &'a mut Vec<Push>,
 }
 
 /// The state of one started instance: a `Box<T>` the module handed out from
@@ -113,36 +149,42 @@ impl ModuleState {
         &self.code
     }
 
-    /// One call. Timers the module asks for are added to `timers`, whatever
-    /// the call's outcome (its state changes are kept on an error too).
-    #[inline]
-    pub(crate) fn handle(
-        &mut self,
-        method: &str,
-        payload: &[u8],
-        timers: &mut TimerRequests,
-    ) -> Result<Vec<u8>, Fault> {
+    /// One call of a method or a session hook. Timers and pushes the
+    /// module asks for are added to `effects`, whatever the outcome (its
+    /// state changes are kept on an error too). A hook the module does not
+    /// have answers `Ok` with no reply.
+    pub(crate) fn invoke(&mut self, what: Invocation<'_>, effects: Effects<'_>) -> Result<Vec<u8>, Fault> {
         let code = &*self.code;
-        let mut host = HostCall::new(&code.info.name, &code.info.version, &self.instance, method);
-        host.timers = Some(timers);
+        let mut host = HostCall::new(&code.info.name, &code.info.version, &self.instance, what.name());
+        host.timers = Some(effects.timers);
+        host.pushes = Some(effects.pushes);
         let raw_host = host.raw();
+        let state = self.ptr.as_ptr();
         let mut out = ModuleBuf::EMPTY;
-        // SAFETY: the state came from this version's `init` (a `ModuleState`
-        // is only made there, with its code), the code is loaded while
-        // `self.code` lives, and `&mut self` is the only access to the state.
-        // Method, payload and `host` outlive the call; `out` is a live local.
-        let status = unsafe {
-            (code.entry.handle)(
-                &raw_host,
-                self.ptr.as_ptr(),
-                RawStr::new(method),
-                RawBytes::new(payload),
-                &mut out,
-            )
+        let entry = &code.entry;
+        // Every entry point below is called on a state that came from this
+        // version's `init` (a `ModuleState` is only made there, with its
+        // code); the code is loaded while `self.code` lives, `&mut self` is
+        // the only access to the state, and the method, payload, bytes and
+        // `host` outlive the call; `out` is a live local.
+        let hook = |hook: Option<SessionHookFn>, session: u64, bytes: &[u8], out: &mut ModuleBuf| {
+            // SAFETY: see above.
+            hook.map(|hook| unsafe { hook(&raw_host, state, session, RawBytes::new(bytes), out) })
+        };
+        let status = match what {
+            // SAFETY: see above.
+            Invocation::Method { method, payload } => Some(unsafe {
+                (entry.handle)(&raw_host, state, RawStr::new(method), RawBytes::new(payload), &mut out)
+            }),
+            Invocation::Join { session, request } => hook(entry.on_join, session, request, &mut out),
+            Invocation::Message { session, message } => hook(entry.on_message, session, message, &mut out),
+            Invocation::Leave { session } => hook(entry.on_leave, session, &[], &mut out),
+            // SAFETY: see above.
+            Invocation::Tick => entry.on_tick.map(|tick| unsafe { tick(&raw_host, state, &mut out) }),
         };
         match status {
-            CallStatus::OK => Ok(std::mem::take(&mut host.reply)),
-            failed => code.finish(failed, out),
+            None | Some(CallStatus::OK) => Ok(std::mem::take(&mut host.reply)),
+            Some(failed) => code.finish(failed, out),
         }
     }
 
@@ -297,7 +339,9 @@ impl Code {
                 host_abi: ABI_VERSION,
             });
         }
-        let expected_size = size_of::<ModuleDescriptor>();
+        // Fields appended since (the session hooks) are read only when the
+        // descriptor covers them: a module built before has none.
+        let expected_size = DESCRIPTOR_BASE_SIZE;
         if (header.descriptor_size as usize) < expected_size {
             return Err(SwapError::BadDescriptor {
                 path: source.to_owned(),
@@ -307,9 +351,7 @@ impl Code {
                 ),
             });
         }
-        // SAFETY: magic, ABI version and size match, so the header is the
-        // first field of a full ABI-1 descriptor in the library's statics.
-        let descriptor = unsafe { &*header_ptr.cast::<ModuleDescriptor>() };
+        let descriptor = &copy_descriptor(header_ptr, header.descriptor_size as usize);
         let text = |field: &str, raw: RawStr| -> Result<String, SwapError> {
             // SAFETY: descriptor strings point at string literals in the
             // library, valid while it is loaded; `to_str` checks the UTF-8.
@@ -335,6 +377,11 @@ impl Code {
             snapshot: required(descriptor.snapshot, "snapshot", source)?,
             drop_state: required(descriptor.drop_state, "drop_state", source)?,
             free_buf: required(descriptor.free_buf, "free_buf", source)?,
+            // Optional: `None` in a descriptor that predates them, or a module without sessions.
+            on_join: descriptor.on_join,
+            on_message: descriptor.on_message,
+            on_leave: descriptor.on_leave,
+            on_tick: descriptor.on_tick,
         };
         if descriptor.panic_unwind != 1 {
             return Err(SwapError::PanicAbort {
@@ -424,6 +471,25 @@ impl Code {
             None => Ok(()),
         }
     }
+}
+
+/// The module's descriptor, copied out of the library: its first
+/// `module_size` bytes (as many as the module's build has), and zeros —
+/// null pointers and `None` entry points — for fields appended since.
+/// Reading it through a reference to a full `ModuleDescriptor` would reach
+/// past the end of a smaller static.
+fn copy_descriptor(header: *const hotswap_abi::DescriptorHeader, module_size: usize) -> ModuleDescriptor {
+    let mut copy = std::mem::MaybeUninit::<ModuleDescriptor>::zeroed();
+    let len = module_size.min(size_of::<ModuleDescriptor>());
+    // SAFETY: the caller checked magic and ABI version, and that the module
+    // says its descriptor is at least the base size: `len` bytes from the
+    // header are its static descriptor, readable while the library is
+    // loaded, and they do not overlap our local copy.
+    unsafe { std::ptr::copy_nonoverlapping(header.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), len) };
+    // SAFETY: every field of a descriptor is valid as all zeros (null
+    // pointers, zero counts, `None` for `Option<fn>`), and the bytes copied
+    // over them are the module's own descriptor of the same ABI version.
+    unsafe { copy.assume_init() }
 }
 
 /// The methods a descriptor declares, checked: a null array with a count,

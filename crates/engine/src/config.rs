@@ -25,6 +25,11 @@ pub struct EngineConfig {
     /// sleeps until [`Engine::next_timer_due`](crate::Engine::next_timer_due)
     /// wakes up to sleep less. See [`TimerWake`].
     pub on_earlier_timer: Option<TimerWake>,
+    /// Where the messages modules push to sessions (`ctx.send`,
+    /// `broadcast`, `close`) go: called once per call, hook, tick or timer
+    /// that pushed anything, in the order the instance ran them. Without
+    /// one, pushes are dropped. See [`PushSink`].
+    pub on_push: Option<PushSink>,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +40,7 @@ impl Default for EngineConfig {
             max_resident_retired: 8,
             max_timers_per_instance: 1024,
             on_earlier_timer: None,
+            on_push: None,
         }
     }
 }
@@ -60,5 +66,34 @@ impl TimerWake {
 impl std::fmt::Debug for TimerWake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TimerWake(..)")
+    }
+}
+
+/// A host's delivery of pushes, for [`EngineConfig::on_push`]: called with
+/// the module, the instance and what one call pushed, in order.
+///
+/// It runs on the thread of the call, after the module returned and while
+/// the call still holds its instance — that is what keeps the pushes of one
+/// instance in the order its calls ran. So it must only enqueue (into
+/// bounded per-session queues, say) and never block or call the engine.
+#[derive(Clone)]
+pub struct PushSink(Arc<DeliverPushes>);
+
+/// A sink's function: module, instance, the pushes of one call.
+type DeliverPushes = dyn Fn(&str, &str, Vec<crate::Push>) + Send + Sync;
+
+impl PushSink {
+    pub fn new(deliver: impl Fn(&str, &str, Vec<crate::Push>) + Send + Sync + 'static) -> Self {
+        PushSink(Arc::new(deliver))
+    }
+
+    pub(crate) fn deliver(&self, module: &str, instance: &str, pushes: Vec<crate::Push>) {
+        (self.0)(module, instance, pushes);
+    }
+}
+
+impl std::fmt::Debug for PushSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushSink(..)")
     }
 }

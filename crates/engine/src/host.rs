@@ -53,6 +53,9 @@ pub(crate) struct HostCall<'a> {
     /// Where `ctx.after` puts its timers; `None` outside `handle`, where a
     /// timer is refused.
     pub timers: Option<&'a mut TimerRequests>,
+    /// Where `ctx.send`, `broadcast` and `close` put their pushes; `None`
+    /// outside calls, hooks and ticks, where they are refused.
+    pub pushes: Option<&'a mut Vec<Push>>,
     /// The reason of the last refusal, kept alive for the module to read.
     refusal: String,
 }
@@ -66,6 +69,7 @@ impl<'a> HostCall<'a> {
             method,
             reply: Vec::new(),
             timers: None,
+            pushes: None,
             refusal: String::new(),
         }
     }
@@ -84,7 +88,64 @@ pub(crate) static HOST_API: HostApi = HostApi {
     log: Some(log),
     after: Some(after),
     instance: Some(instance),
+    send: Some(send),
+    broadcast: Some(broadcast),
+    close: Some(close),
 };
+
+/// A message a module pushed to sessions during one call, hook or tick,
+/// handed to the host's [`PushSink`](crate::PushSink) once the module returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Push {
+    /// Bytes for one session.
+    Send { session: u64, bytes: Vec<u8> },
+    /// Bytes for every session of the instance.
+    Broadcast { bytes: Vec<u8> },
+    /// Close one session with a reason, after what was queued before.
+    Close { session: u64, reason: String },
+}
+
+/// Most pushes one call may make; past it they are refused.
+pub(crate) const MAX_PUSHES_PER_CALL: usize = 65_536;
+
+/// Records `push` for the call behind `call`, or refuses it.
+///
+/// # Safety
+/// As [`host_call`].
+unsafe fn record_push(call: *mut c_void, push: impl FnOnce() -> Push) -> CallStatus {
+    // SAFETY: the caller's guarantee.
+    let call = unsafe { host_call(call) };
+    match call.pushes.as_deref_mut() {
+        Some(pushes) if pushes.len() < MAX_PUSHES_PER_CALL => {
+            pushes.push(push());
+            CallStatus::OK
+        }
+        _ => CallStatus::ERROR,
+    }
+}
+
+unsafe extern "C" fn send(call: *mut c_void, session: u64, bytes: RawBytes) -> CallStatus {
+    // SAFETY: the module passes back the pointer it was lent, during the
+    // call; its bytes are readable for the duration of this call.
+    unsafe { record_push(call, || Push::Send { session, bytes: bytes.as_slice().to_vec() }) }
+}
+
+unsafe extern "C" fn broadcast(call: *mut c_void, bytes: RawBytes) -> CallStatus {
+    // SAFETY: as in `send`.
+    unsafe { record_push(call, || Push::Broadcast { bytes: bytes.as_slice().to_vec() }) }
+}
+
+unsafe extern "C" fn close(call: *mut c_void, session: u64, reason: RawStr) -> CallStatus {
+    // SAFETY: as in `send`; the reason is shown lossily if it is not UTF-8.
+    unsafe {
+        record_push(call, || Push::Close {
+            session,
+            reason: String::from_utf8_lossy(RawBytes { ptr: reason.ptr, len: reason.len }.as_slice())
+                .into_owned(),
+        })
+    }
+}
 
 /// # Safety
 /// `call` is the pointer of a live `HostCall` lent to the entry point in

@@ -132,10 +132,11 @@ mod typed;
 #[doc(hidden)]
 pub use code::ModuleState;
 pub use code::{MethodInfo, ModuleInfo};
-pub use config::{EngineConfig, TimerWake};
+pub use config::{EngineConfig, PushSink, TimerWake};
 pub use dry_run::{DryRunReport, TrialInstance, TrialOutcome};
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
+pub use host::Push;
 pub use status::{
     DueTimer, EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
     SavedTimer, SwapInProgress, SwapReport, VersionCalls,

@@ -85,15 +85,23 @@ pub struct Recorder {
     pub now: Option<Now>,
     pub logs: Vec<LogRecord>,
     pub scheduled: Vec<ScheduledCall>,
+    /// What the module pushed to sessions ([`Context::send`], `broadcast`, `close`), in order.
+    pub pushes: Vec<crate::Push>,
 }
 
 impl Recorder {
     pub fn new(instance: impl Into<String>) -> Self {
-        Recorder { instance: instance.into(), now: None, logs: Vec::new(), scheduled: Vec::new() }
+        Recorder {
+            instance: instance.into(),
+            now: None,
+            logs: Vec::new(),
+            scheduled: Vec::new(),
+            pushes: Vec::new(),
+        }
     }
 }
 
-enum Backend {
+pub(crate) enum Backend {
     /// Lent by the host for the entry point in progress.
     Host(RawHost),
     /// Borrowed from the caller of [`Context::with_recorder`] for its closure.
@@ -179,7 +187,7 @@ enum Backend {
 /// # Ok::<(), ModuleError>(())
 /// ```
 pub struct Context {
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 impl fmt::Debug for Context {
@@ -206,7 +214,7 @@ impl Context {
 
     /// The host's table, and whether it reaches `field_end` (the offset just
     /// past the field a caller wants): hosts only append to the table.
-    fn host_api(host: &RawHost, field_end: usize) -> Option<&HostApi> {
+    pub(crate) fn host_api(host: &RawHost, field_end: usize) -> Option<&HostApi> {
         // SAFETY: `host.api` is the host's static table, valid for the whole
         // entry point (see `from_host`).
         let api = unsafe { host.api.as_ref() }?;

@@ -14,7 +14,7 @@ use std::sync::Once;
 
 use hotswap_abi::{CallStatus, ModuleBuf, RawBytes, RawHost, RawPrevious, RawStr};
 
-use crate::{Context, Module, ModuleError, Previous, Reply};
+use crate::{Context, Module, ModuleError, Previous, Reply, Session};
 
 /// Hands `bytes` to the host; the host gives them back through `free_buf`.
 fn give(out: *mut ModuleBuf, bytes: Vec<u8>) {
@@ -247,6 +247,91 @@ pub(crate) unsafe extern "C" fn handle<T: Module>(
         Ok(Ok(())) => CallStatus::OK,
         failed => finish(failed.map(|result| result.map(|()| Vec::new())), out),
     }
+}
+
+/// Runs `hook` on the state with the host's context, guarded like `handle`.
+///
+/// # Safety
+/// As `handle`: `host` is what the host passed to the entry point in
+/// progress, and `state` came from this module's `init::<T>` and is not
+/// used by anyone else during the call.
+#[inline]
+unsafe fn run_hook<T: Module>(
+    host: *const RawHost,
+    state: *mut c_void,
+    out: *mut ModuleBuf,
+    hook: impl FnOnce(&mut T, &mut Context) -> Result<(), ModuleError>,
+) -> CallStatus {
+    // SAFETY: the caller's guarantee; the scope and the context end when
+    // this function returns.
+    let (_scope, host) = unsafe { HostScope::enter(host) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller's guarantee: the only reference to the state.
+        let state = unsafe { &mut *state.cast::<T>() };
+        // SAFETY: as above, for the host lent to this entry point.
+        let mut ctx = unsafe { Context::from_host(host) };
+        hook(state, &mut ctx)
+    }));
+    match outcome {
+        Ok(Ok(())) => CallStatus::OK,
+        failed => finish(failed.map(|result| result.map(|()| Vec::new())), out),
+    }
+}
+
+pub(crate) unsafe extern "C" fn on_join<T: Module>(
+    host: *const RawHost,
+    state: *mut c_void,
+    session: u64,
+    request: RawBytes,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    // SAFETY: the host's entry point contract (see `run_hook`); `request` is
+    // borrowed for the call.
+    unsafe {
+        run_hook::<T>(host, state, out, |state, ctx| {
+            state.on_join(ctx, Session::from_id(session), request.as_slice())
+        })
+    }
+}
+
+pub(crate) unsafe extern "C" fn on_message<T: Module>(
+    host: *const RawHost,
+    state: *mut c_void,
+    session: u64,
+    message: RawBytes,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    // SAFETY: as `on_join`.
+    unsafe {
+        run_hook::<T>(host, state, out, |state, ctx| {
+            state.on_message(ctx, Session::from_id(session), message.as_slice())
+        })
+    }
+}
+
+pub(crate) unsafe extern "C" fn on_leave<T: Module>(
+    host: *const RawHost,
+    state: *mut c_void,
+    session: u64,
+    _empty: RawBytes,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    // SAFETY: as `on_join`.
+    unsafe {
+        run_hook::<T>(host, state, out, |state, ctx| {
+            state.on_leave(ctx, Session::from_id(session));
+            Ok(())
+        })
+    }
+}
+
+pub(crate) unsafe extern "C" fn on_tick<T: Module>(
+    host: *const RawHost,
+    state: *mut c_void,
+    out: *mut ModuleBuf,
+) -> CallStatus {
+    // SAFETY: as `on_join`.
+    unsafe { run_hook::<T>(host, state, out, |state, ctx| state.on_tick(ctx)) }
 }
 
 pub(crate) unsafe extern "C" fn snapshot<T: Module>(

@@ -86,6 +86,7 @@ mod json_hint;
 #[cfg(feature = "log")]
 mod log_bridge;
 mod push_json;
+mod session;
 mod shape;
 pub mod testing;
 mod typed;
@@ -94,6 +95,7 @@ mod typed_sessions;
 pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
 pub use envelope::EnvelopeError;
 pub use hotswap_module_macros::module;
+pub use session::{Push, Session};
 pub use shape::compat::{Change, Mismatch};
 
 /// A versioned state machine that a hotswap host can run and replace.
@@ -143,6 +145,35 @@ pub trait Module: Sized + Send + 'static {
 
     /// Serialize the state, for the next version, a new process or disk.
     fn snapshot(&self) -> Result<Vec<u8>, ModuleError>;
+
+    /// A session joined this instance; `request` is the query string of
+    /// its request. An `Err` refuses the session with the message (the
+    /// daemon closes the WebSocket with code 1008 and it as the reason).
+    /// By default every session is accepted.
+    fn on_join(&mut self, ctx: &mut Context, session: Session, request: &[u8]) -> Result<(), ModuleError> {
+        let _ = (ctx, session, request);
+        Ok(())
+    }
+
+    /// A message from `session`, in the order the client sent them. An `Err`
+    /// is logged by the host; the session stays. By default ignored.
+    fn on_message(&mut self, ctx: &mut Context, session: Session, message: &[u8]) -> Result<(), ModuleError> {
+        let _ = (ctx, session, message);
+        Ok(())
+    }
+
+    /// `session` left (it closed, its connection broke, or the host closed
+    /// it); runs once per session that joined.
+    fn on_leave(&mut self, ctx: &mut Context, session: Session) {
+        let _ = (ctx, session);
+    }
+
+    /// The host's periodic tick of this instance (the daemon's `tick`
+    /// setting). By default nothing.
+    fn on_tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 /// The version being replaced: its name, version and snapshot bytes.
@@ -315,6 +346,10 @@ pub mod __private {
             snapshot: Some(entry_points::snapshot::<T>),
             drop_state: Some(entry_points::drop_state::<T>),
             free_buf: Some(entry_points::free_buf),
+            on_join: Some(entry_points::on_join::<T>),
+            on_message: Some(entry_points::on_message::<T>),
+            on_leave: Some(entry_points::on_leave::<T>),
+            on_tick: Some(entry_points::on_tick::<T>),
         }
     }
 }

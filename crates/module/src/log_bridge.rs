@@ -88,6 +88,9 @@ mod tests {
         log: Some(record),
         after: None,
         instance: None,
+        send: None,
+        broadcast: None,
+        close: None,
     };
 
     #[test]

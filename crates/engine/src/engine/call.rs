@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::{Engine, Instance, ModuleEntry, Slot};
-use crate::code::ModuleState;
+use crate::code::{Effects, Invocation, ModuleState};
 use crate::error::{CallError, Fault};
 use crate::host::TimerRequests;
 use crate::sync::MutexGuard;
@@ -95,6 +95,19 @@ impl ModuleEntry {
         payload: &[u8],
         timer: Option<u64>,
     ) -> Result<Option<Vec<u8>>, Box<CallError>> {
+        self.invoke_instance(instance, Invocation::Method { method, payload }, timer)
+    }
+
+    /// [`ModuleEntry::call_instance`] for any invocation: a method or a
+    /// session hook. What it pushes goes to the host's sink while the
+    /// instance is still held, so pushes keep the order the instance ran in.
+    #[inline]
+    pub(super) fn invoke_instance(
+        &self,
+        instance: &Instance,
+        what: Invocation<'_>,
+        timer: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, Box<CallError>> {
         // While a swap takes the module's instances, wait for it (hold.rs).
         let mut slot = self.gate.enter(instance, |slot| matches!(slot, Slot::Unstarted));
         if let Some(id) = timer
@@ -108,7 +121,8 @@ impl ModuleEntry {
         let Slot::Live(live) = &mut *slot else { unreachable!("start returns a live slot") };
         bump(&instance.calls);
         let mut timers = TimerRequests::new(self.timers.limit, instance.timer_count.load(Relaxed));
-        let outcome = live.handle(method, payload, &mut timers);
+        let mut pushes = Vec::new();
+        let outcome = live.invoke(what, Effects { timers: &mut timers, pushes: &mut pushes });
         // Kept whatever the outcome, as the state is: a call that returns an
         // error or panics keeps what it changed, and the timers it set belong
         // with that state (a state that says "reminder set" without its timer
@@ -117,7 +131,13 @@ impl ModuleEntry {
         if !timers.asked.is_empty() {
             self.timers.keep(&self.name, instance, timers.asked);
         }
-        outcome.map(Some).map_err(|fault| call_failed(instance, live, method, fault))
+        // Delivered like timers are kept: whatever the outcome.
+        if !pushes.is_empty()
+            && let Some(sink) = &self.pushes
+        {
+            sink.deliver(&self.name, &instance.key, pushes);
+        }
+        outcome.map(Some).map_err(|fault| call_failed(instance, live, what.name(), fault))
     }
 
     /// Starts `instance`, whose `slot` the gate let this call hold

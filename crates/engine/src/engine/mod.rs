@@ -35,6 +35,7 @@ mod progress;
 mod registry;
 mod restore;
 mod retire;
+mod sessions;
 mod swap;
 mod timers;
 
@@ -112,6 +113,8 @@ struct ModuleEntry {
     swap_progress: progress::ProgressSlot,
     /// The engine's timer schedule, where calls put the timers they set.
     timers: Arc<timers::Schedule>,
+    /// The host's delivery of what calls push to sessions.
+    pushes: Option<crate::PushSink>,
 }
 
 struct Instance {
@@ -262,7 +265,12 @@ impl Instance {
 }
 
 impl ModuleEntry {
-    fn new(name: &str, code: Arc<Code>, timers: Arc<timers::Schedule>) -> ModuleEntry {
+    fn new(
+        name: &str,
+        code: Arc<Code>,
+        timers: Arc<timers::Schedule>,
+        pushes: Option<crate::PushSink>,
+    ) -> ModuleEntry {
         ModuleEntry {
             name: name.into(),
             current: Mutex::new(Some(code)),
@@ -282,6 +290,7 @@ impl ModuleEntry {
             }),
             swap_progress: progress::ProgressSlot::default(),
             timers,
+            pushes,
         }
     }
 

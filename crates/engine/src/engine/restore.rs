@@ -135,7 +135,12 @@ impl Engine {
         report: &mut SwapReport,
         started: Instant,
     ) -> Result<(), SwapError> {
-        let entry = Arc::new(ModuleEntry::new(module, code.clone(), self.timers.clone()));
+        let entry = Arc::new(ModuleEntry::new(
+            module,
+            code.clone(),
+            self.timers.clone(),
+            self.config.on_push.clone(),
+        ));
         let mut attached = Vec::new();
         if let Some(saved) = saved {
             check_saved_module(module, saved)?;

@@ -183,6 +183,9 @@ static PROBE_HOST: HostApi = HostApi {
     log: None,
     after: None,
     instance: None,
+    send: None,
+    broadcast: None,
+    close: None,
 };
 
 unsafe extern "C" fn probe_reply(call: *mut c_void, bytes: RawBytes) {

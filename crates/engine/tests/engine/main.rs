@@ -12,6 +12,7 @@ mod layouts;
 mod panics;
 mod races;
 mod refusals;
+mod sessions;
 mod swap;
 mod timers;
 mod typed;

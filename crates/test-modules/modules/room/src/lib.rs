@@ -1,0 +1,83 @@
+//! A room of sessions, on the raw `Module` trait, for the engine's and the
+//! daemon's session tests.
+//!
+//! | hook or method | what it does |
+//! |---|---|
+//! | `on_join` | refuses a request containing `deny` (naming it); otherwise keeps the session and broadcasts `joined N` |
+//! | `on_message` | `close-me`: closes the sender with `bye`; otherwise numbers the message (`seq`, per room), sends `ack SEQ` to the sender and broadcasts `N:SEQ:TEXT` |
+//! | `on_leave` | forgets the session and broadcasts `left N` |
+//! | `on_tick` | counts ticks |
+//! | `ticks`, `sessions`, `seq`, `version` | the tick count, the session ids (JSON), the last message number, the version |
+//!
+//! The state is JSON, the same in both versions (1.0.0 and, with feature
+//! `v2`, 2.0.0), so a swap carries the sessions over.
+
+use std::collections::BTreeSet;
+
+use hotswap_module::{Context, Module, ModuleError, Previous, Session, export_module};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Room {
+    sessions: BTreeSet<u64>,
+    seq: u64,
+    ticks: u64,
+}
+
+impl Module for Room {
+    const NAME: &'static str = "room";
+    const VERSION: &'static str = if cfg!(feature = "v2") { "2.0.0" } else { "1.0.0" };
+
+    fn init(previous: Option<Previous<'_>>) -> Result<Self, ModuleError> {
+        match previous {
+            None => Ok(Room::default()),
+            Some(previous) => Ok(serde_json::from_slice(previous.state())?),
+        }
+    }
+
+    fn handle(&mut self, method: &str, _payload: &[u8]) -> Result<Vec<u8>, ModuleError> {
+        let reply = match method {
+            "ticks" => self.ticks.to_string(),
+            "sessions" => serde_json::to_string(&self.sessions)?,
+            "seq" => self.seq.to_string(),
+            "version" => Self::VERSION.to_owned(),
+            other => return Err(ModuleError::new(format!("room has no method {other:?}"))),
+        };
+        Ok(reply.into_bytes())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, ModuleError> {
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    fn on_join(&mut self, ctx: &mut Context, session: Session, request: &[u8]) -> Result<(), ModuleError> {
+        let request = String::from_utf8_lossy(request);
+        if request.contains("deny") {
+            return Err(ModuleError::new(format!("this room turns away {request:?}")));
+        }
+        self.sessions.insert(session.id());
+        ctx.broadcast(format!("joined {}", session.id()))
+    }
+
+    fn on_message(&mut self, ctx: &mut Context, session: Session, message: &[u8]) -> Result<(), ModuleError> {
+        if message == b"close-me" {
+            return ctx.close(session, "bye");
+        }
+        self.seq += 1;
+        ctx.send(session, format!("ack {}", self.seq))?;
+        ctx.broadcast(format!("{}:{}:{}", session.id(), self.seq, String::from_utf8_lossy(message)))
+    }
+
+    fn on_leave(&mut self, ctx: &mut Context, session: Session) {
+        self.sessions.remove(&session.id());
+        // A refused push cannot be reported from on_leave; none is expected here.
+        let _ = ctx.broadcast(format!("left {}", session.id()));
+    }
+
+    fn on_tick(&mut self, _ctx: &mut Context) -> Result<(), ModuleError> {
+        self.ticks += 1;
+        Ok(())
+    }
+}
+
+export_module!(Room);
