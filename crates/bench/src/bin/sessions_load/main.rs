@@ -1,0 +1,171 @@
+//! WebSocket sessions of the daemon under load, through module swaps.
+//!
+//! ```sh
+//! cargo build --release -p hotswap-daemon
+//! cargo run --release -p hotswap-bench --bin sessions-load -- [--runs 3] [--part broadcast|ticks|all]
+//!     [--sessions 2000] [--rooms 200] [--rate 5] [--tick-rooms 1000] [--tick-ms 50]
+//!     [--swaps 20] [--duration 30] [--daemon PATH]
+//! ```
+//!
+//! Each run starts a fresh release daemon (`target/release/hotswap`) in a
+//! private temporary folder with the `room` test module (`ROOM_V1`; raw
+//! hooks: every message is acked `ack N` to its sender and broadcast
+//! `SESSION:N:TEXT` to its room) behind `[[socket]] path = "/ws"`, and
+//! swaps it v1 -> v2 -> v1 … through `POST /v1/modules/room/load`
+//! (`--swaps`, the first 8 s into the load, then one every 0.75 s).
+//!
+//! - `broadcast`: `--sessions` clients in `--rooms` rooms
+//!   (`?instance=room-K`, client i in room i mod R), tokio tasks on one
+//!   worker per core, each sending `CLIENT:SEQ` `--rate` times a second for
+//!   `--duration`. Every session must stay open, get one ack per message in
+//!   order, and get every message of every member of its room exactly once
+//!   and in each sender's order (checked by SEQ). Round trips (send -> own
+//!   ack) are split into steady (more than 1.5 s from any swap) and during
+//!   swaps (from a swap's request to 0.5 s after its answer). Before the
+//!   load, the daemon's VmRSS with no session and with every session joined
+//!   and idle gives the memory per idle session.
+//! - `ticks`: one idle session in each of `--tick-rooms` rooms with
+//!   `tick = --tick-ms`, the same swaps. Lateness p50/p99 are sampled from
+//!   `GET /v1/status` (`sessions.ticks`, over the daemon's last 1024 ticks)
+//!   every 250 ms; at the end, with all sessions closed, the rooms' own tick
+//!   counts (method `ticks`) must add up to the daemon's `ran` (none missed
+//!   or doubled); `skipped` is reported.
+
+mod broadcast;
+mod clients;
+mod server;
+mod ticks;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hotswap_bench::{machine_description, release_daemon};
+
+use crate::server::median;
+
+#[derive(Debug)]
+pub struct Options {
+    pub daemon: PathBuf,
+    pub runs: usize,
+    pub part: String,
+    pub sessions: usize,
+    pub rooms: usize,
+    pub rate_hz: f64,
+    pub tick_rooms: usize,
+    pub tick: Duration,
+    pub swaps: usize,
+    pub first_swap: Duration,
+    pub swap_every: Duration,
+    pub duration: Duration,
+}
+
+fn parse_args() -> Options {
+    let mut options = Options {
+        daemon: release_daemon(),
+        runs: 3,
+        part: "all".into(),
+        sessions: 2000,
+        rooms: 200,
+        rate_hz: 5.0,
+        tick_rooms: 1000,
+        tick: Duration::from_millis(50),
+        swaps: 20,
+        first_swap: Duration::from_secs(8),
+        swap_every: Duration::from_millis(750),
+        duration: Duration::from_secs(30),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let number = || value.parse::<f64>().unwrap_or_else(|_| panic!("{flag}: {value:?} is not a number"));
+        match flag.as_str() {
+            "--daemon" => options.daemon = PathBuf::from(&value),
+            "--runs" => options.runs = number() as usize,
+            "--part" => options.part = value.clone(),
+            "--sessions" => options.sessions = number() as usize,
+            "--rooms" => options.rooms = number().max(1.0) as usize,
+            "--rate" => options.rate_hz = number(),
+            "--tick-rooms" => options.tick_rooms = number() as usize,
+            "--tick-ms" => options.tick = Duration::from_millis(number() as u64),
+            "--swaps" => options.swaps = number() as usize,
+            "--duration" => options.duration = Duration::from_secs_f64(number()),
+            other => panic!(
+                "unknown option {other}: expected --daemon, --runs, --part, --sessions, --rooms, --rate, --tick-rooms, --tick-ms, --swaps, --duration"
+            ),
+        }
+    }
+    assert!(
+        ["all", "broadcast", "ticks"].contains(&options.part.as_str()),
+        "--part {}: expected broadcast, ticks or all",
+        options.part
+    );
+    options
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+fn main() {
+    let options = parse_args();
+    assert!(
+        options.daemon.is_file(),
+        "no daemon binary at {}: run `cargo build --release -p hotswap-daemon` first, or pass --daemon PATH",
+        options.daemon.display()
+    );
+    println!("machine: {}", machine_description());
+    let (mut rtt_steady, mut rtt_swapping, mut per_session, mut broadcast_pass) = (vec![], vec![], vec![], 0);
+    let (mut late_steady, mut late_swapping, mut tick_pass) = (vec![], vec![], 0);
+    for n in 1..=options.runs {
+        if options.part != "ticks" {
+            println!(
+                "\n=== broadcast run {n}: {} sessions, {} rooms, {}/s each, {} swaps, {:?} (load average {}) ===",
+                options.sessions, options.rooms, options.rate_hz, options.swaps, options.duration, load_average()
+            );
+            let run = broadcast::run(&options);
+            broadcast::print(&run, &options);
+            rtt_steady.push(run.steady);
+            rtt_swapping.push(run.swapping);
+            per_session.push(run.rss_per_session_kib(options.sessions));
+            broadcast_pass += usize::from(run.passed());
+        }
+        if options.part != "broadcast" {
+            println!(
+                "\n=== ticks run {n}: {} rooms at {:?}, {} swaps, {:?} (load average {}) ===",
+                options.tick_rooms, options.tick, options.swaps, options.duration, load_average()
+            );
+            let run = ticks::run(&options);
+            ticks::print(&run, &options);
+            let medians = |s: &[(f64, f64)]| {
+                (median(&s.iter().map(|x| x.0).collect::<Vec<_>>()), median(&s.iter().map(|x| x.1).collect::<Vec<_>>()))
+            };
+            late_steady.push(medians(&run.steady));
+            late_swapping.push(medians(&run.swapping));
+            tick_pass += usize::from(run.passed());
+        }
+    }
+    println!("\n=== medians over {} run(s) ===", options.runs);
+    let pick = |v: &[(f64, f64, f64, usize)], f: fn(&(f64, f64, f64, usize)) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+    if !rtt_steady.is_empty() {
+        println!(
+            "broadcast: {broadcast_pass}/{} runs with 0 closed/lost/repeated/reordered; round trip steady p50 {:.2} ms p99 {:.2} ms, during swaps p50 {:.2} ms p99 {:.2} ms; {:.1} KiB per idle session",
+            rtt_steady.len(),
+            pick(&rtt_steady, |r| r.0),
+            pick(&rtt_steady, |r| r.1),
+            pick(&rtt_swapping, |r| r.0),
+            pick(&rtt_swapping, |r| r.1),
+            median(&per_session)
+        );
+    }
+    if !late_steady.is_empty() {
+        let pair = |v: &[(f64, f64)], i: usize| median(&v.iter().map(|x| if i == 0 { x.0 } else { x.1 }).collect::<Vec<_>>());
+        println!(
+            "ticks: {tick_pass}/{} runs with rooms' count == ran; lateness steady p50 {:.2} ms p99 {:.2} ms, during swaps p50 {:.2} ms p99 {:.2} ms",
+            late_steady.len(),
+            pair(&late_steady, 0),
+            pair(&late_steady, 1),
+            pair(&late_swapping, 0),
+            pair(&late_swapping, 1)
+        );
+    }
+}
