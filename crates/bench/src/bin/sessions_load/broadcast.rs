@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::Options;
 use crate::clients::{self, Load, SessionResult};
+use crate::plain::PlainServer;
 use crate::server::{Server, Swap, median, percentiles};
 
 /// The figures of one run.
@@ -16,6 +17,12 @@ pub struct BroadcastRun {
     pub join_failed: usize,
     pub closed: usize,
     pub sent: u64,
+    /// Acks that came back before the stop (the rate the server kept up with).
+    pub acked_before_stop: u64,
+    /// The longest time from the stop until a session had all its acks (s).
+    pub drain_max_s: f64,
+    /// Sessions still missing acks when they gave up (DRAIN after the stop).
+    pub undrained: usize,
     pub acks_lost: u64,
     pub acks_out_of_order: u64,
     pub acks_extra: u64,
@@ -53,7 +60,12 @@ impl BroadcastRun {
     }
 }
 
-pub fn run(options: &Options) -> BroadcastRun {
+/// Against the daemon (with the swaps), or with `plain` against
+/// `room-server` (no hotswap, no swaps).
+pub fn run(options: &Options, plain: bool) -> BroadcastRun {
+    if plain {
+        return run_plain(options);
+    }
     let server = Server::start(&options.daemon, None);
     let addr = server.daemon.public();
     let load = Load {
@@ -103,6 +115,28 @@ pub fn run(options: &Options) -> BroadcastRun {
     run
 }
 
+fn run_plain(options: &Options) -> BroadcastRun {
+    let server = PlainServer::start();
+    let load = Load {
+        sessions: options.sessions,
+        rooms: options.rooms,
+        rate_hz: options.rate_hz,
+        duration: options.duration,
+    };
+    let mut run = BroadcastRun { rss_idle_kib: server.rss_kib(), ..BroadcastRun::default() };
+    let ready = || {
+        // No status to ask: every handshake is done; give the joins a moment.
+        std::thread::sleep(Duration::from_millis(1000));
+        run.rss_sessions_kib = server.rss_kib();
+    };
+    let results = clients::run(server.addr, &load, ready, |_| {});
+    tally(&mut run, &results, &[], options);
+    for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
+        println!("  session {} (room {}): {:?} {:?}", result.client, result.room, result.join_failed, result.closed_early);
+    }
+    run
+}
+
 /// Checks every session's acks and broadcasts against what each sender sent,
 /// and splits the round trips into steady and swapping windows.
 fn tally(run: &mut BroadcastRun, results: &[SessionResult], swaps: &[Swap], options: &Options) {
@@ -117,6 +151,11 @@ fn tally(run: &mut BroadcastRun, results: &[SessionResult], swaps: &[Swap], opti
         run.join_failed += usize::from(result.join_failed.is_some());
         run.closed += usize::from(result.closed_early.is_some());
         run.sent += result.sent;
+        run.acked_before_stop += result.round_trips.iter().filter(|(at, rtt)| at + rtt / 1e3 <= duration).count() as u64;
+        match result.drained_after_s {
+            Some(after) => run.drain_max_s = run.drain_max_s.max(after),
+            None => run.undrained += usize::from(result.join_failed.is_none()),
+        }
         run.acks_lost += result.sent.saturating_sub(result.acks + result.acks_extra);
         run.acks_out_of_order += result.acks_out_of_order;
         run.acks_extra += result.acks_extra;
@@ -161,6 +200,16 @@ pub fn print(run: &BroadcastRun, options: &Options) {
         run.broadcasts_expected,
         run.broadcasts_lost,
         run.broadcasts_repeated_or_reordered
+    );
+    let seconds = options.duration.as_secs_f64();
+    println!(
+        "  rate: {:.0} messages/s sent (nominal {:.0}), {:.0}/s acked before the stop; all acks back {:.1} s after the stop at the latest ({} sessions gave up after {:?})",
+        run.sent as f64 / seconds,
+        options.sessions as f64 * options.rate_hz,
+        run.acked_before_stop as f64 / seconds,
+        run.drain_max_s,
+        run.undrained,
+        crate::clients::DRAIN
     );
     println!("  round trip (send -> own ack), steady: {}", ms(run.steady));
     println!("  round trip, during swaps:           {}", ms(run.swapping));

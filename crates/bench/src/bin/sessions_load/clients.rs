@@ -15,6 +15,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+/// How long after the stop a session waits for its acks and its room's
+/// last broadcasts: a server behind its load delivers late, which is not a loss.
+pub const DRAIN: Duration = Duration::from_secs(60);
+
 /// What one session saw. Times are seconds from the load's start.
 #[derive(Debug, Default)]
 pub struct SessionResult {
@@ -36,6 +40,8 @@ pub struct SessionResult {
     pub gaps: u64,
     /// `Some(why)` if the session ended before the clients stopped.
     pub closed_early: Option<String>,
+    /// Seconds from the stop until every ack was back (None: not within the drain).
+    pub drained_after_s: Option<f64>,
     /// `Some(why)` if it could not join.
     pub join_failed: Option<String>,
 }
@@ -51,8 +57,8 @@ pub struct Load {
 /// Opens every session (64 handshakes at a time), calls `ready` once all
 /// have joined (or failed to), then starts the load, calls `started` with
 /// its start and runs it for `load.duration` (a rate of 0: idle sessions);
-/// the results once every session has drained (at most 10 s after the
-/// stop) and closed.
+/// the results once every session has drained (every ack back and its room
+/// quiet for 1 s, or DRAIN after the stop) and closed.
 pub fn run(
     addr: SocketAddr,
     load: &Load,
@@ -150,9 +156,11 @@ async fn session(
         let now = Instant::now();
         let sending = now < stop;
         if !sending {
-            // Drained: every ack back and the room quiet for 1 s, or 10 s past the stop.
+            if in_flight.is_empty() && result.drained_after_s.is_none() {
+                result.drained_after_s = Some(now.duration_since(stop).as_secs_f64());
+            }
             let drained = in_flight.is_empty() && now.duration_since(last_heard) > Duration::from_secs(1);
-            if drained || now > stop + Duration::from_secs(10) {
+            if drained || now > stop + DRAIN {
                 break;
             }
         }

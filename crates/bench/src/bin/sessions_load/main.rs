@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo build --release -p hotswap-daemon
-//! cargo run --release -p hotswap-bench --bin sessions-load -- [--runs 3] [--part broadcast|ticks|all]
+//! cargo run --release -p hotswap-bench --bin sessions-load -- [--runs 3] [--part broadcast|plain|ticks|all]
 //!     [--sessions 2000] [--rooms 200] [--rate 5] [--tick-rooms 1000] [--tick-ms 50]
 //!     [--swaps 20] [--duration 30] [--daemon PATH]
 //! ```
@@ -24,6 +24,11 @@
 //!   swaps (from a swap's request to 0.5 s after its answer). Before the
 //!   load, the daemon's VmRSS with no session and with every session joined
 //!   and idle gives the memory per idle session.
+//! - `plain`: the same clients and checks against `room-server`, the room
+//!   compiled into a plain tokio WebSocket server (no hotswap, no swaps:
+//!   every round trip after the first second is steady), for what the
+//!   hotswap layer costs. Build it too:
+//!   `cargo build --release -p hotswap-bench --bin room-server`.
 //! - `ticks`: one idle session in each of `--tick-rooms` rooms with
 //!   `tick = --tick-ms`, the same swaps. Lateness p50/p99 are sampled from
 //!   `GET /v1/status` (`sessions.ticks`, over the daemon's last 1024 ticks)
@@ -33,6 +38,7 @@
 
 mod broadcast;
 mod clients;
+mod plain;
 mod server;
 mod ticks;
 
@@ -95,8 +101,8 @@ fn parse_args() -> Options {
         }
     }
     assert!(
-        ["all", "broadcast", "ticks"].contains(&options.part.as_str()),
-        "--part {}: expected broadcast, ticks or all",
+        ["all", "broadcast", "plain", "ticks"].contains(&options.part.as_str()),
+        "--part {}: expected broadcast, plain, ticks or all",
         options.part
     );
     options
@@ -115,21 +121,33 @@ fn main() {
     );
     println!("machine: {}", machine_description());
     let (mut rtt_steady, mut rtt_swapping, mut per_session, mut broadcast_pass) = (vec![], vec![], vec![], 0);
+    let (mut plain_steady, mut plain_per_session, mut plain_pass) = (vec![], vec![], 0);
     let (mut late_steady, mut late_swapping, mut tick_pass) = (vec![], vec![], 0);
     for n in 1..=options.runs {
-        if options.part != "ticks" {
+        if options.part == "all" || options.part == "broadcast" {
             println!(
                 "\n=== broadcast run {n}: {} sessions, {} rooms, {}/s each, {} swaps, {:?} (load average {}) ===",
                 options.sessions, options.rooms, options.rate_hz, options.swaps, options.duration, load_average()
             );
-            let run = broadcast::run(&options);
+            let run = broadcast::run(&options, false);
             broadcast::print(&run, &options);
             rtt_steady.push(run.steady);
             rtt_swapping.push(run.swapping);
             per_session.push(run.rss_per_session_kib(options.sessions));
             broadcast_pass += usize::from(run.passed());
         }
-        if options.part != "broadcast" {
+        if options.part == "all" || options.part == "plain" {
+            println!(
+                "\n=== plain run {n}: room-server (tokio, no hotswap), the same load, no swaps (load average {}) ===",
+                load_average()
+            );
+            let run = broadcast::run(&options, true);
+            broadcast::print(&run, &options);
+            plain_steady.push(run.steady);
+            plain_per_session.push(run.rss_per_session_kib(options.sessions));
+            plain_pass += usize::from(run.passed());
+        }
+        if options.part == "all" || options.part == "ticks" {
             println!(
                 "\n=== ticks run {n}: {} rooms at {:?}, {} swaps, {:?} (load average {}) ===",
                 options.tick_rooms, options.tick, options.swaps, options.duration, load_average()
@@ -155,6 +173,15 @@ fn main() {
             pick(&rtt_swapping, |r| r.0),
             pick(&rtt_swapping, |r| r.1),
             median(&per_session)
+        );
+    }
+    if !plain_steady.is_empty() {
+        println!(
+            "plain: {plain_pass}/{} runs with 0 closed/lost/repeated/reordered; round trip p50 {:.2} ms p99 {:.2} ms (no swaps); {:.1} KiB per idle session",
+            plain_steady.len(),
+            pick(&plain_steady, |r| r.0),
+            pick(&plain_steady, |r| r.1),
+            median(&plain_per_session)
         );
     }
     if !late_steady.is_empty() {

@@ -89,12 +89,7 @@ impl Server {
 
     /// The daemon's resident memory (VmRSS), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.daemon.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        rss_kib(self.daemon.pid())
     }
 
     /// Waits (at most 30 s) until the daemon counts `open` sessions.
@@ -108,6 +103,16 @@ impl Server {
         }
         false
     }
+}
+
+/// The resident memory (VmRSS) of process `pid`, in KiB (0 if unknown).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Order statistics in milliseconds: (p50, p99, max, count); NaN if empty.

@@ -1,0 +1,125 @@
+//! The room of the `room` test module compiled into a plain tokio WebSocket
+//! server, with no hotswap layer: the comparison for `sessions-load --part
+//! plain`. It listens on 127.0.0.1 (an ephemeral port, printed as
+//! `listening on ADDR` on stdout) and serves `GET /ws?instance=K`:
+//! each message is numbered per room, acked `ack N` to its sender and
+//! broadcast `SESSION:N:TEXT` to the room; a join broadcasts `joined ID`, a
+//! leave `left ID`. Like the daemon, each session has at most 256 outgoing
+//! messages queued (one more closes it, 1008) and a writer task of its own.
+//! It runs until killed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+const QUEUE: usize = 256;
+
+#[derive(Default)]
+struct Room {
+    seq: u64,
+    sessions: HashMap<u64, mpsc::Sender<Message>>,
+}
+
+impl Room {
+    /// Queues `message` for `id`; a full queue closes that session.
+    fn push(&self, id: u64, message: Message) {
+        if let Some(queue) = self.sessions.get(&id)
+            && let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(message)
+        {
+            // The writer ends at the close frame; a full queue cannot take it
+            // either, so the session's reader sees the connection end.
+            let _ = queue.try_send(Message::Close(Some(CloseFrame { code: 1008.into(), reason: "too slow".into() })));
+        }
+    }
+
+    fn broadcast(&self, message: &Message) {
+        for id in self.sessions.keys() {
+            self.push(*id, message.clone());
+        }
+    }
+}
+
+type Rooms = Arc<Mutex<HashMap<String, Room>>>;
+
+fn main() {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        println!("listening on {}", listener.local_addr().expect("the bound address"));
+        std::io::stdout().flush().expect("flush stdout");
+        let rooms = Rooms::default();
+        let ids = Arc::new(AtomicU64::new(0));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (rooms, ids) = (rooms.clone(), ids.clone());
+            tokio::spawn(session(stream, rooms, ids));
+        }
+    });
+}
+
+async fn session(stream: TcpStream, rooms: Rooms, ids: Arc<AtomicU64>) {
+    let _ = stream.set_nodelay(true);
+    let mut instance = String::from("default");
+    let callback = |request: &Request, response: Response| {
+        let query = request.uri().query().unwrap_or("");
+        if let Some(value) = query.split('&').find_map(|pair| pair.strip_prefix("instance=")) {
+            instance = value.to_owned();
+        }
+        Ok(response)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+    let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let (mut sink, mut incoming) = ws.split();
+    let (queue, mut outgoing) = mpsc::channel::<Message>(QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let closing = message.is_close();
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+    {
+        let mut rooms = rooms.lock().expect("rooms");
+        let room = rooms.entry(instance.clone()).or_default();
+        room.sessions.insert(id, queue);
+        room.broadcast(&Message::text(format!("joined {id}")));
+    }
+    while let Some(Ok(frame)) = incoming.next().await {
+        let text = match frame {
+            Message::Text(text) => text.to_string(),
+            Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let mut rooms = rooms.lock().expect("rooms");
+        let room = rooms.entry(instance.clone()).or_default();
+        room.seq += 1;
+        let seq = room.seq;
+        room.push(id, Message::text(format!("ack {seq}")));
+        room.broadcast(&Message::text(format!("{id}:{seq}:{text}")));
+    }
+    {
+        let mut rooms = rooms.lock().expect("rooms");
+        if let Some(room) = rooms.get_mut(&instance) {
+            if let Some(queue) = room.sessions.remove(&id) {
+                let _ = queue.try_send(Message::Close(None));
+            }
+            room.broadcast(&Message::text(format!("left {id}")));
+        }
+    }
+    let _ = writer.await;
+}
