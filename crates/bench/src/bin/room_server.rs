@@ -5,7 +5,8 @@
 //! each message is numbered per room, acked `ack N` to its sender and
 //! broadcast `SESSION:N:TEXT` to the room; a join broadcasts `joined ID`, a
 //! leave `left ID`. Like the daemon, each session has at most 256 outgoing
-//! messages queued (one more closes it, 1008) and a writer task of its own.
+//! messages queued (one more closes it, 1008 "too slow") and a writer task
+//! of its own.
 //! It runs until killed.
 
 use std::collections::HashMap;
@@ -29,20 +30,21 @@ struct Room {
 }
 
 impl Room {
-    /// Queues `message` for `id`; a full queue closes that session.
-    fn push(&self, id: u64, message: Message) {
+    /// Queues `message` for `id`; a full queue closes that session: its
+    /// queue leaves the room, and its writer, once it has sent what was
+    /// queued, closes with 1008 (as the daemon does).
+    fn push(&mut self, id: u64, message: Message) {
         if let Some(queue) = self.sessions.get(&id)
             && let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(message)
         {
-            // The writer ends at the close frame; a full queue cannot take it
-            // either, so the session's reader sees the connection end.
-            let _ = queue.try_send(Message::Close(Some(CloseFrame { code: 1008.into(), reason: "too slow".into() })));
+            self.sessions.remove(&id);
         }
     }
 
-    fn broadcast(&self, message: &Message) {
-        for id in self.sessions.keys() {
-            self.push(*id, message.clone());
+    fn broadcast(&mut self, message: &Message) {
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.push(id, message.clone());
         }
     }
 }
@@ -88,9 +90,12 @@ async fn session(stream: TcpStream, rooms: Rooms, ids: Arc<AtomicU64>) {
         while let Some(message) = outgoing.recv().await {
             let closing = message.is_close();
             if sink.send(message).await.is_err() || closing {
-                break;
+                return;
             }
         }
+        // The room dropped this session's queue: it was too slow.
+        let too_slow = CloseFrame { code: 1008.into(), reason: "too slow".into() };
+        let _ = sink.send(Message::Close(Some(too_slow))).await;
     });
     {
         let mut rooms = rooms.lock().expect("rooms");
