@@ -107,7 +107,10 @@ pub fn run(options: &Options, plain: bool) -> BroadcastRun {
     run.pushes_dropped_at_stop = at_stop["pushes_dropped"].clone();
     tally(&mut run, &results, &swaps, options);
     for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
-        println!("  session {} (room {}): {:?} {:?}", result.client, result.room, result.join_failed, result.closed_early);
+        println!(
+            "  session {} (room {}): {:?} {:?}",
+            result.client, result.room, result.join_failed, result.closed_early
+        );
     }
     for swap in swaps.iter().filter(|s| !s.ok) {
         println!("  swap at {:.2} s failed: {}", swap.start_s, swap.detail);
@@ -132,7 +135,10 @@ fn run_plain(options: &Options) -> BroadcastRun {
     let results = clients::run(server.addr, &load, ready, |_| {});
     tally(&mut run, &results, &[], options);
     for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
-        println!("  session {} (room {}): {:?} {:?}", result.client, result.room, result.join_failed, result.closed_early);
+        println!(
+            "  session {} (room {}): {:?} {:?}",
+            result.client, result.room, result.join_failed, result.closed_early
+        );
     }
     run
 }
@@ -151,7 +157,8 @@ fn tally(run: &mut BroadcastRun, results: &[SessionResult], swaps: &[Swap], opti
         run.join_failed += usize::from(result.join_failed.is_some());
         run.closed += usize::from(result.closed_early.is_some());
         run.sent += result.sent;
-        run.acked_before_stop += result.round_trips.iter().filter(|(at, rtt)| at + rtt / 1e3 <= duration).count() as u64;
+        run.acked_before_stop +=
+            result.round_trips.iter().filter(|(at, rtt)| at + rtt / 1e3 <= duration).count() as u64;
         match result.drained_after_s {
             Some(after) => run.drain_max_s = run.drain_max_s.max(after),
             None => run.undrained += usize::from(result.join_failed.is_none()),
@@ -187,7 +194,9 @@ fn tally(run: &mut BroadcastRun, results: &[SessionResult], swaps: &[Swap], opti
 }
 
 pub fn print(run: &BroadcastRun, options: &Options) {
-    let ms = |(p50, p99, max, n): (f64, f64, f64, usize)| format!("p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms ({n} messages)");
+    let ms = |(p50, p99, max, n): (f64, f64, f64, usize)| {
+        format!("p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms ({n} messages)")
+    };
     println!(
         "  {}: {} sessions closed, {} joins failed; {} sent; acks: {} lost, {} out of order, {} extra; broadcasts: {} expected, {} lost, {} repeated or reordered",
         if run.passed() { "PASS" } else { "FAIL" },

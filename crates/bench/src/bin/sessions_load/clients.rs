@@ -78,7 +78,8 @@ pub fn run(
         let period = (load.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / load.rate_hz));
         let tasks: Vec<_> = (0..load.sessions)
             .map(|client| {
-                let (start_rx, joined_tx, handshakes) = (start_rx.clone(), joined_tx.clone(), handshakes.clone());
+                let (start_rx, joined_tx, handshakes) =
+                    (start_rx.clone(), joined_tx.clone(), handshakes.clone());
                 let room = client % load.rooms;
                 let duration = load.duration;
                 tokio::spawn(session(addr, client, room, period, duration, start_rx, joined_tx, handshakes))
@@ -198,11 +199,18 @@ async fn session(
         }
     }
     let _ = sink.send(Message::Close(None)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), async { while stream.next().await.is_some() {} }).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), async { while stream.next().await.is_some() {} }).await;
     result
 }
 
-fn on_text(text: &str, start: Instant, in_flight: &mut VecDeque<Instant>, last_ack: &mut u64, result: &mut SessionResult) {
+fn on_text(
+    text: &str,
+    start: Instant,
+    in_flight: &mut VecDeque<Instant>,
+    last_ack: &mut u64,
+    result: &mut SessionResult,
+) {
     if let Some(number) = text.strip_prefix("ack ") {
         let number: u64 = number.parse().unwrap_or(0);
         if number <= *last_ack {
@@ -221,7 +229,8 @@ fn on_text(text: &str, start: Instant, in_flight: &mut VecDeque<Instant>, last_a
     }
     // SESSION:N:CLIENT:SEQ; `joined N` and `left N` are not messages.
     let mut parts = text.splitn(4, ':');
-    let (Some(_session), Some(_n), Some(sender), Some(seq)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(_session), Some(_n), Some(sender), Some(seq)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return;
     };

@@ -109,7 +109,9 @@ fn parse_args() -> Options {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -127,7 +129,12 @@ fn main() {
         if options.part == "all" || options.part == "broadcast" {
             println!(
                 "\n=== broadcast run {n}: {} sessions, {} rooms, {}/s each, {} swaps, {:?} (load average {}) ===",
-                options.sessions, options.rooms, options.rate_hz, options.swaps, options.duration, load_average()
+                options.sessions,
+                options.rooms,
+                options.rate_hz,
+                options.swaps,
+                options.duration,
+                load_average()
             );
             let run = broadcast::run(&options, false);
             broadcast::print(&run, &options);
@@ -150,12 +157,19 @@ fn main() {
         if options.part == "all" || options.part == "ticks" {
             println!(
                 "\n=== ticks run {n}: {} rooms at {:?}, {} swaps, {:?} (load average {}) ===",
-                options.tick_rooms, options.tick, options.swaps, options.duration, load_average()
+                options.tick_rooms,
+                options.tick,
+                options.swaps,
+                options.duration,
+                load_average()
             );
             let run = ticks::run(&options);
             ticks::print(&run, &options);
             let medians = |s: &[(f64, f64)]| {
-                (median(&s.iter().map(|x| x.0).collect::<Vec<_>>()), median(&s.iter().map(|x| x.1).collect::<Vec<_>>()))
+                (
+                    median(&s.iter().map(|x| x.0).collect::<Vec<_>>()),
+                    median(&s.iter().map(|x| x.1).collect::<Vec<_>>()),
+                )
             };
             late_steady.push(medians(&run.steady));
             late_swapping.push(medians(&run.swapping));
@@ -163,7 +177,9 @@ fn main() {
         }
     }
     println!("\n=== medians over {} run(s) ===", options.runs);
-    let pick = |v: &[(f64, f64, f64, usize)], f: fn(&(f64, f64, f64, usize)) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+    let pick = |v: &[(f64, f64, f64, usize)], f: fn(&(f64, f64, f64, usize)) -> f64| {
+        median(&v.iter().map(f).collect::<Vec<_>>())
+    };
     if !rtt_steady.is_empty() {
         println!(
             "broadcast: {broadcast_pass}/{} runs with 0 closed/lost/repeated/reordered; round trip steady p50 {:.2} ms p99 {:.2} ms, during swaps p50 {:.2} ms p99 {:.2} ms; {:.1} KiB per idle session",
@@ -185,7 +201,9 @@ fn main() {
         );
     }
     if !late_steady.is_empty() {
-        let pair = |v: &[(f64, f64)], i: usize| median(&v.iter().map(|x| if i == 0 { x.0 } else { x.1 }).collect::<Vec<_>>());
+        let pair = |v: &[(f64, f64)], i: usize| {
+            median(&v.iter().map(|x| if i == 0 { x.0 } else { x.1 }).collect::<Vec<_>>())
+        };
         println!(
             "ticks: {tick_pass}/{} runs with rooms' count == ran; lateness steady p50 {:.2} ms p99 {:.2} ms, during swaps p50 {:.2} ms p99 {:.2} ms",
             late_steady.len(),

@@ -19,11 +19,8 @@ impl PlainServer {
             .ok()
             .and_then(|exe| exe.parent().map(|dir| dir.join("room-server")))
             .unwrap_or_else(|| PathBuf::from("room-server"));
-        let mut child = Command::new(&binary)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| {
+        let mut child =
+            Command::new(&binary).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap_or_else(|err| {
                 panic!(
                     "start {}: {err} (build it: cargo build --release -p hotswap-bench --bin room-server)",
                     binary.display()

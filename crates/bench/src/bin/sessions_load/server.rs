@@ -61,9 +61,12 @@ impl Server {
         let end_s = at.elapsed().as_secs_f64();
         match answer {
             Ok((200, _)) => Swap { start_s, end_s, ok: true, detail: String::new() },
-            Ok((code, body)) => {
-                Swap { start_s, end_s, ok: false, detail: format!("{code} {}", String::from_utf8_lossy(&body)) }
-            }
+            Ok((code, body)) => Swap {
+                start_s,
+                end_s,
+                ok: false,
+                detail: format!("{code} {}", String::from_utf8_lossy(&body)),
+            },
             Err(err) => Swap { start_s, end_s, ok: false, detail: format!("admin request failed: {err}") },
         }
     }

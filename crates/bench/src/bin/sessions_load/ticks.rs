@@ -39,7 +39,12 @@ pub fn run(options: &Options) -> TickRun {
     let tick = format!("{}ms", options.tick.as_millis());
     let server = Server::start(&options.daemon, Some(&tick));
     let addr = server.daemon.public();
-    let load = Load { sessions: options.tick_rooms, rooms: options.tick_rooms, rate_hz: 0.0, duration: options.duration };
+    let load = Load {
+        sessions: options.tick_rooms,
+        rooms: options.tick_rooms,
+        rate_hz: 0.0,
+        duration: options.duration,
+    };
     let mut run = TickRun::default();
     let (start_tx, start_rx) = std::sync::mpsc::channel::<Instant>();
     let sampling = AtomicBool::new(true);
@@ -96,7 +101,8 @@ pub fn run(options: &Options) -> TickRun {
             _ => run.room_errors += 1,
         }
     }
-    let per_room = |time: Duration| options.tick_rooms as f64 * time.as_secs_f64() / options.tick.as_secs_f64();
+    let per_room =
+        |time: Duration| options.tick_rooms as f64 * time.as_secs_f64() / options.tick.as_secs_f64();
     run.nominal = (per_room(options.duration), per_room(span));
     for (at, p50, p99) in samples {
         if near_swap(at, &swaps) {
