@@ -36,6 +36,8 @@ const MODULES: &[&str] = &[
     "chat-typed-v2",
     "timer",
     "timer-v2",
+    // Typed session hooks (#[module] on_join/on_message/on_leave/on_tick).
+    "chat-room",
     // The game demo's module, both versions (examples/game).
     "game1",
     "game2",

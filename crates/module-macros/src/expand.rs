@@ -62,6 +62,7 @@ pub fn generate(attr: TokenStream, block: &ItemImpl) -> syn::Result<TokenStream>
     });
     let names = def.methods.iter().map(|method| &method.name);
     let arms = def.methods.iter().map(dispatch_arm);
+    let hooks = crate::hooks::generate(&def.hooks);
     let migrate = match &def.migrate {
         Some(migrate) => {
             let ident = &migrate.ident;
@@ -131,6 +132,8 @@ pub fn generate(attr: TokenStream, block: &ItemImpl) -> syn::Result<TokenStream>
                 #encode?;
                 ::core::result::Result::Ok(bytes)
             }
+
+            #hooks
         }
 
         // Left out of the crate's own `cargo test` build, so its tests can

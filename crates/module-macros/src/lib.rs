@@ -5,6 +5,9 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
+#[cfg(test)]
+mod hook_tests;
+mod hooks;
 mod methods;
 #[cfg(test)]
 mod tests;
@@ -73,6 +76,25 @@ mod tests;
 ///   (no return type replies `null`). A return type named `Result` (with an
 ///   `Err` that is `Display`) makes `Err` a refusal with that message (the
 ///   daemon answers 422); `Ok` is encoded as JSON.
+/// * **Session hooks**: functions named `on_join`, `on_message`, `on_leave`
+///   and `on_tick` (any visibility) are never methods; they become the
+///   `Module` trait's hooks of those names, run by a host with sessions
+///   (WebSocket clients). After `self` (`&mut self` or `&self`) and an
+///   optional `ctx: &mut Context`:
+///   `on_join(session: Session, request: R)` (`request` optional),
+///   `on_message(session: Session, message: M)`, `on_leave(session: Session)`,
+///   `on_tick()`. `R` and `M` are `&[u8]` (as they came), `&str` (UTF-8,
+///   else refused) or any `DeserializeOwned` type: a join request is the
+///   query string the client connected with (`?name=ann&level=3`, read by
+///   field name, so a struct gets its parameters with numbers parsed), a
+///   message is JSON. Each returns nothing or `Result<(), E: Display>`: an
+///   `Err` from `on_join` refuses the session with that message, from
+///   `on_message` or `on_tick` it is reported to the host, from `on_leave`
+///   (which cannot be refused) it is logged as a warning. A request or
+///   message that does not decode is refused the same way, naming the
+///   expected type (`on_message: the message is not a Say: missing field
+///   `text` ..`). A hook left out keeps the trait's default: a join is
+///   accepted, a message ignored.
 /// * **Other functions** (private or `pub(crate)`) are left alone: helpers.
 ///
 /// Refusals the generated code makes: a payload that does not decode names
@@ -98,7 +120,9 @@ mod tests;
 /// receiver, `async`, `unsafe` or generic over types; a method that takes two
 /// arguments, or the context anywhere but first or not as `&mut Context`;
 /// a method named `init`, `handle`, `call` or `snapshot`; a `migrate` that is
-/// async, takes `self` or takes other than one argument. A state, argument or
+/// async, takes `self` or takes other than one argument; a session hook of
+/// another shape (no session, the context later, an extra argument, a
+/// reply type, `self` by value, `async`, `unsafe`, generic). A state, argument or
 /// reply type without the serde traits it needs is reported at that type.
 #[proc_macro_attribute]
 pub fn module(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -188,15 +212,63 @@ pub fn module(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// impl S {}
 /// # fn main() {}
 /// ```
+/// A session hook without the session:
+/// ```compile_fail
+/// # use serde::{Deserialize, Serialize};
+/// # use hotswap_module::Context;
+/// # #[derive(Serialize, Deserialize, Default)] pub struct S;
+/// #[hotswap_module::module(name = "s", version = "1", layout = 1)]
+/// impl S {
+///     fn on_message(&mut self, ctx: &mut Context, message: &str) {}
+/// }
+/// # fn main() {}
+/// ```
+/// A session hook that returns a value:
+/// ```compile_fail
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, Default)] pub struct S;
+/// #[hotswap_module::module(name = "s", version = "1", layout = 1)]
+/// impl S {
+///     fn on_tick(&mut self) -> u64 { 0 }
+/// }
+/// # fn main() {}
+/// ```
+/// A session hook whose `Ok` is not `()`:
+/// ```compile_fail
+/// # use serde::{Deserialize, Serialize};
+/// # use hotswap_module::Session;
+/// # #[derive(Serialize, Deserialize, Default)] pub struct S;
+/// #[hotswap_module::module(name = "s", version = "1", layout = 1)]
+/// impl S {
+///     fn on_join(&mut self, session: Session) -> Result<u64, String> { Ok(0) }
+/// }
+/// # fn main() {}
+/// ```
+/// A message type that is not `Deserialize`:
+/// ```compile_fail
+/// # use serde::{Deserialize, Serialize};
+/// # use hotswap_module::Session;
+/// # #[derive(Serialize, Deserialize, Default)] pub struct S;
+/// pub struct Say;
+/// #[hotswap_module::module(name = "s", version = "1", layout = 1)]
+/// impl S {
+///     fn on_message(&mut self, session: Session, say: Say) {}
+/// }
+/// # fn main() {}
+/// ```
 /// And the same module with none of these faults compiles:
 /// ```
 /// # use serde::{Deserialize, Serialize};
+/// # use hotswap_module::{Context, Session};
 /// # #[derive(Serialize, Deserialize, Default)] pub struct S;
 /// #[hotswap_module::module(name = "s", version = "1", layout = 1)]
 /// impl S {
 ///     pub fn add(&mut self, ab: (u32, u32)) -> u32 { ab.0 + ab.1 }
 ///     pub fn consume(&self) {}
 ///     fn helper(self) {}
+///     fn on_join(&mut self, session: Session) -> Result<(), String> { Ok(()) }
+///     fn on_message(&mut self, ctx: &mut Context, session: Session, message: &str) {}
+///     fn on_tick(&mut self) {}
 /// }
 /// # fn main() {}
 /// ```

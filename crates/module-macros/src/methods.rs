@@ -8,6 +8,8 @@ use syn::{
     FnArg, GenericParam, ImplItem, ImplItemFn, ItemImpl, ReceiverKind, ReturnType, Safety, Type, Visibility,
 };
 
+use crate::hooks::{HookDef, HookKind, read_hook};
+
 /// Names the generated `Module` impl uses: a method with one of them would
 /// be shadowed by, or shadow, the trait's own function.
 pub const RESERVED: &[&str] = &["init", "handle", "call", "snapshot"];
@@ -42,9 +44,10 @@ pub struct MigrateDef {
     pub ident: syn::Ident,
 }
 
-/// The impl block's methods and `migrate`.
+/// The impl block's methods, session hooks and `migrate`.
 pub struct ImplDef {
     pub methods: Vec<MethodDef>,
+    pub hooks: Vec<HookDef>,
     pub migrate: Option<MigrateDef>,
 }
 
@@ -64,10 +67,15 @@ impl ImplDef {
         }
         let mut errors: Option<syn::Error> = None;
         let mut methods = Vec::new();
+        let mut hooks = Vec::new();
         let mut migrate = None;
         for item in &block.items {
             let ImplItem::Fn(function) = item else { continue };
-            let outcome = if function.sig.ident == "migrate" {
+            // A hook whatever its visibility: it is never a method.
+            let hook = HookKind::of(&function.sig.ident.unraw().to_string());
+            let outcome = if let Some(kind) = hook {
+                read_hook(kind, function).map(|def| hooks.push(def))
+            } else if function.sig.ident == "migrate" {
                 read_migrate(function).map(|def| migrate = Some(def))
             } else if matches!(function.vis, Visibility::Public(_)) {
                 read_method(function).map(|def| methods.push(def))
@@ -84,7 +92,7 @@ impl ImplDef {
         }
         match errors {
             Some(errors) => Err(errors),
-            None => Ok(ImplDef { methods, migrate }),
+            None => Ok(ImplDef { methods, hooks, migrate }),
         }
     }
 }
@@ -219,7 +227,7 @@ fn read_method(function: &ImplItemFn) -> syn::Result<MethodDef> {
 
 /// `Some(true)` for `&mut Context`, `Some(false)` for another use of a type
 /// named `Context` (by value or `&Context`), `None` for anything else.
-fn context_reference(ty: &Type) -> Option<bool> {
+pub fn context_reference(ty: &Type) -> Option<bool> {
     match ty {
         Type::Reference(reference) if is_named(&reference.elem, "Context") => {
             Some(reference.mutability.is_some())
@@ -231,7 +239,7 @@ fn context_reference(ty: &Type) -> Option<bool> {
 
 /// Whether `ty` is a path whose last segment is `name` (`Context`,
 /// `hotswap_module::Context`).
-fn is_named(ty: &Type, name: &str) -> bool {
+pub fn is_named(ty: &Type, name: &str) -> bool {
     match ty {
         Type::Path(path) if path.qself.is_none() => {
             path.path.segments.last().is_some_and(|last| last.ident == name)
@@ -246,6 +254,6 @@ fn is_named(ty: &Type, name: &str) -> bool {
 /// (`Result<T, E>`, `std::io::Result<T>`): the macro only sees tokens, so it
 /// goes by the name; a type of one's own named `Result` fails to compile at
 /// the method's return type.
-fn is_result(ty: &Type) -> bool {
+pub fn is_result(ty: &Type) -> bool {
     is_named(ty, "Result")
 }

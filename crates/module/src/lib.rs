@@ -85,10 +85,12 @@ mod envelope;
 mod json_hint;
 #[cfg(feature = "log")]
 mod log_bridge;
+mod push_json;
 mod session;
 mod shape;
 pub mod testing;
 mod typed;
+mod typed_sessions;
 
 pub use context::{Context, Level, LogRecord, Now, Recorder, Reply, ScheduledCall};
 pub use envelope::EnvelopeError;
@@ -293,6 +295,9 @@ pub mod __private {
 
     pub use crate::typed::{
         call_without_host, decode_argument, no_migrate, unknown_method, write_reply, write_result,
+    };
+    pub use crate::typed_sessions::{
+        decode_join_request, decode_message, hook_result, hook_text, leave_result,
     };
 
     use super::*;

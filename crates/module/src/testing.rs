@@ -3,8 +3,10 @@
 //!
 //! A [`Harness`] holds one instance's state and a [`Recorder`] standing in
 //! for the host, and calls the module the way the host does
-//! ([`Module::call`], [`Module::init`], [`Module::snapshot`]), so a typed
-//! module's JSON decoding, refusals and migrations are what the test sees.
+//! ([`Module::call`], [`Module::init`], [`Module::snapshot`], and the session
+//! hooks: [`Harness::join`], [`Harness::message`], [`Harness::leave`],
+//! [`Harness::tick`]), so a typed module's JSON decoding, refusals,
+//! migrations and pushes ([`Harness::pushes`]) are what the test sees.
 //!
 //! ```
 //! use hotswap_module::testing::Harness;
@@ -33,7 +35,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Context, Module, ModuleError, Previous, Recorder, Reply};
+use crate::{Context, Module, ModuleError, Previous, Push, Recorder, Reply, Session};
 
 /// One instance of module `T`, called without a host.
 pub struct Harness<T: Module> {
@@ -105,6 +107,50 @@ impl<T: Module> Harness<T> {
                 std::any::type_name::<R>()
             ))
         })
+    }
+
+    /// Runs `on_join` for `session`, as a client connecting with the query
+    /// string `request` (`b"name=ann"`) would: `Err` is the refusal the
+    /// client would read.
+    pub fn join(&mut self, session: Session, request: &[u8]) -> Result<(), ModuleError> {
+        let state = &mut self.state;
+        Context::with_recorder(&mut self.recorder, |ctx| state.on_join(ctx, session, request))
+    }
+
+    /// Runs `on_message` with `message` from `session`.
+    pub fn message(&mut self, session: Session, message: &[u8]) -> Result<(), ModuleError> {
+        let state = &mut self.state;
+        Context::with_recorder(&mut self.recorder, |ctx| state.on_message(ctx, session, message))
+    }
+
+    /// Runs `on_message` with `message` encoded as JSON.
+    pub fn message_json(&mut self, session: Session, message: &impl Serialize) -> Result<(), ModuleError> {
+        let bytes = serde_json::to_vec(message)
+            .map_err(|error| ModuleError::new(format!("the message is not JSON: {error}")))?;
+        self.message(session, &bytes)
+    }
+
+    /// Runs `on_leave` for `session`, as its client going away would.
+    pub fn leave(&mut self, session: Session) {
+        let state = &mut self.state;
+        Context::with_recorder(&mut self.recorder, |ctx| state.on_leave(ctx, session));
+    }
+
+    /// Runs `on_tick` once.
+    pub fn tick(&mut self) -> Result<(), ModuleError> {
+        let state = &mut self.state;
+        Context::with_recorder(&mut self.recorder, |ctx| state.on_tick(ctx))
+    }
+
+    /// What the calls and hooks so far pushed (`ctx.send`, `ctx.broadcast`,
+    /// `ctx.close`), in the order they pushed it.
+    pub fn pushes(&self) -> &[Push] {
+        &self.recorder.pushes
+    }
+
+    /// The pushes so far, leaving none: to look at what the next hook pushes.
+    pub fn take_pushes(&mut self) -> Vec<Push> {
+        std::mem::take(&mut self.recorder.pushes)
     }
 
     /// The log records and timers the calls so far asked for, and what

@@ -108,7 +108,7 @@ pub(crate) fn short_type_name(full: &str) -> String {
 
 /// "a" or "an" before a type name, by how it is read aloud: "an Option",
 /// "an i64", "an f32", "a u32", "a Deposit".
-fn article(name: &str) -> &'static str {
+pub(crate) fn article(name: &str) -> &'static str {
     let mut chars = name.chars();
     match (chars.next(), chars.next()) {
         (Some('A' | 'E' | 'I' | 'O' | 'a' | 'e' | 'i' | 'o'), _) => "an",

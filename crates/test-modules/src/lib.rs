@@ -19,6 +19,7 @@
 //! | [`TIMER_V2`] | `timer` 2.0.0, the same code under the next version |
 //! | [`BLOB`] | `blob`, a state of N bytes (method `resize`), for swap-pause benchmarks |
 //! | [`LEDGER_V1`] | `ledger` 1.0.0, typed (`#[module]`, layout 1): a balance |
+//! | [`CHAT_ROOM`] | `chat-room` 1.0.0, typed session hooks: joins by `?name=`, broadcasts each message with its author's session, counts ticks |
 //! | [`LEDGER_V2`] | `ledger` 2.0.0, the typed module of issue 8 (layout 2), migrating layout 1 |
 //! | [`GAME1`] | `game` 1001 ("game1"), the game demo's module from `examples/game/game1` |
 //! | [`GAME2`] | `game` 1002 ("game2"), its next version with a migrated layout, from `examples/game/game2` |

@@ -13,6 +13,7 @@ mod panics;
 mod races;
 mod refusals;
 mod sessions;
+mod sessions_typed;
 mod swap;
 mod timers;
 mod typed;
