@@ -17,6 +17,7 @@ mod restart;
 mod saves;
 mod sockets;
 mod state;
+mod static_files;
 mod stuck_calls;
 mod swap_status;
 mod timers;
