@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod dry_run;
 mod game;
+mod game_sessions;
 mod handover;
 mod http_front;
 mod instances;
