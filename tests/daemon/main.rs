@@ -3,6 +3,7 @@
 //! it over HTTP, its admin socket and the CLI, and stops it by its pid.
 
 mod admin;
+mod browser;
 mod cli;
 mod dry_run;
 mod game;
