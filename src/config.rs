@@ -374,7 +374,7 @@ impl Config {
         }
 
         let sockets = socket::parse(raw.sockets, &names, |path| routes.iter().any(|r| r.path == path))?;
-        let statics = static_dir::parse(raw.statics, &resolve)?;
+        let statics = static_dir::parse(raw.statics, resolve)?;
 
         // Modules load from the folders that hold the configured files, from
         // the `load_from` folders of routes, and from `allowed_dirs`.

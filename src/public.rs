@@ -87,7 +87,9 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
     let same_path: Vec<_> = config.routes.iter().filter(|route| route.path == path).collect();
     let Some(route) = same_path.iter().find(|route| route.method == parts.method) else {
         // A `[[static]]` folder serves what no route has.
-        if let (None, Some((dir, rest))) = (same_path.first(), crate::static_files::find(&config.statics, path)) {
+        if let (None, Some((dir, rest))) =
+            (same_path.first(), crate::static_files::find(&config.statics, path))
+        {
             return crate::static_files::serve(dir, &parts.method, rest).await;
         }
         if let Some(other) = same_path.first() {
