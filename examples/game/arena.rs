@@ -108,18 +108,24 @@ pub struct Tick<'a, P> {
 }
 
 impl Arena {
-    /// Seats a new session; refused when that name already plays in one.
-    pub fn join(&mut self, session: u64, name: &str) -> Result<(), String> {
-        if let Some((other, _)) = self.sessions.iter().find(|(_, avatar)| avatar.name == name) {
-            return Err(format!("{name} already plays in session {other}; pick another name"));
-        }
-        let at = Cell { x: (session % WIDTH as u64) as i32, y: 0 };
-        self.sessions.insert(session, Avatar { name: name.to_owned(), at, acked: 0 });
-        Ok(())
+    /// Seats a new session. A name already seated takes its seat and
+    /// position back: a player who reconnects (from another tab, or after
+    /// a process upgrade, whose sessions this process never had). The old
+    /// session is not closed from here: after an upgrade its id may be
+    /// reused by a session of this process that is joining right now; if
+    /// it is still connected, its next move is refused as not joined.
+    pub fn join(&mut self, session: u64, name: &str) {
+        let old = self.sessions.iter().find(|(_, avatar)| avatar.name == name).map(|(old, _)| *old);
+        let seat = old.and_then(|old| self.sessions.remove(&old));
+        let at = seat.as_ref().map_or(Cell { x: (session % WIDTH as u64) as i32, y: 0 }, |seat| seat.at);
+        let acked = seat.map_or(0, |seat| seat.acked);
+        self.sessions.insert(session, Avatar { name: name.to_owned(), at, acked });
     }
 
     pub fn avatar(&mut self, session: u64) -> Result<&mut Avatar, String> {
-        self.sessions.get_mut(&session).ok_or_else(|| format!("session {session} has not joined the arena"))
+        self.sessions.get_mut(&session).ok_or_else(|| {
+            format!("session {session} has not joined the arena, or its name joined again elsewhere")
+        })
     }
 
     /// Moves a session one step (clamped to the board); the points it won.

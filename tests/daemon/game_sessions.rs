@@ -123,13 +123,38 @@ fn players_keep_their_connection_session_and_position_through_a_swap_with_a_layo
 }
 
 #[test]
-fn a_taken_or_bad_name_and_a_bad_move_close_the_session_1008_with_the_reason() {
+fn a_name_joining_again_takes_its_seat_back_and_the_old_session_cannot_move() {
     let setup = game_setup();
     let daemon = setup.start();
-    let mut ana = connect(&daemon, "instance=arena&name=ana");
-    next(&mut ana);
+    let mut first = connect(&daemon, "instance=arena&name=ana");
+    let first_session = next(&mut first)["session"].clone();
+    move_and_check_acks(&mut first, 1, 3);
+    let mut again = connect(&daemon, "instance=arena&name=ana");
+    let again_session = next(&mut again)["session"].clone();
+    assert_ne!(again_session, first_session);
+    send(&mut first, json!({"type": "move", "dx": 1, "dy": 0, "seq": 4}));
+    let closed = loop {
+        let message = next(&mut first);
+        if message.get("closed").is_some() {
+            break message;
+        }
+        assert_eq!(message["type"], "tick", "no ack for the old session's move: {message}");
+    };
+    assert_eq!(closed["closed"], u16::from(CloseCode::Policy), "{closed}");
+    assert!(closed["reason"].as_str().unwrap().contains("has not joined the arena"), "{closed}");
+    // One seat, where the first session left it, with its acks.
+    let tick = until(&mut again, "a tick", |m| m["type"] == "tick");
+    assert_eq!(tick["players"].as_array().unwrap().len(), 1, "{tick}");
+    assert_eq!((&player(&tick, "ana")["session"], &player(&tick, "ana")["x"]), (&again_session, &json!(4)));
+    let state = parse(daemon.text("GET", "/state?instance=arena", "").as_bytes());
+    assert_eq!(state["arena"]["sessions"][again_session.to_string()]["acked"], 3, "{state}");
+}
+
+#[test]
+fn a_bad_name_and_a_bad_move_close_the_session_1008_with_the_reason() {
+    let setup = game_setup();
+    let daemon = setup.start();
     for (query, reason) in [
-        ("instance=arena&name=ana", "ana already plays in session"),
         ("instance=arena&name=two%20words", "a player name is one word"),
         ("instance=arena", "is not a JoinRequest"),
     ] {
@@ -138,6 +163,8 @@ fn a_taken_or_bad_name_and_a_bad_move_close_the_session_1008_with_the_reason() {
         assert_eq!(closed["closed"], u16::from(CloseCode::Policy), "{query}: {closed}");
         assert!(closed["reason"].as_str().unwrap().contains(reason), "{query}: {closed}");
     }
+    let mut ana = connect(&daemon, "instance=arena&name=ana");
+    next(&mut ana);
     // A message the module refuses closes its session 1008 with the reason.
     send(&mut ana, json!({"type": "move", "dx": 5, "dy": 0, "seq": 1}));
     let closed = loop {

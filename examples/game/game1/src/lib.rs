@@ -167,7 +167,7 @@ impl Game {
     fn on_join(&mut self, ctx: &mut Context, session: Session, join: JoinRequest) -> Result<(), ModuleError> {
         let name = join.name;
         check_player_name(&name)?;
-        self.arena.join(session.id(), &name)?;
+        self.arena.join(session.id(), &name);
         self.players.entry(name.clone()).or_insert(0);
         let welcome = Event::Welcome {
             session: session.id(),

@@ -170,7 +170,7 @@ impl Game {
     fn on_join(&mut self, ctx: &mut Context, session: Session, join: JoinRequest) -> Result<(), ModuleError> {
         let name = join.name;
         check_player_name(&name)?;
-        self.arena.join(session.id(), &name)?;
+        self.arena.join(session.id(), &name);
         if !self.players.iter().any(|player| player.name == name) {
             self.players.push(Player::new(name.clone(), 0));
         }
