@@ -16,10 +16,7 @@
 //! per SIGHUP, on stdout (its test reads them: tests/swap.rs).
 
 use std::collections::HashMap;
-use std::error::Error;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::stream::SplitSink;
@@ -28,11 +25,11 @@ use hotswap::{Engine, EngineConfig, Push, PushSink};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::task::block_in_place;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 
 /// Pushes a session may have waiting; one more means the client reads too
@@ -44,12 +41,15 @@ const TICK: Duration = Duration::from_secs(1);
 /// Room names come from clients: cap how many rooms they can start.
 const MAX_ROOMS: usize = 1000;
 
-/// The outgoing queue of every session, by room and session id.
+/// The outgoing queues of a room's sessions, by session id.
+type Queues = HashMap<u64, mpsc::Sender<Message>>;
+
+/// Every session's queue, by room.
 #[derive(Default)]
-struct Rooms(Mutex<HashMap<String, HashMap<u64, mpsc::Sender<Message>>>>);
+struct Rooms(Mutex<HashMap<String, Queues>>);
 
 impl Rooms {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, mpsc::Sender<Message>>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Queues>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -58,35 +58,36 @@ impl Rooms {
         let mut rooms = self.lock();
         let Some(sessions) = rooms.get_mut(room) else { return };
         for push in pushes {
-            let (targets, message) = match push {
-                Push::Send { session, bytes } => (vec![session], text(bytes)),
-                Push::Broadcast { bytes } => (sessions.keys().copied().collect(), text(bytes)),
-                Push::Close { session, reason } => (vec![session], close(CloseCode::Normal, reason)),
-                _ => continue,
-            };
-            for id in targets {
-                enqueue(sessions, id, message.clone());
+            match push {
+                Push::Send { session, bytes } => enqueue(sessions, session, text(bytes)),
+                Push::Close { session, reason } => {
+                    enqueue(sessions, session, close(CloseCode::Normal, reason))
+                }
+                Push::Broadcast { bytes } => {
+                    let message = text(bytes);
+                    sessions.retain(|_, queue| queue.try_send(message.clone()).is_ok());
+                }
+                _ => {} // a kind of push this server does not know yet
             }
         }
     }
 
-    /// Removes a session; `last` (a close frame) is the last thing it is sent.
-    fn remove(&self, room: &str, id: u64, last: Option<Message>) {
+    /// Ends session `id`'s queue with `last`, a close frame its writer sends
+    /// after what was queued before (unless the writer is gone).
+    fn remove(&self, room: &str, id: u64, last: Message) {
         let mut rooms = self.lock();
         let Some(sessions) = rooms.get_mut(room) else { return };
-        match last {
-            Some(last) => enqueue(sessions, id, last),
-            None => drop(sessions.remove(&id)),
-        }
+        enqueue(sessions, id, last);
         if sessions.is_empty() {
             rooms.remove(room);
         }
     }
 }
 
-/// Queues `message` for session `id`. A full queue, or a close frame, ends
-/// the session's queue: its writer sends what is queued, then closes.
-fn enqueue(sessions: &mut HashMap<u64, mpsc::Sender<Message>>, id: u64, message: Message) {
+/// Queues `message` for session `id`. A full queue (the client reads too
+/// slowly), or a close frame, ends the session's queue: its writer sends
+/// what is queued, then closes.
+fn enqueue(sessions: &mut Queues, id: u64, message: Message) {
     let closing = matches!(message, Message::Close(_));
     if let Some(queue) = sessions.get(&id)
         && (queue.try_send(message).is_err() || closing)
@@ -101,41 +102,26 @@ fn text(bytes: Vec<u8>) -> Message {
 
 /// A close frame; its reason cut to the 123 bytes a frame can carry.
 fn close(code: CloseCode, mut reason: String) -> Message {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason.truncate(end);
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))
+    reason.truncate((0..=reason.len().min(123)).rfind(|&end| reason.is_char_boundary(end)).unwrap_or(0));
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
 }
 
 struct Server {
     engine: Engine,
     module: String,
-    file: PathBuf,
+    file: std::path::PathBuf,
     rooms: Arc<Rooms>,
 }
 
-/// Runs `job` on the blocking pool: engine calls wait for their room (and
-/// during a swap, for the new version), which must not stall tokio's workers.
-async fn on_engine<T: Send + 'static, E: ToString>(
-    server: &Arc<Server>,
-    job: impl FnOnce(&Server) -> Result<T, E> + Send + 'static,
-) -> Result<T, String> {
-    let server = server.clone();
-    let done = tokio::task::spawn_blocking(move || job(&server).map_err(|e| e.to_string())).await;
-    done.unwrap_or_else(|panicked| Err(format!("engine call failed: {panicked}")))
-}
-
 /// One connection, from the WebSocket handshake to the session's leave.
-async fn serve(server: Arc<Server>, stream: TcpStream, id: u64) -> Result<(), Box<dyn Error>> {
+async fn serve(server: Arc<Server>, stream: TcpStream, id: u64) {
     let mut target = String::new();
     let on_request = |request: &Request, response: Response| {
         target = request.uri().to_string();
         Ok(response)
     };
     let limits = WebSocketConfig::default().max_message_size(Some(64 << 10));
-    let socket = accept_hdr_async_with_config(stream, on_request, Some(limits)).await?;
+    let Ok(socket) = accept_hdr_async_with_config(stream, on_request, Some(limits)).await else { return };
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let room = Some(path.trim_matches('/')).filter(|room| !room.is_empty()).unwrap_or("lobby").to_owned();
     let (queue, outgoing) = mpsc::channel(QUEUE);
@@ -143,35 +129,30 @@ async fn serve(server: Arc<Server>, stream: TcpStream, id: u64) -> Result<(), Bo
     let (sink, mut incoming) = socket.split();
     let mut writer = tokio::spawn(write(sink, outgoing));
 
-    let (request, key) = (query.as_bytes().to_vec(), room.clone());
-    let joined = on_engine(&server, move |s| s.engine.session_join(&s.module, &key, id, &request)).await;
-    if let Err(refusal) = joined {
-        server.rooms.remove(&room, id, Some(close(CloseCode::Policy, refusal)));
-        let _ = writer.await;
-        return Ok(());
+    // Engine calls wait for their room (and, during a swap, for the new
+    // version): block_in_place lets tokio move other tasks off this worker.
+    let (engine, module) = (&server.engine, server.module.as_str());
+    if let Err(refused) = block_in_place(|| engine.session_join(module, &room, id, query.as_bytes())) {
+        server.rooms.remove(&room, id, close(CloseCode::Policy, refused.to_string()));
+        return drop(writer.await);
     }
     loop {
-        let message = tokio::select! {
-            message = incoming.next() => message,
+        let bytes = tokio::select! {
+            message = incoming.next() => match message {
+                Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            },
             _ = &mut writer => break, // closed by the module, or too slow
         };
-        let bytes = match message {
-            Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
-            Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
-            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-            Some(Ok(_)) => continue,
-        };
-        let key = room.clone();
-        if let Err(refusal) =
-            on_engine(&server, move |s| s.engine.session_message(&s.module, &key, id, &bytes)).await
-        {
-            eprintln!("session {id}: {refusal}");
-        }
+        let said = block_in_place(|| engine.session_message(module, &room, id, &bytes));
+        said.unwrap_or_else(|refused| eprintln!("session {id}: {refused}"));
     }
     writer.abort();
-    server.rooms.remove(&room, id, None);
-    on_engine(&server, move |s| s.engine.session_leave(&s.module, &room, id)).await?;
-    Ok(())
+    server.rooms.remove(&room, id, close(CloseCode::Normal, String::new()));
+    let left = block_in_place(|| engine.session_leave(module, &room, id));
+    left.unwrap_or_else(|failed| eprintln!("session {id}: {failed}"));
 }
 
 /// Sends a session's queue to its client; the queue ending without a close
@@ -182,14 +163,31 @@ async fn write(mut sink: SplitSink<WebSocketStream<TcpStream>, Message>, mut que
         let last = !matches!(message, Some(Message::Text(_) | Message::Binary(_)));
         let message =
             message.unwrap_or_else(|| close(CloseCode::Policy, "too slow: your queue was full".into()));
-        if !matches!(timeout(SEND_TIMEOUT, sink.send(message)).await, Ok(Ok(()))) || last {
+        if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await, Ok(Ok(()))) || last {
             return;
         }
     }
 }
 
+/// Ticks every room with sessions.
+async fn tick(server: Arc<Server>) {
+    let busy: Vec<String> = server.rooms.lock().keys().cloned().collect();
+    for room in busy {
+        let ticked = block_in_place(|| server.engine.tick(&server.module, &room));
+        ticked.unwrap_or_else(|failed| eprintln!("tick: {failed}"));
+    }
+}
+
+/// Loads the module's file again: a swap, which the sessions do not notice.
+async fn swap(server: Arc<Server>) {
+    match block_in_place(|| server.engine.load(&server.module, &server.file)) {
+        Ok(report) => println!("swapped {report}"),
+        Err(refused) => println!("swap refused: {refused}"),
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(module), Some(file)) = (args.next(), args.next()) else {
         return Err("usage: chat-server MODULE FILE [PORT]".into());
@@ -204,46 +202,20 @@ async fn main() -> Result<(), Box<dyn Error>> {
     engine.set_max_instances(&module, Some(MAX_ROOMS))?;
     let server = Arc::new(Server { engine, module, file: file.into(), rooms });
 
-    let ticker = server.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(TICK);
-        loop {
-            every.tick().await;
-            let busy: Vec<String> = ticker.rooms.lock().keys().cloned().collect();
-            for room in busy {
-                if let Err(failed) = on_engine(&ticker, move |s| s.engine.tick(&s.module, &room)).await {
-                    eprintln!("tick: {failed}");
-                }
-            }
-        }
-    });
-
     let mut hangups = signal(SignalKind::hangup())?;
-    let swapper = server.clone();
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            match on_engine(&swapper, |s| s.engine.load(&s.module, &s.file)).await {
-                Ok(report) => println!("swapped {report}"),
-                Err(refused) => println!("swap refused: {refused}"),
-            }
-        }
-    });
-
+    let mut ticks = tokio::time::interval(TICK);
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on {}", listener.local_addr()?);
-    let next_id = AtomicU64::new(1);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of descriptors, say: wait for some to be freed.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let server = server.clone();
-        tokio::spawn(async move {
-            if let Err(failed) = serve(server, stream, id).await {
-                eprintln!("session {id}: {failed}");
-            }
-        });
+    for id in 1.. {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => drop(tokio::spawn(serve(server.clone(), stream, id))),
+                // Out of descriptors, say: wait for some to be freed.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+            _ = hangups.recv() => drop(tokio::spawn(swap(server.clone()))),
+            _ = ticks.tick() => drop(tokio::spawn(tick(server.clone()))),
+        }
     }
+    Ok(())
 }
