@@ -219,3 +219,38 @@ fn a_refused_join_is_closed_with_1008_and_the_modules_reason() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+#[test]
+fn a_client_that_stops_reading_is_closed_and_does_not_stall_its_room() {
+    const FLOOD: usize = 600;
+    let server = Server::start(std::path::Path::new(hotswap_test_modules::ROOM_V1));
+    let slow = Client::join(&server, "flood");
+    let mut fast = Client::join(&server, "flood");
+    // 600 messages of 60 KB to both: far past the slow client's queue (256)
+    // plus what the kernel buffers on loopback. The fast one gets each ack.
+    let big = "x".repeat(60 << 10);
+    for _ in 0..FLOOD {
+        fast.say(&big);
+        fast.seen.retain(|message| message.starts_with("left "));
+    }
+    // The slow session is closed (its writer gives up) and leaves the room.
+    let left = format!("left {}", slow.id);
+    while !fast.seen.contains(&left) {
+        let message = next_text(&mut fast.socket);
+        fast.seen.push(message);
+    }
+    fast.say("still here");
+
+    // The slow client gets part of the flood, then its session ends.
+    let mut slow = slow.socket;
+    let mut received = 0;
+    let ended = loop {
+        match slow.read() {
+            Ok(Message::Text(_)) => received += 1,
+            Ok(other) => break format!("{other:?}"),
+            Err(error) => break error.to_string(),
+        }
+    };
+    assert!(!ended.contains("timed out") && !ended.contains("would block"), "{ended}");
+    assert!(received < FLOOD, "the slow client got all {received} messages: nothing was cut off");
+}
