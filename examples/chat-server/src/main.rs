@@ -1,5 +1,7 @@
 //! Run with: cargo run -p chat-server -- MODULE FILE [PORT]
-//! (e.g. `room target/debug/libroom.so 9001`, after `cargo build -p room`)
+//! e.g. `cargo build -p chat-room`, then `cargo run -p chat-server -- chat-room
+//! target/debug/libchat_room.so 9001`, and connect browsers or `websocat` to
+//! `ws://127.0.0.1:9001/kitchen?name=ann`, saying `{"text": "hi"}`.
 //!
 //! A WebSocket chat server in plain tokio that embeds the engine: the
 //! engine's sessions API is all a host needs to put a module behind its own
@@ -116,6 +118,7 @@ struct Server {
 /// One connection, from the WebSocket handshake to the session's leave.
 async fn serve(server: Arc<Server>, stream: TcpStream, id: u64) {
     let mut target = String::new();
+    #[allow(clippy::result_large_err)] // the signature is tungstenite's handshake callback
     let on_request = |request: &Request, response: Response| {
         target = request.uri().to_string();
         Ok(response)
