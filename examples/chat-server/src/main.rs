@@ -1,4 +1,4 @@
-//! Run with: cargo run -p chat-server -- MODULE FILE [PORT]
+//! Run with: `cargo run -p chat-server -- MODULE FILE [PORT]`
 //! e.g. `cargo build -p chat-room`, then `cargo run -p chat-server -- chat-room
 //! target/debug/libchat_room.so 9001`, and connect browsers or `websocat` to
 //! `ws://127.0.0.1:9001/kitchen?name=ann`, saying `{"text": "hi"}`.
