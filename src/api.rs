@@ -36,6 +36,49 @@ pub struct Status {
     /// The timers modules set (`ctx.after`).
     #[serde(default)]
     pub timers: Timers,
+    /// WebSocket sessions (`[[socket]]`).
+    #[serde(default)]
+    pub sessions: Sessions,
+}
+
+/// WebSocket sessions, as the daemon serves them (`src/sockets.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sessions {
+    /// Open now, in all.
+    pub open: u64,
+    /// Open now, per module and instance (those with at least one).
+    pub rooms: Vec<SessionRoom>,
+    /// Messages from clients, since this process started.
+    pub messages_in: u64,
+    /// Frames sent to clients.
+    pub messages_out: u64,
+    /// Pushes not queued: to a full queue, an ended session or one of another instance.
+    pub pushes_dropped: u64,
+    /// The most messages one session's outgoing queue held.
+    pub queue_depth_max: u64,
+    /// Sessions ended, by why: client, dropped, refused, module, failed, too_slow, going_away.
+    pub closes: std::collections::BTreeMap<String, u64>,
+    pub ticks: Ticks,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionRoom {
+    pub module: String,
+    pub instance: String,
+    pub sessions: u64,
+}
+
+/// `on_tick` of instances with sessions (a `[[socket]]` with `tick`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ticks {
+    pub ran: u64,
+    /// Of those, the ones that returned an error or panicked.
+    pub failed: u64,
+    /// Skipped because the instance's previous tick still ran.
+    pub skipped: u64,
+    /// How late the last ticks (up to 1024) started, median and 99th percentile.
+    pub late_p50_ms: Option<f64>,
+    pub late_p99_ms: Option<f64>,
 }
 
 /// The timers modules set, as the daemon runs them.

@@ -320,6 +320,51 @@ pub fn snapshot(target: &Target, json: bool) -> Result<(), String> {
     })
 }
 
+/// Shows a module's WebSocket sessions per instance (from `/v1/status`),
+/// and the daemon's session counts.
+pub fn sessions(target: &Target, json: bool, module: &str) -> Result<(), String> {
+    let (status, body) = request(target, Method::GET, "/v1/status", Vec::new())?;
+    expect_success(status, &body)?;
+    let status: api::Status =
+        serde_json::from_slice(&body).map_err(|err| format!("the daemon's status is not readable: {err}"))?;
+    if !status.modules.iter().any(|loaded| loaded.name == module) {
+        return Err(format!("module '{module}' is not loaded (see `hotswap status`)"));
+    }
+    let mut sessions = status.sessions;
+    sessions.rooms.retain(|room| room.module == module);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sessions).unwrap_or_default());
+        return Ok(());
+    }
+    let mut out = format!("{:<32} {:>8}\n", "INSTANCE", "SESSIONS");
+    for room in &sessions.rooms {
+        out += &format!("{:<32} {:>8}\n", room.instance, room.sessions);
+    }
+    let ticks = &sessions.ticks;
+    let ms = |ms: Option<f64>| ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
+    out += &format!(
+        "\nall modules: {} open, {} messages in, {} out, {} pushes dropped, queue depth max {}\n\
+         closes: {}\nticks: {} ran, {} failed, {} skipped, late p50 {} p99 {}\n",
+        sessions.open,
+        sessions.messages_in,
+        sessions.messages_out,
+        sessions.pushes_dropped,
+        sessions.queue_depth_max,
+        if sessions.closes.is_empty() {
+            "none".to_owned()
+        } else {
+            sessions.closes.iter().map(|(why, n)| format!("{why} {n}")).collect::<Vec<_>>().join(", ")
+        },
+        ticks.ran,
+        ticks.failed,
+        ticks.skipped,
+        ms(ticks.late_p50_ms),
+        ms(ticks.late_p99_ms),
+    );
+    print!("{out}");
+    Ok(())
+}
+
 /// Lists a module's instances.
 pub fn instances(target: &Target, json: bool, module: &str) -> Result<(), String> {
     let (status, body) =

@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod socket;
+pub use socket::{SocketEndpoint, SocketInstance};
+mod static_dir;
+pub use static_dir::StaticDir;
+
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -39,6 +44,10 @@ pub struct Config {
     pub allowed_dirs: Vec<PathBuf>,
     pub modules: Vec<ModuleConfig>,
     pub routes: Vec<Route>,
+    /// `[[socket]]`: WebSocket endpoints on the public port (`config/socket.rs`).
+    pub sockets: Vec<SocketEndpoint>,
+    /// `[[static]]`: folders served read-only on the public port (`config/static_dir.rs`).
+    pub statics: Vec<StaticDir>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +118,10 @@ struct RawConfig {
     modules: Vec<RawModule>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+    #[serde(default, rename = "socket")]
+    sockets: Vec<socket::RawSocket>,
+    #[serde(default, rename = "static")]
+    statics: Vec<static_dir::RawStatic>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +373,9 @@ impl Config {
             routes.push(Route { method, path: route.path, module: route.module, action });
         }
 
+        let sockets = socket::parse(raw.sockets, &names, |path| routes.iter().any(|r| r.path == path))?;
+        let statics = static_dir::parse(raw.statics, resolve)?;
+
         // Modules load from the folders that hold the configured files, from
         // the `load_from` folders of routes, and from `allowed_dirs`.
         let mut allowed_dirs: Vec<PathBuf> = raw.allowed_dirs.iter().map(|dir| resolve(dir)).collect();
@@ -390,6 +406,8 @@ impl Config {
             allowed_dirs,
             modules,
             routes,
+            sockets,
+            statics,
         })
     }
 

@@ -88,6 +88,8 @@ pub struct Daemon {
     pub notifier: hotswap_upgrade::notify::Notifier,
     /// The timer scheduler's wake-up and counts (`timers.rs`).
     pub timers: crate::timers::Timers,
+    /// WebSocket sessions: the registry the engine's pushes are routed by (`sockets.rs`).
+    pub sockets: Arc<crate::sockets::Sockets>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -99,11 +101,16 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     pub fn new(config: Config, store: StateStore) -> Daemon {
         let timers = crate::timers::Timers::default();
-        let engine_config =
-            hotswap::EngineConfig { on_earlier_timer: Some(timers.engine_wake()), ..config.engine_config() };
+        let sockets = Arc::new(crate::sockets::Sockets::new());
+        let engine_config = hotswap::EngineConfig {
+            on_earlier_timer: Some(timers.engine_wake()),
+            on_push: Some(sockets.push_sink()),
+            ..config.engine_config()
+        };
         Daemon {
             engine: Engine::new(engine_config),
             timers,
+            sockets,
             calls: CallRunner::new(config.slow_call),
             config: RwLock::new(Arc::new(config)),
             module_store: ModuleStore::new(store.dir()),

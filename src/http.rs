@@ -14,7 +14,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -266,7 +265,12 @@ pub async fn serve<S, A, AF, H, HF>(
     H: Fn(Request<Incoming>) -> HF + Clone + Send + Sync + 'static,
     HF: Future<Output = Response> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    // hyper-util's GracefulShutdown cannot watch a connection that allows
+    // upgrades (a `[[socket]]` takes it over) without its HTTP/2 build, so
+    // the open connections are counted here and told to finish by `stop`.
+    let open = std::sync::Arc::new(());
+    let (stop, _) = watch::channel(false);
+    let still_open = |open: &std::sync::Arc<()>| std::sync::Arc::strong_count(open) - 1;
     let ending = loop {
         let now = *mode.borrow_and_update();
         match now {
@@ -306,10 +310,21 @@ pub async fn serve<S, A, AF, H, HF>(
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+            .serve_connection(TokioIo::new(stream), service)
+            // A `[[socket]]` path takes the connection over (`sockets/session.rs`).
+            .with_upgrades();
+        let (counted, mut stopping) = (open.clone(), stop.subscribe());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let _counted = counted;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = async { stopping.wait_for(|stop| *stop).await.map(drop) } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!("connection ended: {err}");
             }
         });
@@ -322,11 +337,15 @@ pub async fn serve<S, A, AF, H, HF>(
         // Closing an idle keep-alive connection races with a request the
         // client may be sending on it; instead each connection closes after
         // answering its next request (with `Connection: close`).
-        while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
+        while still_open(&open) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
+    stop.send_replace(true);
+    while still_open(&open) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if still_open(&open) > 0 {
         tracing::warn!("{what}: connections still open after {drain:?}; closing them");
     }
 }

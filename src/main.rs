@@ -33,7 +33,9 @@ mod partial_save;
 mod policy;
 mod public;
 mod serve;
+mod sockets;
 mod state;
+mod static_files;
 mod timers;
 mod upgrade;
 mod watch;
@@ -189,6 +191,16 @@ enum Command {
         #[command(flatten)]
         print: Print,
     },
+    /// Show a module's WebSocket sessions per instance, and the session counts.
+    #[command(after_help = "Example:\n  hotswap sessions chat")]
+    Sessions {
+        /// The module's name.
+        module: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        print: Print,
+    },
     /// End one instance of a module: its state is dropped (after its call in flight).
     #[command(after_help = "Example:\n  hotswap remove-instance ledger alice")]
     RemoveInstance {
@@ -272,6 +284,7 @@ impl Command {
             | Command::Snapshot { target, .. }
             | Command::Upgrade { target, .. }
             | Command::Instances { target, .. }
+            | Command::Sessions { target, .. }
             | Command::RemoveInstance { target, .. } => Some(target),
         }
     }
@@ -285,6 +298,7 @@ impl Command {
             | Command::Snapshot { print, .. }
             | Command::Upgrade { print, .. }
             | Command::Instances { print, .. }
+            | Command::Sessions { print, .. }
             | Command::RemoveInstance { print, .. } => Some(print),
         }
     }
@@ -308,6 +322,7 @@ fn run_client(cli: &Cli, json: bool) -> Result<(), String> {
         Command::Snapshot { .. } => cli::snapshot(&target, json),
         Command::Upgrade { binary, .. } => cli::upgrade(&target, json, binary.as_deref()),
         Command::Instances { module, .. } => cli::instances(&target, json, module),
+        Command::Sessions { module, .. } => cli::sessions(&target, json, module),
         Command::RemoveInstance { module, key, .. } => cli::remove_instance(&target, json, module, key),
     }
 }

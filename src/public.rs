@@ -6,6 +6,8 @@
 //! | a `[[route]]` with `call` | the same, for a fixed module, method and instance |
 //! | a `[[route]]` with `load_from` | swaps the module to `lib{name}.so` from that folder |
 //! | `GET /healthz` | 200 while serving, 503 once draining |
+//! | a `[[socket]]` path | a WebSocket session (`sockets.rs`) |
+//! | a path under a `[[static]]` prefix, no route | the folder's file (`static_files.rs`) |
 //!
 //! A module's error is 422 `{"error": ...}`, a panic 500, an unknown module
 //! or route 404, a body over `server.max_body` 413, one slower than
@@ -30,7 +32,11 @@ use crate::daemon::{Daemon, Trigger};
 use crate::http::{self, Response};
 
 pub async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response {
-    let mut response = route(&daemon, request).await;
+    let config = daemon.config();
+    let mut response = match config.sockets.iter().find(|socket| socket.path == request.uri().path()) {
+        Some(socket) => crate::sockets::accept(&daemon, socket, request),
+        None => route(&daemon, request).await,
+    };
     daemon.metrics.response(response.status().as_u16());
     let headers = response.headers_mut();
     if !headers.contains_key(PID_HEADER) {
@@ -80,6 +86,12 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
     }
     let same_path: Vec<_> = config.routes.iter().filter(|route| route.path == path).collect();
     let Some(route) = same_path.iter().find(|route| route.method == parts.method) else {
+        // A `[[static]]` folder serves what no route has.
+        if let (None, Some((dir, rest))) =
+            (same_path.first(), crate::static_files::find(&config.statics, path))
+        {
+            return crate::static_files::serve(dir, &parts.method, rest).await;
+        }
         if let Some(other) = same_path.first() {
             return http::error(405, format!("{path} takes {}", other.method));
         }

@@ -233,6 +233,7 @@ async fn serve(
     servers.spawn(save_periodically(daemon.clone()));
     // Once serving: in an upgrade's new process, only after the commit.
     servers.spawn(crate::timers::run(daemon.clone()));
+    crate::sockets::ticks::spawn_all(&daemon, &mut servers);
     if let Some(pid_file) = &config.pid_file {
         write_pid_file(pid_file)?;
     }
@@ -263,6 +264,8 @@ async fn serve(
         // finish the connections still open here, and leave.
         daemon.draining.store(true, Relaxed);
         while servers.join_next().await.is_some() {}
+        // Sessions got 1001 at the hand-over; let the close frames go out.
+        daemon.sockets.wait_all_ended(tokio::time::Instant::now() + config.shutdown_timeout).await;
         tracing::info!("handed over; the last connection of this process closed, bye");
         return Ok(());
     }
@@ -272,6 +275,8 @@ async fn serve(
     daemon.draining.store(true, Relaxed);
     let _ = daemon.listening.send(Listening::Stop);
     while servers.join_next().await.is_some() {}
+    // Sessions get 1001 and their on_leave runs before the final save.
+    daemon.sockets.wait_all_ended(tokio::time::Instant::now() + drain).await;
     let saving = daemon.clone();
     let run = tokio::task::spawn_blocking(move || {
         // Swaps and saves still running finish first; none starts any more.

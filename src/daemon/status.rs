@@ -70,6 +70,7 @@ impl Daemon {
             slow_call_ms: self.calls.slow_call().as_millis() as u64,
             slow_calls: self.calls.slow_calls().iter().map(api::SlowCall::from_running).collect(),
             timers: self.timers.status(self.engine.pending_timers()),
+            sessions: self.sockets.status(),
         }
     }
 
@@ -77,6 +78,7 @@ impl Daemon {
         let mut text =
             self.metrics.render(&self.engine.status(), &self.calls.slow_calls(), self.started.elapsed());
         self.timers.render(&mut text, self.engine.pending_timers());
+        self.sockets.render(&mut text);
         text
     }
 }

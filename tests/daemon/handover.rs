@@ -47,6 +47,11 @@ fn the_old_process_never_writes_state_after_handing_over() {
     drop(old_admin);
     daemon.taken_over_by(new_pid);
     daemon.signal("KILL");
+    // Until the killed process is gone its admin socket still takes
+    // connections into its backlog, and a new start would see "another
+    // daemon answers" (seen once under load).
+    let gone = hotswap_test_support::process::wait_gone(new_pid, Duration::from_secs(30));
+    assert!(gone.is_some(), "pid {new_pid} still runs 30 s after SIGKILL");
     let restarted = setup.start();
     assert_eq!(restarted.text("POST", "/call/counter/get?instance=alice", ""), "105");
 }

@@ -1,0 +1,294 @@
+//! One WebSocket connection: the handshake on the public port, then join,
+//! messages in the order sent, pushes out, and leave once.
+//!
+//! The module's hooks run like calls (`public.rs`): through the upgrade
+//! gate, on the instance's turn, on a thread of the call pool. A session
+//! runs one message at a time and reads the next only after it, so its
+//! messages reach the module in the order the client sent them; a stuck
+//! instance holds its own sessions only. Pushes go out on a writer task of
+//! their own, so a client that reads slowly never holds up the module.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hotswap::CallError;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame};
+use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
+use crate::daemon::Daemon;
+use crate::http::{self, Listening, Response};
+
+/// How long a close frame may take to go out before the connection is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// What a client is told when this process stops or hands over.
+const GOING_AWAY: &str = "going away: the server restarts; reconnect";
+
+/// Answers a request to a `[[socket]]` path: 101 and a session task, or a
+/// status that says why not.
+pub fn accept(daemon: &Arc<Daemon>, endpoint: &SocketEndpoint, request: Request<Incoming>) -> Response {
+    if let Err((status, why)) = check_handshake(&request) {
+        return http::error(status, format!("{} is a WebSocket endpoint: {why}", endpoint.path));
+    }
+    if daemon.handed_over.get().is_some() || daemon.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return http::error(503, "this process is handing over or stopping; connect again");
+    }
+    let instance = match &endpoint.instance {
+        SocketInstance::Fixed(key) => key.clone(),
+        SocketInstance::FromQuery => {
+            match crate::public::instance_key(request.uri().query(), DEFAULT_INSTANCE) {
+                Ok(key) => key,
+                Err(reason) => return http::error(400, reason),
+            }
+        }
+    };
+    let room = Room { module: endpoint.module.clone(), instance };
+    let opened = daemon.sockets.open(&endpoint.path, endpoint.max_sessions, room, endpoint.queue);
+    let (handle, outgoing) = match opened {
+        Ok(opened) => opened,
+        Err(Full { max_sessions }) => {
+            return http::error(
+                503,
+                format!("{} has {max_sessions} sessions open (its max_sessions); try later", endpoint.path),
+            );
+        }
+    };
+    let key = request.headers().get(SEC_WEBSOCKET_KEY).expect("checked").as_bytes().to_vec();
+    let join_request = request.uri().query().unwrap_or("").as_bytes().to_vec();
+    let running = daemon.clone();
+    tokio::spawn(async move {
+        match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default().max_message_size(Some(running.config().max_body));
+                let stream =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                        .await;
+                run(&running, &handle, outgoing, stream, join_request).await;
+            }
+            Err(err) => {
+                tracing::debug!("a WebSocket upgrade failed: {err}");
+                running.sockets.remove(&handle, CloseKind::Dropped);
+            }
+        }
+    });
+    let mut response = http::bytes(101, "");
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(&key)).expect("base64 is a valid header value"),
+    );
+    response
+}
+
+/// What RFC 6455 asks of an opening handshake; `Err` is the status and why.
+fn check_handshake(request: &Request<Incoming>) -> Result<(), (u16, String)> {
+    let header = |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let has_token = |name, token: &str| {
+        header(name).is_some_and(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    };
+    if request.method() != Method::GET {
+        return Err((405, format!("open it with GET, not {}", request.method())));
+    }
+    if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
+        return Err((426, "send Upgrade: websocket and Connection: upgrade".into()));
+    }
+    if header(hyper::header::SEC_WEBSOCKET_VERSION) != Some("13") {
+        return Err((426, "only Sec-WebSocket-Version: 13 is spoken".into()));
+    }
+    if request.headers().get(SEC_WEBSOCKET_KEY).is_none() {
+        return Err((400, "the Sec-WebSocket-Key header is missing".into()));
+    }
+    Ok(())
+}
+
+type Stream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The session from join to leave.
+async fn run(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    outgoing: mpsc::Receiver<Outgoing>,
+    stream: Stream,
+    join_request: Vec<u8>,
+) {
+    let (sink, mut incoming) = stream.split();
+    let writer = tokio::spawn(write(daemon.clone(), handle.clone(), sink, outgoing));
+    let id = handle.id;
+    let joined = hook(daemon, handle, "on_join", move |engine, module, instance| {
+        engine.session_join(module, instance, id, &join_request)
+    })
+    .await;
+    let joined = match joined {
+        Ok(()) => true,
+        Err(failed) => {
+            failed.close(handle, CloseKind::Refused);
+            false
+        }
+    };
+    if joined {
+        serve_messages(daemon, handle, &mut incoming).await;
+        // After a hand-over the state (and this session in it) lives in the
+        // new process: nothing runs here any more.
+        let left = hook(daemon, handle, "on_leave", move |engine, module, instance| {
+            engine.session_leave(module, instance, id)
+        })
+        .await;
+        if let Err(HookFailed::Call(error)) = left {
+            tracing::warn!(module = %handle.room.module, instance = %handle.room.instance, "on_leave failed: {error}");
+        }
+    }
+    let kind = handle.closing.borrow().as_ref().map_or(CloseKind::Dropped, |closing| closing.kind);
+    daemon.sockets.remove(handle, kind);
+    if tokio::time::timeout(CLOSE_WAIT * 2, writer).await.is_err() {
+        tracing::debug!(session = id, "the writer did not end; dropping the connection");
+    }
+}
+
+/// Runs the session's messages, one at a time, until it is closing.
+async fn serve_messages(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    incoming: &mut futures_util::stream::SplitStream<Stream>,
+) {
+    let id = handle.id;
+    let mut closing = handle.closing.subscribe();
+    let mut listening = daemon.listening.subscribe();
+    loop {
+        let frame = tokio::select! {
+            _ = closing.wait_for(Option::is_some) => break,
+            _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => {
+                handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
+                break;
+            }
+            frame = incoming.next() => frame,
+        };
+        let message = match frame {
+            Some(Ok(Message::Text(text))) => hyper::body::Bytes::from(text),
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            // Pings are answered by the codec.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(_))) => {
+                handle.close(1000, "", CloseKind::Client);
+                break;
+            }
+            None | Some(Err(_)) => {
+                handle.close(1006, "", CloseKind::Dropped);
+                break;
+            }
+        };
+        daemon.sockets.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ran = hook(daemon, handle, "on_message", move |engine, module, instance| {
+            engine.session_message(module, instance, id, &message)
+        })
+        .await;
+        if let Err(failed) = ran {
+            failed.close(handle, CloseKind::Failed);
+        }
+    }
+}
+
+enum HookFailed {
+    /// The state moved to a new process: the hook must not run here.
+    GoingAway,
+    Call(CallError),
+    /// The call thread running it failed (logged there).
+    Thread(&'static str),
+}
+
+impl HookFailed {
+    /// The close frame a session gets for a failed hook.
+    fn close(self, handle: &SessionHandle, kind: CloseKind) {
+        match self {
+            HookFailed::GoingAway => handle.close(1001, GOING_AWAY, CloseKind::GoingAway),
+            HookFailed::Call(error @ CallError::Refused { .. }) => {
+                handle.close(1008, error.to_string(), kind)
+            }
+            HookFailed::Call(error) => handle.close(1011, error.to_string(), kind),
+            HookFailed::Thread(what) => {
+                handle.close(1011, format!("the call thread running {what} failed"), kind)
+            }
+        }
+    }
+}
+
+/// Runs one session hook like a call: through the upgrade gate, on the
+/// instance's turn, on a call thread.
+async fn hook(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    what: &'static str,
+    run: impl FnOnce(&hotswap::Engine, &str, &str) -> Result<(), CallError> + Send + 'static,
+) -> Result<(), HookFailed> {
+    let _open = daemon.gate.read().await;
+    if daemon.handed_over.get().is_some() {
+        return Err(HookFailed::GoingAway);
+    }
+    let turn = daemon.calls.turn(&handle.room.module, &handle.room.instance).await;
+    let running = daemon.clone();
+    let ran = daemon
+        .calls
+        .pool
+        .run_and_wait(move || turn.run(what, || run(&running.engine, turn.module(), turn.instance())).0)
+        .await;
+    match ran {
+        Some(result) => result.map_err(HookFailed::Call),
+        None => Err(HookFailed::Thread(what)),
+    }
+}
+
+/// Sends the queued frames in order; ends with a close frame.
+async fn write(
+    daemon: Arc<Daemon>,
+    handle: Arc<SessionHandle>,
+    mut sink: futures_util::stream::SplitSink<Stream, Message>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+) {
+    let mut closing = handle.closing.subscribe();
+    let ending: Closing = loop {
+        let next = tokio::select! {
+            biased;
+            ending = closing.wait_for(Option::is_some) => {
+                break ending.ok().and_then(|ending| ending.clone()).unwrap_or(Closing {
+                    code: 1000, reason: String::new(), kind: CloseKind::Dropped,
+                });
+            }
+            next = outgoing.recv() => next,
+        };
+        let message = match next {
+            Some(Outgoing::Frame(message)) => message,
+            Some(Outgoing::Close(reason)) => {
+                handle.close(1000, reason, CloseKind::Module);
+                continue;
+            }
+            None => continue,
+        };
+        // A client that does not read must not keep the close from going out.
+        let sent = tokio::select! {
+            sent = sink.send(message) => sent,
+            _ = closing.wait_for(Option::is_some) => continue,
+        };
+        if sent.is_err() {
+            handle.close(1006, "", CloseKind::Dropped);
+            continue;
+        }
+        daemon.sockets.messages_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    if ending.kind != CloseKind::Dropped && ending.kind != CloseKind::Client {
+        let frame = close_frame(ending.code, &ending.reason);
+        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+}

@@ -1,0 +1,392 @@
+//! WebSocket sessions (`[[socket]]`), end to end with a blocking
+//! tungstenite client on loopback, against the `room` test module (its
+//! hooks: `crates/test-modules/modules/room`).
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+use crate::{Daemon, Setup, modules};
+
+const ROOM_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+
+[[module]]
+name = "room"
+path = "modules/libroom.so"
+
+[[socket]]
+path = "/ws"
+module = "room"
+max_sessions = 8
+queue = 16
+tick = "20ms"
+
+# Room for every push of the ordering test's burst (3 clients x 150 messages,
+# each acked and broadcast to all three): its clients read only after sending.
+[[socket]]
+path = "/order"
+module = "room"
+queue = 4096
+tick = "20ms"
+
+[[socket]]
+path = "/lobby"
+module = "room"
+instance = "lobby"
+tick = "20ms"
+"#;
+
+type Client = WebSocket<TcpStream>;
+
+fn setup() -> Setup {
+    let setup = Setup::new(ROOM_CONFIG);
+    setup.install(modules::ROOM_V1, "libroom.so");
+    setup
+}
+
+/// Opens a session at `path` (with its query); panics with the log if refused.
+fn connect(daemon: &Daemon, path: &str) -> Client {
+    try_connect(daemon, path).unwrap_or_else(|err| panic!("connecting to {path}: {err}\n{}", daemon.log()))
+}
+
+fn try_connect(daemon: &Daemon, path: &str) -> Result<Client, tungstenite::Error> {
+    let stream = TcpStream::connect(daemon.public()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let url = format!("ws://{}{path}", daemon.public());
+    match tungstenite::client(url.as_str(), stream) {
+        Ok((client, _)) => Ok(client),
+        Err(tungstenite::HandshakeError::Failure(err)) => Err(err),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => panic!("a blocking handshake was interrupted"),
+    }
+}
+
+/// The next text frame.
+fn next_text(client: &mut Client) -> String {
+    loop {
+        match client.read().expect("a frame") {
+            Message::Text(text) => return text.as_str().to_owned(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until a text frame that `matches`, skipping the others.
+fn until(client: &mut Client, matches: impl Fn(&str) -> bool) -> String {
+    loop {
+        let text = next_text(client);
+        if matches(&text) {
+            return text;
+        }
+    }
+}
+
+/// Reads until the close frame; returns its code and reason.
+fn closed_with(client: &mut Client) -> (CloseCode, String) {
+    loop {
+        match client.read() {
+            Ok(Message::Close(Some(frame))) => return (frame.code, frame.reason.as_str().to_owned()),
+            Ok(Message::Close(None)) => panic!("a close frame without a code"),
+            Ok(_) => continue,
+            Err(err) => panic!("the connection ended without a close frame: {err}"),
+        }
+    }
+}
+
+fn send(client: &mut Client, text: &str) {
+    client.send(Message::text(text)).unwrap();
+}
+
+fn call(daemon: &Daemon, method: &str, instance: &str) -> String {
+    daemon.text("POST", &format!("/call/room/{method}?instance={instance}"), "")
+}
+
+fn sessions_status(daemon: &Daemon) -> serde_json::Value {
+    daemon.status()["sessions"].clone()
+}
+
+/// The session id from `joined N`.
+fn joined_id(client: &mut Client) -> u64 {
+    until(client, |text| text.starts_with("joined ")).trim_start_matches("joined ").parse().unwrap()
+}
+
+#[test]
+fn a_message_reaches_the_module_and_its_pushes_come_back() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut client = connect(&daemon, "/ws?instance=a");
+    let id = joined_id(&mut client);
+    send(&mut client, "hello");
+    assert_eq!(next_text(&mut client), "ack 1");
+    assert_eq!(next_text(&mut client), format!("{id}:1:hello"));
+    assert_eq!(call(&daemon, "sessions", "a"), format!("[{id}]"));
+    let status = sessions_status(&daemon);
+    assert_eq!(status["open"], 1, "{status}");
+    assert_eq!(status["rooms"][0]["instance"], "a");
+    // The module closes the session: 1000 with its reason, and on_leave ran.
+    send(&mut client, "close-me");
+    assert_eq!(closed_with(&mut client), (CloseCode::Normal, "bye".into()));
+    daemon.wait_for_status("the session to end", |status| status["sessions"]["open"] == 0);
+    assert_eq!(call(&daemon, "sessions", "a"), "[]", "on_leave ran");
+    assert_eq!(sessions_status(&daemon)["closes"]["module"], 1);
+}
+
+#[test]
+fn a_join_refused_by_the_module_closes_1008_with_its_reason() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut client = connect(&daemon, "/ws?instance=a&who=deny-me");
+    let (code, reason) = closed_with(&mut client);
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("this room turns away") && reason.contains("deny-me"), "{reason}");
+    assert!(reason.len() <= 123);
+    assert_eq!(call(&daemon, "sessions", "a"), "[]");
+    daemon
+        .wait_for_status("the refusal to be counted", |status| status["sessions"]["closes"]["refused"] == 1);
+}
+
+#[test]
+fn a_broadcast_reaches_every_session_of_the_instance_and_no_other() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut first = connect(&daemon, "/lobby");
+    let first_id = joined_id(&mut first);
+    let mut second = connect(&daemon, "/lobby?instance=ignored");
+    let second_id = joined_id(&mut second);
+    let mut elsewhere = connect(&daemon, "/ws?instance=elsewhere");
+    let elsewhere_id = joined_id(&mut elsewhere);
+    send(&mut second, "to everyone");
+    let expected = format!("{second_id}:1:to everyone");
+    assert_eq!(until(&mut first, |text| text.contains("everyone")), expected);
+    assert_eq!(until(&mut second, |text| text.contains("everyone")), expected);
+    // The other instance got nothing in between: its next frame is its own echo.
+    send(&mut elsewhere, "mine");
+    assert_eq!(next_text(&mut elsewhere), "ack 1");
+    assert_eq!(next_text(&mut elsewhere), format!("{elsewhere_id}:1:mine"));
+    assert_eq!(call(&daemon, "sessions", "lobby"), format!("[{first_id},{second_id}]"));
+}
+
+#[test]
+fn messages_of_a_session_reach_the_module_in_order_through_ten_swaps() {
+    let setup = setup();
+    let v2 = setup.install(modules::ROOM_V2, "libroom-2.so");
+    let v1 = setup.path("modules/libroom.so");
+    let daemon = setup.start();
+    const CLIENTS: usize = 3;
+    const MESSAGES: usize = 150;
+    let public = daemon.public();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(public).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let (mut client, _) =
+                    tungstenite::client(format!("ws://{public}/order?instance=order").as_str(), stream)
+                        .unwrap();
+                // Send everything at once: the daemon must keep the order.
+                for n in 0..MESSAGES {
+                    send(&mut client, &format!("c{c}-{n}"));
+                }
+                let mut seen = Vec::new();
+                while seen.len() < MESSAGES {
+                    let text = next_text(&mut client);
+                    // `ID:SEQ:BODY`, broadcast to the room: keep this client's own.
+                    let body = text.splitn(3, ':').nth(2).unwrap_or_default();
+                    if body.starts_with(&format!("c{c}-")) {
+                        seen.push(body.to_owned());
+                    }
+                }
+                // Kept open until the daemon's counts are checked.
+                (seen, client)
+            })
+        })
+        .collect();
+    for swap in 0..10 {
+        let file = if swap % 2 == 0 { &v2 } else { &v1 };
+        let body = format!("{{\"path\": {:?}}}", file.to_str().unwrap());
+        let (status, reply) = daemon.admin("POST", "/v1/modules/room/load", body.as_bytes()).unwrap();
+        assert_eq!(status, 200, "swap {swap}: {}", String::from_utf8_lossy(&reply));
+    }
+    let mut open = Vec::new();
+    for (c, client) in clients.into_iter().enumerate() {
+        let (seen, client) = client.join().unwrap();
+        open.push(client);
+        let sent: Vec<String> = (0..MESSAGES).map(|n| format!("c{c}-{n}")).collect();
+        assert_eq!(seen, sent, "client {c}: every message once, in order");
+    }
+    assert_eq!(call(&daemon, "seq", "order"), (CLIENTS * MESSAGES).to_string(), "none lost or run twice");
+    let status = sessions_status(&daemon);
+    assert_eq!(
+        (&status["open"], &status["closes"]),
+        (&3.into(), &serde_json::json!({})),
+        "none closed: {status}"
+    );
+}
+
+#[test]
+fn a_client_that_does_not_read_is_closed_and_the_room_keeps_serving() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut reader = connect(&daemon, "/ws?instance=slow");
+    let reader_id = joined_id(&mut reader);
+    let mut stalled = connect(&daemon, "/ws?instance=slow");
+    // `stalled` never reads again. Every message is broadcast to it; its
+    // queue (16) and the socket buffers fill, and the daemon closes it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = "x".repeat(16 * 1024);
+    let mut n = 0;
+    loop {
+        send(&mut reader, &body);
+        n += 1;
+        until(&mut reader, |text| text.starts_with(&format!("{reader_id}:")));
+        if sessions_status(&daemon)["closes"]["too_slow"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled session was not closed after {n} messages");
+    }
+    // The room still serves the reader, and the stalled session left.
+    send(&mut reader, "still here");
+    until(&mut reader, |text| text.ends_with(":still here"));
+    daemon.wait_for_status("the stalled session to leave", |status| status["sessions"]["open"] == 1);
+    let status = sessions_status(&daemon);
+    assert!(status["pushes_dropped"].as_u64().unwrap() >= 1, "{status}");
+    assert!(status["queue_depth_max"].as_u64().unwrap() >= 16, "{status}");
+    assert_eq!(call(&daemon, "sessions", "slow"), format!("[{reader_id}]"), "on_leave ran for it");
+    // What the stalled client finds when it reads at last: the close, with why.
+    stalled.get_mut().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let reason = loop {
+        match stalled.read() {
+            Ok(Message::Close(Some(frame))) => break Some(frame),
+            Ok(_) => continue,
+            // The close frame may not fit behind the unread frames.
+            Err(_) => break None,
+        }
+    };
+    if let Some(frame) = reason {
+        assert_eq!(frame.code, CloseCode::Policy);
+        assert!(frame.reason.contains("too slow: 16 messages queued"), "{}", frame.reason);
+    }
+}
+
+#[test]
+fn sessions_past_max_sessions_are_refused_with_503() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut open: Vec<Client> = (0..8).map(|_| connect(&daemon, "/ws?instance=full")).collect();
+    match try_connect(&daemon, "/ws?instance=full") {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("8 sessions open (its max_sessions)"), "{body}");
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|_| "a session")),
+    }
+    // Another endpoint has its own limit.
+    let _lobby = connect(&daemon, "/lobby");
+    // One leaves: one more fits.
+    open.pop().unwrap().close(None).unwrap();
+    daemon.wait_for_status("a session to end", |status| status["sessions"]["open"] == 8);
+    let _again = connect(&daemon, "/ws?instance=full");
+}
+
+#[test]
+fn ticks_reach_instances_with_sessions_and_continue_across_a_swap_once() {
+    let setup = setup();
+    let v2 = setup.install(modules::ROOM_V2, "libroom-2.so");
+    let daemon = setup.start();
+    // An instance without sessions gets no ticks.
+    assert_eq!(call(&daemon, "ticks", "quiet"), "0");
+    let mut client = connect(&daemon, "/ws?instance=ticking");
+    joined_id(&mut client);
+    let ticks = |daemon: &Daemon| call(daemon, "ticks", "ticking").parse::<u64>().unwrap();
+    let wait_ticks = |daemon: &Daemon, at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ticks(daemon) < at_least {
+            assert!(Instant::now() < deadline, "fewer than {at_least} ticks in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_ticks(&daemon, 5);
+    let body = format!("{{\"path\": {:?}}}", v2.to_str().unwrap());
+    let (status, reply) = daemon.admin("POST", "/v1/modules/room/load", body.as_bytes()).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(call(&daemon, "version", "ticking"), "2.0.0");
+    let before = ticks(&daemon);
+    let started = Instant::now();
+    wait_ticks(&daemon, before + 10);
+    std::thread::sleep(Duration::from_millis(500));
+    let (after, elapsed) = (ticks(&daemon), started.elapsed());
+    // One tick per 20 ms at most (never doubled by the swap), however late.
+    let most = elapsed.as_millis() as u64 / 20 + 2;
+    assert!(after - before <= most, "{} ticks in {elapsed:?}: more than one per 20 ms", after - before);
+    assert_eq!(call(&daemon, "ticks", "quiet"), "0", "still none without sessions");
+    let status = sessions_status(&daemon);
+    assert!(status["ticks"]["late_p99_ms"].is_number(), "{status}");
+    let metrics = String::from_utf8(daemon.admin("GET", "/metrics", b"").unwrap().1).unwrap();
+    assert!(metrics.contains("hotswap_tick_lateness_seconds{quantile=\"0.99\"}"), "{metrics}");
+    assert!(metrics.contains("hotswap_sessions{module=\"room\",instance=\"ticking\"} 1"), "{metrics}");
+}
+
+#[test]
+fn an_upgrade_closes_sessions_with_1001_and_keeps_the_state() {
+    let setup = setup();
+    let mut daemon = setup.start();
+    let mut client = connect(&daemon, "/ws?instance=kept");
+    let id = joined_id(&mut client);
+    send(&mut client, "before");
+    until(&mut client, |text| text.ends_with(":before"));
+    crate::upgrade::upgrade(&setup, &mut daemon);
+    let (code, reason) = closed_with(&mut client);
+    assert_eq!(code, CloseCode::Away);
+    assert!(reason.contains("going away"), "{reason}");
+    // The new process has the state; the client reconnects there.
+    assert_eq!(call(&daemon, "seq", "kept"), "1");
+    let mut again = connect(&daemon, "/ws?instance=kept");
+    joined_id(&mut again);
+    send(&mut again, "after");
+    assert_eq!(next_text(&mut again), "ack 2");
+    let _ = id;
+}
+
+#[test]
+fn a_stop_closes_sessions_with_1001_and_runs_on_leave() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut client = connect(&daemon, "/ws?instance=stopping");
+    joined_id(&mut client);
+    daemon.signal("TERM");
+    let (code, _) = closed_with(&mut client);
+    assert_eq!(code, CloseCode::Away);
+    assert!(daemon.stop().success());
+    // on_leave ran before the final save: the saved room has no session.
+    let daemon = setup.start();
+    assert_eq!(call(&daemon, "sessions", "stopping"), "[]");
+}
+
+#[test]
+fn the_sessions_command_lists_a_modules_sessions_per_instance() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut first = connect(&daemon, "/ws?instance=cli-a");
+    joined_id(&mut first);
+    let mut second = connect(&daemon, "/lobby");
+    joined_id(&mut second);
+    let output = setup.cli(&["sessions", "room"]);
+    let text = crate::stdout(&output);
+    assert!(output.status.success(), "{}", crate::stderr(&output));
+    let line =
+        |instance: &str| text.lines().find(|line| line.starts_with(instance)).map(str::split_whitespace);
+    assert_eq!(line("cli-a").map(Iterator::collect::<Vec<_>>), Some(vec!["cli-a", "1"]), "{text}");
+    assert_eq!(line("lobby").map(Iterator::collect::<Vec<_>>), Some(vec!["lobby", "1"]), "{text}");
+    assert!(text.contains("2 open"), "{text}");
+    let json = crate::json(&setup.cli(&["sessions", "room", "--json"]).stdout);
+    assert_eq!(json["rooms"].as_array().map(Vec::len), Some(2), "{json}");
+    let missing = setup.cli(&["sessions", "nope"]);
+    assert!(!missing.status.success());
+    assert!(crate::stderr(&missing).contains("module 'nope' is not loaded"), "{}", crate::stderr(&missing));
+}
