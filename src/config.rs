@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 mod socket;
 pub use socket::{SocketEndpoint, SocketInstance};
+mod static_dir;
+pub use static_dir::StaticDir;
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[[socket]]`: WebSocket endpoints on the public port (`config/socket.rs`).
     pub sockets: Vec<SocketEndpoint>,
+    /// `[[static]]`: folders served read-only on the public port (`config/static_dir.rs`).
+    pub statics: Vec<StaticDir>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +120,8 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default, rename = "socket")]
     sockets: Vec<socket::RawSocket>,
+    #[serde(default, rename = "static")]
+    statics: Vec<static_dir::RawStatic>,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +374,7 @@ impl Config {
         }
 
         let sockets = socket::parse(raw.sockets, &names, |path| routes.iter().any(|r| r.path == path))?;
+        let statics = static_dir::parse(raw.statics, resolve)?;
 
         // Modules load from the folders that hold the configured files, from
         // the `load_from` folders of routes, and from `allowed_dirs`.
@@ -400,6 +407,7 @@ impl Config {
             modules,
             routes,
             sockets,
+            statics,
         })
     }
 

@@ -101,7 +101,7 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     pub fn new(config: Config, store: StateStore) -> Daemon {
         let timers = crate::timers::Timers::default();
-        let sockets = Arc::new(crate::sockets::Sockets::default());
+        let sockets = Arc::new(crate::sockets::Sockets::new());
         let engine_config = hotswap::EngineConfig {
             on_earlier_timer: Some(timers.engine_wake()),
             on_push: Some(sockets.push_sink()),

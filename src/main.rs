@@ -35,6 +35,7 @@ mod public;
 mod serve;
 mod sockets;
 mod state;
+mod static_files;
 mod timers;
 mod upgrade;
 mod watch;

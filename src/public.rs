@@ -7,6 +7,7 @@
 //! | a `[[route]]` with `load_from` | swaps the module to `lib{name}.so` from that folder |
 //! | `GET /healthz` | 200 while serving, 503 once draining |
 //! | a `[[socket]]` path | a WebSocket session (`sockets.rs`) |
+//! | a path under a `[[static]]` prefix, no route | the folder's file (`static_files.rs`) |
 //!
 //! A module's error is 422 `{"error": ...}`, a panic 500, an unknown module
 //! or route 404, a body over `server.max_body` 413, one slower than
@@ -85,6 +86,12 @@ async fn route(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Response {
     }
     let same_path: Vec<_> = config.routes.iter().filter(|route| route.path == path).collect();
     let Some(route) = same_path.iter().find(|route| route.method == parts.method) else {
+        // A `[[static]]` folder serves what no route has.
+        if let (None, Some((dir, rest))) =
+            (same_path.first(), crate::static_files::find(&config.statics, path))
+        {
+            return crate::static_files::serve(dir, &parts.method, rest).await;
+        }
         if let Some(other) = same_path.first() {
             return http::error(405, format!("{path} takes {}", other.method));
         }

@@ -7,7 +7,12 @@
 //! | `sockets/session.rs` | one connection: handshake, join, messages, leave |
 //! | `sockets/ticks.rs` | `tick`: periodic `on_tick` of instances with sessions |
 //!
-//! A session id is unique in the process and never reused (a counter from 1).
+//! A session id is never reused, in this process or the ones before and
+//! after it across upgrades and restarts: ids count up from a first id made
+//! of the wall clock at start (see [`first_session_id`]). Module state
+//! carried over an upgrade may still name the old process's sessions (the
+//! old process cannot run their `on_leave` once the state moved); a new id
+//! never collides with one of them.
 //! The engine hands every call's pushes to [`Sockets::route`] while the
 //! instance is still locked, so pushes reach each session's queue in the
 //! order the instance made them. `route` only enqueues: each session's
@@ -186,6 +191,14 @@ pub fn close_frame(code: u16, reason: &str) -> CloseFrame {
 }
 
 impl Sockets {
+    /// No sessions yet; ids start after [`first_session_id`].
+    pub fn new() -> Sockets {
+        Sockets {
+            next_id: AtomicU64::new(first_session_id(std::time::SystemTime::now())),
+            ..Sockets::default()
+        }
+    }
+
     /// The engine's push sink: routes every push to its session queues.
     pub fn push_sink(self: &Arc<Self>) -> hotswap::PushSink {
         let sockets = Arc::downgrade(self);
@@ -383,6 +396,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Where a process started at `now` begins numbering sessions: microseconds
+/// since the Unix epoch, times 4096. A process started later begins higher,
+/// and an earlier one could only reach it by opening 4,096 sessions for
+/// every microsecond between the two starts — so ids never collide across
+/// an upgrade or a restart, unless the wall clock is set back between them.
+/// The product stays under 2^64 until the year 2109.
+pub fn first_session_id(now: std::time::SystemTime) -> u64 {
+    let micros = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros());
+    u64::try_from(micros.saturating_mul(4096)).unwrap_or(u64::MAX / 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,13 +424,21 @@ mod tests {
 
     #[test]
     fn session_ids_are_never_reused_and_endpoints_stay_within_max_sessions() {
-        let sockets = Sockets::default();
+        let sockets = Sockets::new();
         let (first, _rx1) = sockets.open("/ws", 2, room("a"), 4).unwrap();
         let (second, _rx2) = sockets.open("/ws", 2, room("a"), 4).unwrap();
         assert_eq!(sockets.open("/ws", 2, room("a"), 4).unwrap_err(), Full { max_sessions: 2 });
         sockets.remove(&first, CloseKind::Client);
         let (third, _rx3) = sockets.open("/ws", 2, room("b"), 4).unwrap();
         assert!(third.id > second.id && second.id > first.id, "ids only grow");
+        // A process started later numbers above this one's.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = Sockets::new();
+        let (next_process, _rx4) = later.open("/ws", 2, room("a"), 4).unwrap();
+        assert!(next_process.id > third.id, "{} after {}", next_process.id, third.id);
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let one_us_later = start + std::time::Duration::from_micros(1);
+        assert_eq!(first_session_id(one_us_later) - first_session_id(start), 4096);
         let mut instances = sockets.instances_of("room");
         instances.sort();
         assert_eq!(instances, ["a", "b"]);

@@ -131,6 +131,7 @@ fn main() {
 
     println!("cargo:rerun-if-changed=modules");
     println!("cargo:rerun-if-changed=../../examples/game/game1");
+    println!("cargo:rerun-if-changed=../../examples/game/arena.rs");
     println!("cargo:rerun-if-changed=../../examples/game/game2");
     println!("cargo:rerun-if-changed=../../examples/chat");
     println!("cargo:rerun-if-changed=../module");

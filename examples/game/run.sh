@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The game demo: builds the daemon and both versions of the game module,
 # puts the modules in examples/game/modules/, starts the daemon, runs a
-# 10-second tour (players score nonstop while the daemon process is replaced
-# and the game's code swapped; it checks that nothing was lost), shows what
+# 10-second tour (players score nonstop over HTTP and bots play over WebSockets
+# while the daemon process is replaced and the game's code swapped; it checks
+# that nothing was lost and no session was dropped by the swap), shows what
 # to try, and keeps serving until Ctrl-C (which stops the daemon; it saves
 # the state). `run.sh --no-tour` skips the tour.
 set -euo pipefail
@@ -49,6 +50,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 echo "The game demo serves on http://127.0.0.1:8080 (its log: $log)."
+echo "Play it in a browser: http://127.0.0.1:8080/"
 
 if [ "${1:-}" != "--no-tour" ]; then
     "$target/release/game-tour" 127.0.0.1:8080 "$hotswap" "$config" || stop 1
@@ -56,14 +58,16 @@ fi
 
 cat <<TRY
 
-Try it yourself, in another terminal:
+Play it in a browser at http://127.0.0.1:8080/ (arrow keys move you), or in
+another terminal:
 
   curl -w '\n' 127.0.0.1:8080/hello
   curl -w '\n' -d '{"name": "alice"}' 127.0.0.1:8080/join
   curl -w '\n' -d '{"name": "alice", "points": 120}' 127.0.0.1:8080/score
   curl -w '\n' 127.0.0.1:8080/state
 
-Swap the game's code (game1 <-> game2, a different state layout), keeping the state:
+Swap the game's code (game1 <-> game2, a different state layout), keeping the
+state and every open WebSocket session (the page shows the new version):
 
   curl -w '\n' '127.0.0.1:8080/load?name=game1'
   curl -w '\n' 127.0.0.1:8080/hello

@@ -8,7 +8,7 @@ const HELLO_1001: &str =
 const HELLO_1002: &str =
     r#""hello test, this is hotswap test!, version=1002, name=game2, oldversion=1001, oldName=game1""#;
 
-fn game_setup() -> Setup {
+pub(crate) fn game_setup() -> Setup {
     let shipped = include_str!("../../examples/game/hotswap.toml");
     let config = shipped
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")

@@ -3,9 +3,11 @@
 //! it over HTTP, its admin socket and the CLI, and stops it by its pid.
 
 mod admin;
+mod browser;
 mod cli;
 mod dry_run;
 mod game;
+mod game_sessions;
 mod handover;
 mod http_front;
 mod instances;
@@ -17,6 +19,7 @@ mod restart;
 mod saves;
 mod sockets;
 mod state;
+mod static_files;
 mod stuck_calls;
 mod swap_status;
 mod timers;

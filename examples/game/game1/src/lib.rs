@@ -19,8 +19,12 @@
 
 use std::collections::BTreeMap;
 
-use hotswap_module::{Module, ModuleError, Previous};
+use hotswap_module::{Context, Module, ModuleError, Previous, Session};
 use serde::{Deserialize, Serialize};
+
+#[path = "../../arena.rs"]
+mod arena;
+use arena::{Arena, Command, Event, JoinRequest, Tick};
 
 /// The name `hello` shows. `Module::NAME` stays "game" in every version.
 const DISPLAY_NAME: &str = "game1";
@@ -33,11 +37,19 @@ pub struct Game {
     hits: u64,
     /// Player name to score.
     players: BTreeMap<String, u64>,
+    /// Who plays over a WebSocket session, and where (`arena.rs`).
+    arena: Arena,
 }
 
 impl Default for Game {
     fn default() -> Self {
-        Game { old_version: "0".into(), old_name: String::new(), hits: 0, players: BTreeMap::new() }
+        Game {
+            old_version: "0".into(),
+            old_name: String::new(),
+            hits: 0,
+            players: BTreeMap::new(),
+            arena: Arena::default(),
+        }
     }
 }
 
@@ -81,6 +93,7 @@ struct Layout2 {
     old_name: String,
     hits: u64,
     players: Vec<Layout2Player>,
+    arena: Arena,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +119,7 @@ impl Game {
                     old_name: "game2".into(),
                     hits: newer.hits,
                     players,
+                    arena: newer.arena,
                 })
             }
             Some(other) => Err(cannot_read(&previous, &format!("layout {other}"))),
@@ -145,6 +159,88 @@ impl Game {
     pub fn state(&self) -> State<'_> {
         State { version: Self::VERSION, name: DISPLAY_NAME, game: self }
     }
+
+    // The session hooks: players over `GET /ws/game?instance=arena&name=ana`.
+
+    /// Seats the player (who joins the game with 0 points if new) and
+    /// welcomes the session with its id and the version serving it.
+    fn on_join(&mut self, ctx: &mut Context, session: Session, join: JoinRequest) -> Result<(), ModuleError> {
+        let name = join.name;
+        check_player_name(&name)?;
+        self.arena.join(session.id(), &name);
+        self.players.entry(name.clone()).or_insert(0);
+        let welcome = Event::Welcome {
+            session: session.id(),
+            name: &name,
+            version: Self::VERSION,
+            served_by: DISPLAY_NAME,
+        };
+        ctx.send_json(session, &welcome)
+    }
+
+    fn on_message(
+        &mut self,
+        ctx: &mut Context,
+        session: Session,
+        command: Command,
+    ) -> Result<(), ModuleError> {
+        let name = self.arena.avatar(session.id())?.name.clone();
+        let points = match command {
+            Command::Move { dx, dy, .. } => self.arena.step(session.id(), dx, dy)?,
+            Command::Score { points, .. } => points,
+            Command::Ping { .. } => 0,
+        };
+        if points > 0 {
+            self.score(Score { name, points })?;
+        }
+        self.arena.avatar(session.id())?.acked += 1;
+        match command.seq() {
+            Some(seq) => ctx.send_json(session, &Event::Ack { seq }),
+            None => Ok(()),
+        }
+    }
+
+    fn on_leave(&mut self, ctx: &mut Context, session: Session) -> Result<(), ModuleError> {
+        match self.arena.sessions.remove(&session.id()) {
+            Some(avatar) => ctx.broadcast_json(&Event::Left { session: session.id(), name: &avatar.name }),
+            None => Ok(()),
+        }
+    }
+
+    /// Shows every session the board, the scores and who serves.
+    fn on_tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        self.arena.ticks += 1;
+        let players = self
+            .arena
+            .sessions
+            .iter()
+            .map(|(session, avatar)| PlayerView {
+                session: *session,
+                name: &avatar.name,
+                x: avatar.at.x,
+                y: avatar.at.y,
+                score: self.players.get(&avatar.name).copied().unwrap_or(0),
+            })
+            .collect();
+        ctx.broadcast_json(&Tick {
+            kind: "tick",
+            version: Self::VERSION,
+            served_by: DISPLAY_NAME,
+            tick: self.arena.ticks,
+            coin: self.arena.coin,
+            players,
+        })
+    }
+}
+
+/// One player on the board, in a tick.
+#[derive(Debug, Serialize)]
+struct PlayerView<'a> {
+    session: u64,
+    name: &'a str,
+    x: i32,
+    y: i32,
+    score: u64,
 }
 
 /// The refusal of a snapshot `migrate` does not know.

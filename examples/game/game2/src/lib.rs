@@ -12,8 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use hotswap_module::{Module, ModuleError, Previous};
+use hotswap_module::{Context, Module, ModuleError, Previous, Session};
 use serde::{Deserialize, Serialize};
+
+#[path = "../../arena.rs"]
+mod arena;
+use arena::{Arena, Command, Event, JoinRequest, Tick};
 
 /// The name `hello` shows. `Module::NAME` stays "game" in every version.
 const DISPLAY_NAME: &str = "game2";
@@ -26,11 +30,19 @@ pub struct Game {
     hits: u64,
     /// In the order they joined.
     players: Vec<Player>,
+    /// Who plays over a WebSocket session, and where (`arena.rs`).
+    arena: Arena,
 }
 
 impl Default for Game {
     fn default() -> Self {
-        Game { old_version: "0".into(), old_name: String::new(), hits: 0, players: Vec::new() }
+        Game {
+            old_version: "0".into(),
+            old_name: String::new(),
+            hits: 0,
+            players: Vec::new(),
+            arena: Arena::default(),
+        }
     }
 }
 
@@ -88,6 +100,7 @@ struct Layout1 {
     old_name: String,
     hits: u64,
     players: BTreeMap<String, u64>,
+    arena: Arena,
 }
 
 #[hotswap_module::module(name = "game", version = "1002", layout = 2)]
@@ -105,6 +118,7 @@ impl Game {
                     old_name: "game1".into(),
                     hits: older.hits,
                     players: players.collect(),
+                    arena: older.arena,
                 })
             }
             Some(other) => Err(cannot_read(&previous, &format!("layout {other}"))),
@@ -148,6 +162,95 @@ impl Game {
     pub fn state(&self) -> State<'_> {
         State { version: Self::VERSION, name: DISPLAY_NAME, game: self }
     }
+
+    // The session hooks: players over `GET /ws/game?instance=arena&name=ana`.
+
+    /// Seats the player (who joins the game with 0 points if new) and
+    /// welcomes the session with its id and the version serving it.
+    fn on_join(&mut self, ctx: &mut Context, session: Session, join: JoinRequest) -> Result<(), ModuleError> {
+        let name = join.name;
+        check_player_name(&name)?;
+        self.arena.join(session.id(), &name);
+        if !self.players.iter().any(|player| player.name == name) {
+            self.players.push(Player::new(name.clone(), 0));
+        }
+        let welcome = Event::Welcome {
+            session: session.id(),
+            name: &name,
+            version: Self::VERSION,
+            served_by: DISPLAY_NAME,
+        };
+        ctx.send_json(session, &welcome)
+    }
+
+    fn on_message(
+        &mut self,
+        ctx: &mut Context,
+        session: Session,
+        command: Command,
+    ) -> Result<(), ModuleError> {
+        let name = self.arena.avatar(session.id())?.name.clone();
+        let points = match command {
+            Command::Move { dx, dy, .. } => self.arena.step(session.id(), dx, dy)?,
+            Command::Score { points, .. } => points,
+            Command::Ping { .. } => 0,
+        };
+        if points > 0 {
+            self.score(Score { name, points })?;
+        }
+        self.arena.avatar(session.id())?.acked += 1;
+        match command.seq() {
+            Some(seq) => ctx.send_json(session, &Event::Ack { seq }),
+            None => Ok(()),
+        }
+    }
+
+    fn on_leave(&mut self, ctx: &mut Context, session: Session) -> Result<(), ModuleError> {
+        match self.arena.sessions.remove(&session.id()) {
+            Some(avatar) => ctx.broadcast_json(&Event::Left { session: session.id(), name: &avatar.name }),
+            None => Ok(()),
+        }
+    }
+
+    /// Shows every session the board, the scores and levels, and who serves.
+    fn on_tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        self.arena.ticks += 1;
+        let players = self
+            .arena
+            .sessions
+            .iter()
+            .map(|(session, avatar)| {
+                let player = self.players.iter().find(|player| player.name == avatar.name);
+                PlayerView {
+                    session: *session,
+                    name: &avatar.name,
+                    x: avatar.at.x,
+                    y: avatar.at.y,
+                    score: player.map_or(0, |player| player.score),
+                    level: player.map_or(1, |player| player.level),
+                }
+            })
+            .collect();
+        ctx.broadcast_json(&Tick {
+            kind: "tick",
+            version: Self::VERSION,
+            served_by: DISPLAY_NAME,
+            tick: self.arena.ticks,
+            coin: self.arena.coin,
+            players,
+        })
+    }
+}
+
+/// One player on the board, in a tick: game2 shows the level too.
+#[derive(Debug, Serialize)]
+struct PlayerView<'a> {
+    session: u64,
+    name: &'a str,
+    x: i32,
+    y: i32,
+    score: u64,
+    level: u64,
 }
 
 /// Level 1 from 0 points, one more every 100 points.

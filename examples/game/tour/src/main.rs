@@ -8,7 +8,14 @@
 //! player, and the answers must account for every acknowledged point: no
 //! update lost, no request failed. It exits non-zero otherwise.
 //!
+//! Beside them, four bots play over WebSocket sessions (`bots.rs`): every
+//! move they send must be acknowledged in order, and every bot's session
+//! must stay open through the swap; the sessions closed by the upgrade
+//! (1001, until sessions are handed over) are counted as reconnects.
+//!
 //! Arguments: the daemon's address, the `hotswap` binary, the config file.
+
+mod bots;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PLAYERS: usize = 8;
+const BOTS: usize = 4;
 
 /// What one player saw.
 #[derive(Default)]
@@ -62,9 +70,13 @@ fn main() -> ExitCode {
         })
         .collect();
 
-    println!("   time  game            pid   scores/s  failed");
+    let bots_stop = Arc::new(AtomicBool::new(false));
+    let moves = Arc::new(AtomicU64::new(0));
+    let bots = bots::start(address, BOTS, &bots_stop, &moves);
+
+    println!("   time  game            pid   scores/s  failed   moves/s");
     let started = Instant::now();
-    let mut last = 0;
+    let (mut last, mut last_moves) = (0, 0);
     let hotswap_cli = |args: &[&str]| -> String {
         let output = Command::new(hotswap).arg("--config").arg(config).args(args).output();
         match output {
@@ -82,14 +94,16 @@ fn main() -> ExitCode {
         let scores = shared.scores.load(Relaxed);
         let game =
             get(address, "/hello").map(|hello| game_of(&hello)).unwrap_or_else(|err| format!("({err})"));
+        let moved = moves.load(Relaxed);
         println!(
-            "  {:>4}s  {game:<14} {:>6} {:>10} {:>7}",
+            "  {:>4}s  {game:<14} {:>6} {:>10} {:>7} {:>9}",
             second,
             shared.serving_pid.load(Relaxed),
             group(scores - last),
-            shared.failures.lock().unwrap().len()
+            shared.failures.lock().unwrap().len(),
+            group(moved - last_moves)
         );
-        last = scores;
+        (last, last_moves) = (scores, moved);
         match second {
             3 => println!("  >> replace the daemon process: {}", hotswap_cli(&["upgrade"])),
             6 => println!(
@@ -100,10 +114,16 @@ fn main() -> ExitCode {
         }
     }
     shared.stop.store(true, Relaxed);
+    bots_stop.store(true, Relaxed);
     for thread in threads {
         let _ = thread.join();
     }
-    verify(&shared)
+    let reports: Vec<bots::BotReport> = bots.into_iter().filter_map(|bot| bot.join().ok()).collect();
+    let bots_ok = reports.len() == BOTS && bots::verify(&reports);
+    match (verify(&shared), bots_ok) {
+        (ExitCode::SUCCESS, true) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// One player: joins, then scores a point at a time until told to stop.

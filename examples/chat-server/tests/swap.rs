@@ -1,0 +1,256 @@
+//! The chat server end to end: its binary on an ephemeral loopback port,
+//! WebSocket clients of the `room` test module (see its hooks in
+//! crates/test-modules/modules/room), and a swap from ROOM_V1 to ROOM_V2 by
+//! SIGHUP while they talk.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tungstenite::{Message, WebSocket};
+
+/// Generous: the machine may be loaded; nothing here waits this long when it works.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The server binary, killed (by its own pid) when dropped.
+struct Server {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    address: String,
+    /// The server's `loaded MODULE VERSION ..` line.
+    loaded: String,
+}
+
+impl Server {
+    fn start(module_file: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["room".as_ref(), module_file.as_os_str(), "0".as_ref()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start chat-server");
+        let (lines, stdout) = mpsc::channel();
+        let pipe = BufReader::new(child.stdout.take().expect("piped stdout"));
+        thread::spawn(move || pipe.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
+        let mut server = Server { child, stdout, address: String::new(), loaded: String::new() };
+        server.loaded = server.line_starting("loaded ");
+        let listening = server.line_starting("listening on ");
+        server.address = listening.trim_start_matches("listening on ").to_owned();
+        server
+    }
+
+    /// The next stdout line that starts with `prefix`, skipping others.
+    fn line_starting(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line =
+                self.stdout.recv_timeout(left).unwrap_or_else(|_| panic!("no line {prefix:?} on stdout"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    fn hang_up(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet waited for.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP to the server");
+    }
+
+    fn connect(&self, path_and_query: &str) -> WebSocket<TcpStream> {
+        let tcp = TcpStream::connect(&self.address).expect("connect to the server");
+        tcp.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+        let url = format!("ws://{}/{path_and_query}", self.address);
+        tungstenite::client(url, tcp).expect("WebSocket handshake").0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next text message; anything else (a close above all) fails the test.
+fn next_text(socket: &mut WebSocket<TcpStream>) -> String {
+    match socket.read().expect("the session stays open") {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// One client: its session id (from the room's `joined ID`) and every
+/// message it received, in order.
+struct Client {
+    socket: WebSocket<TcpStream>,
+    id: u64,
+    seen: Vec<String>,
+}
+
+impl Client {
+    fn join(server: &Server, room: &str) -> Client {
+        let mut socket = server.connect(room);
+        let joined = next_text(&mut socket);
+        let id = joined.strip_prefix("joined ").and_then(|id| id.parse().ok()).expect("`joined ID` first");
+        Client { socket, id, seen: vec![joined] }
+    }
+
+    /// Sends `text` and reads up to the room's `ack SEQ` for it.
+    fn say(&mut self, text: &str) -> u64 {
+        self.socket.send(Message::text(text)).expect("send");
+        loop {
+            let message = next_text(&mut self.socket);
+            let ack = message.strip_prefix("ack ").map(|seq| seq.parse().expect("ack SEQ"));
+            self.seen.push(message);
+            if let Some(seq) = ack {
+                return seq;
+            }
+        }
+    }
+
+    /// Reads until the room's message number `last` arrived.
+    fn read_through(&mut self, last: u64) {
+        while !self.seen.iter().any(|message| numbered(message).is_some_and(|(_, seq, _)| seq == last)) {
+            let message = next_text(&mut self.socket);
+            self.seen.push(message);
+        }
+    }
+}
+
+/// A room broadcast `SENDER:SEQ:TEXT`.
+fn numbered(message: &str) -> Option<(u64, u64, &str)> {
+    let mut parts = message.splitn(3, ':');
+    let sender = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    Some((sender, seq, parts.next()?))
+}
+
+#[test]
+fn sessions_stay_open_and_in_order_through_a_swap_and_the_new_version_serves() {
+    const CLIENTS: usize = 4;
+    const PER_PHASE: usize = 25;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join("libroom.so");
+    std::fs::copy(hotswap_test_modules::ROOM_V1, &file).expect("copy ROOM_V1");
+    let server = Server::start(&file);
+    assert!(server.loaded.starts_with("loaded room 1.0.0"), "{}", server.loaded);
+
+    let clients: Vec<Client> = (0..CLIENTS).map(|_| Client::join(&server, "hall?name=x")).collect();
+    // Each client talks in two phases; the swap happens during the first.
+    let started = Arc::new(Barrier::new(CLIENTS + 1));
+    let swapped = Arc::new(Barrier::new(CLIENTS + 1));
+    let talkers: Vec<_> = (clients.into_iter().enumerate())
+        .map(|(c, mut client)| {
+            let (started, swapped) = (started.clone(), swapped.clone());
+            thread::spawn(move || {
+                started.wait();
+                let mut acks = Vec::new();
+                for phase in 0..2 {
+                    acks.extend((0..PER_PHASE).map(|m| client.say(&format!("c{c}-p{phase}-m{m}"))));
+                    if phase == 0 {
+                        swapped.wait();
+                    }
+                }
+                (client, acks)
+            })
+        })
+        .collect();
+
+    // Under way while the clients talk: a new build over the file, then SIGHUP.
+    started.wait();
+    let staged = dir.path().join("libroom.so.new");
+    std::fs::copy(hotswap_test_modules::ROOM_V2, &staged).expect("copy ROOM_V2");
+    std::fs::rename(&staged, &file).expect("replace the module file");
+    server.hang_up();
+    let swap = server.line_starting("swap");
+    assert!(swap.starts_with("swapped room 1.0.0 -> 2.0.0"), "{swap}");
+    swapped.wait();
+
+    let mut done: Vec<(Client, Vec<u64>)> =
+        talkers.into_iter().map(|t| t.join().expect("client thread")).collect();
+    let total = (CLIENTS * PER_PHASE * 2) as u64;
+    for (c, (client, acks)) in done.iter_mut().enumerate() {
+        client.read_through(total);
+        // Every message of the room, once each, in the room's order.
+        let numbers: Vec<&str> =
+            client.seen.iter().filter_map(|m| numbered(m)).map(|(_, _, text)| text).collect();
+        let seqs: Vec<u64> = client.seen.iter().filter_map(|m| numbered(m)).map(|(_, seq, _)| seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=total).collect::<Vec<_>>(),
+            "client {c} saw the room's messages out of order or not all"
+        );
+        // Its own, in the order it sent them, each acknowledged with its number.
+        let own: Vec<(u64, &str)> = (client.seen.iter().filter_map(|m| numbered(m)))
+            .filter(|(sender, _, _)| *sender == client.id)
+            .map(|(_, seq, text)| (seq, text))
+            .collect();
+        let sent: Vec<String> =
+            (0..2).flat_map(|p| (0..PER_PHASE).map(move |m| format!("c{c}-p{p}-m{m}"))).collect();
+        assert_eq!(own.iter().map(|(_, text)| *text).collect::<Vec<_>>(), sent, "client {c}'s own messages");
+        assert_eq!(own.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), *acks, "client {c}'s acks");
+        assert_eq!(numbers.len() as u64, total);
+    }
+    // The sessions are still open, on 2.0.0: one more round trip each, and a leave others see.
+    for (client, _) in &mut done {
+        client.say("after");
+    }
+    let (mut leaving, _) = done.pop().expect("a client");
+    leaving.socket.close(None).expect("close");
+    let left = format!("left {}", leaving.id);
+    for (client, _) in &mut done {
+        while next_text(&mut client.socket) != left {}
+    }
+}
+
+#[test]
+fn a_refused_join_is_closed_with_1008_and_the_modules_reason() {
+    let server = Server::start(std::path::Path::new(hotswap_test_modules::ROOM_V1));
+    let mut socket = server.connect("hall?deny");
+    match socket.read() {
+        Ok(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert!(frame.reason.contains("this room turns away"), "{}", frame.reason);
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_and_does_not_stall_its_room() {
+    const FLOOD: usize = 600;
+    let server = Server::start(std::path::Path::new(hotswap_test_modules::ROOM_V1));
+    let slow = Client::join(&server, "flood");
+    let mut fast = Client::join(&server, "flood");
+    // 600 messages of 60 KB to both: far past the slow client's queue (256)
+    // plus what the kernel buffers on loopback. The fast one gets each ack.
+    let big = "x".repeat(60 << 10);
+    for _ in 0..FLOOD {
+        fast.say(&big);
+        fast.seen.retain(|message| message.starts_with("left "));
+    }
+    // The slow session is closed (its writer gives up) and leaves the room.
+    let left = format!("left {}", slow.id);
+    while !fast.seen.contains(&left) {
+        let message = next_text(&mut fast.socket);
+        fast.seen.push(message);
+    }
+    fast.say("still here");
+
+    // The slow client gets part of the flood, then its session ends.
+    let mut slow = slow.socket;
+    let mut received = 0;
+    let ended = loop {
+        match slow.read() {
+            Ok(Message::Text(_)) => received += 1,
+            Ok(other) => break format!("{other:?}"),
+            Err(error) => break error.to_string(),
+        }
+    };
+    assert!(!ended.contains("timed out") && !ended.contains("would block"), "{ended}");
+    assert!(received < FLOOD, "the slow client got all {received} messages: nothing was cut off");
+}
