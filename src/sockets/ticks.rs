@@ -8,7 +8,10 @@
 //! such instance, as a call of its own (upgrade gate, the instance's turn,
 //! a call thread). A tick whose instance has not finished the previous
 //! one is skipped and counted, never queued: a slow instance falls behind
-//! by skipping, and holds no more than one tick. Instances without sessions
+//! by skipping, and holds no more than one tick. When the task itself is
+//! late by whole periods (a loaded machine), those periods are skipped for
+//! every instance and counted the same way, so `skipped` accounts for every
+//! tick that did not run. Instances without sessions
 //! get no ticks; the period is read at start (a reload does not change it).
 
 use std::collections::{HashSet, VecDeque};
@@ -73,7 +76,7 @@ impl TickStats {
             ("hotswap_ticks_failed_total", "Ticks that returned an error or panicked.", status.failed),
             (
                 "hotswap_ticks_skipped_total",
-                "Ticks skipped: the instance's previous one still ran.",
+                "Ticks that did not run: the instance's previous one still ran, or the tick task was late by whole periods.",
                 status.skipped,
             ),
         ] {
@@ -113,12 +116,18 @@ async fn run(daemon: Arc<Daemon>, module: String, period: Duration) {
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut last_due = None;
     loop {
         let due = tokio::select! {
             due = every.tick() => due,
             _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => return,
         };
-        for instance in daemon.sockets.instances_of(&module) {
+        let instances = daemon.sockets.instances_of(&module);
+        if let Some(last) = last_due.replace(due) {
+            let missed = missed_periods(last, due, period).saturating_mul(instances.len() as u64);
+            daemon.sockets.ticks.skipped.fetch_add(missed, Relaxed);
+        }
+        for instance in instances {
             if !lock(&running).insert(instance.clone()) {
                 daemon.sockets.ticks.skipped.fetch_add(1, Relaxed);
                 continue;
@@ -126,6 +135,14 @@ async fn run(daemon: Arc<Daemon>, module: String, period: Duration) {
             tokio::spawn(tick(daemon.clone(), module.clone(), instance, due, running.clone()));
         }
     }
+}
+
+/// The whole periods between two ticks the interval gave (it skips the
+/// periods it was too late for, so `due` is `last` plus a whole number of
+/// periods): none when it kept time.
+fn missed_periods(last: Instant, due: Instant, period: Duration) -> u64 {
+    let periods = due.saturating_duration_since(last).as_nanos() / period.as_nanos().max(1);
+    u64::try_from(periods.saturating_sub(1)).unwrap_or(u64::MAX)
 }
 
 /// One tick of one instance.
@@ -178,6 +195,15 @@ impl Drop for Done {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_the_tick_task_was_too_late_for_are_counted() {
+        let start = Instant::now();
+        let period = Duration::from_millis(50);
+        assert_eq!(missed_periods(start, start + period, period), 0, "on time");
+        assert_eq!(missed_periods(start, start + period * 4, period), 3);
+        assert_eq!(missed_periods(start, start, period), 0);
+    }
 
     #[test]
     fn tick_lateness_percentiles_cover_the_last_ticks_only() {
