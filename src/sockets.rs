@@ -9,7 +9,7 @@
 //!
 //! A session id is never reused, in this process or the ones before and
 //! after it across upgrades and restarts: ids count up from a first id made
-//! of the wall clock at start (see [`first_session_id`]). Module state
+//! of the wall clock at start (see [`first_session_id`]), below 2^53. Module state
 //! carried over an upgrade may still name the old process's sessions (the
 //! old process cannot run their `on_leave` once the state moved); a new id
 //! never collides with one of them.
@@ -396,15 +396,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Where a process started at `now` begins numbering sessions: microseconds
-/// since the Unix epoch, times 4096. A process started later begins higher,
-/// and an earlier one could only reach it by opening 4,096 sessions for
-/// every microsecond between the two starts — so ids never collide across
-/// an upgrade or a restart, unless the wall clock is set back between them.
-/// The product stays under 2^64 until the year 2109.
+/// Where a process started at `now` begins numbering sessions:
+/// milliseconds since the Unix epoch, times 2048. A process started later
+/// begins higher, and an earlier one could only reach it by opening 2,048
+/// sessions for every millisecond between the two starts — so ids never
+/// collide across an upgrade or a restart, unless the wall clock is set back
+/// between them. Ids stay under 2^53 (until the year 2109), so JSON readers
+/// that hold numbers as doubles (a browser) read them exactly.
 pub fn first_session_id(now: std::time::SystemTime) -> u64 {
-    let micros = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros());
-    u64::try_from(micros.saturating_mul(4096)).unwrap_or(u64::MAX / 2)
+    let millis = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis());
+    u64::try_from(millis.saturating_mul(2048)).unwrap_or(1 << 52)
 }
 
 #[cfg(test)]
@@ -432,13 +433,14 @@ mod tests {
         let (third, _rx3) = sockets.open("/ws", 2, room("b"), 4).unwrap();
         assert!(third.id > second.id && second.id > first.id, "ids only grow");
         // A process started later numbers above this one's.
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(std::time::Duration::from_millis(3));
         let later = Sockets::new();
         let (next_process, _rx4) = later.open("/ws", 2, room("a"), 4).unwrap();
         assert!(next_process.id > third.id, "{} after {}", next_process.id, third.id);
         let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        let one_us_later = start + std::time::Duration::from_micros(1);
-        assert_eq!(first_session_id(one_us_later) - first_session_id(start), 4096);
+        let one_ms_later = start + std::time::Duration::from_millis(1);
+        assert_eq!(first_session_id(one_ms_later) - first_session_id(start), 2048);
+        assert!(first_session_id(start) < 1 << 53, "exact as a JSON number in a browser");
         let mut instances = sockets.instances_of("room");
         instances.sort();
         assert_eq!(instances, ["a", "b"]);
