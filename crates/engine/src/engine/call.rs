@@ -59,11 +59,24 @@ impl Engine {
         method: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, CallError> {
+        self.invoke(module, instance, Invocation::Method { method, payload })
+    }
+
+    /// Runs `what` (a method or a session hook, sessions.rs) on instance
+    /// `instance` of `module`, creating it if it does not exist and looking
+    /// it up again if it is removed between the lookup and the lock.
+    #[inline]
+    pub(super) fn invoke(
+        &self,
+        module: &str,
+        instance: &str,
+        what: Invocation<'_>,
+    ) -> Result<Vec<u8>, CallError> {
         let modules = self.modules.load();
         let entry = modules.get(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
         loop {
             let found = entry.instance(instance)?;
-            match entry.call_instance(&found, method, payload, None) {
+            match entry.invoke_instance(&found, what, None) {
                 // Removed between the lookup and the lock: look up again.
                 Err(error) if matches!(*error, CallError::InstanceRemoved { .. }) => continue,
                 outcome => return outcome.map(Option::unwrap_or_default).map_err(|error| *error),

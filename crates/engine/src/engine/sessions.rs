@@ -26,7 +26,7 @@ impl Engine {
         session: u64,
         request: &[u8],
     ) -> Result<(), CallError> {
-        self.invoke(module, instance, Invocation::Join { session, request })
+        self.invoke(module, instance, Invocation::Join { session, request }).map(drop)
     }
 
     /// A message from `session` to its instance, for the module's `on_message`.
@@ -37,31 +37,17 @@ impl Engine {
         session: u64,
         message: &[u8],
     ) -> Result<(), CallError> {
-        self.invoke(module, instance, Invocation::Message { session, message })
+        self.invoke(module, instance, Invocation::Message { session, message }).map(drop)
     }
 
     /// `session` left its instance; the module's `on_leave` runs. Call it
     /// once for every session whose join was accepted.
     pub fn session_leave(&self, module: &str, instance: &str, session: u64) -> Result<(), CallError> {
-        self.invoke(module, instance, Invocation::Leave { session })
+        self.invoke(module, instance, Invocation::Leave { session }).map(drop)
     }
 
     /// One tick of `instance`: the module's `on_tick`.
     pub fn tick(&self, module: &str, instance: &str) -> Result<(), CallError> {
-        self.invoke(module, instance, Invocation::Tick)
-    }
-
-    /// Runs `what` on the instance as [`Engine::call`] runs a method.
-    fn invoke(&self, module: &str, instance: &str, what: Invocation<'_>) -> Result<(), CallError> {
-        let modules = self.modules.load();
-        let entry = modules.get(module).ok_or_else(|| CallError::UnknownModule { module: module.into() })?;
-        loop {
-            let found = entry.instance(instance)?;
-            match entry.invoke_instance(&found, what, None) {
-                // Removed between the lookup and the lock: look up again.
-                Err(error) if matches!(*error, CallError::InstanceRemoved { .. }) => continue,
-                outcome => return outcome.map(drop).map_err(|error| *error),
-            }
-        }
+        self.invoke(module, instance, Invocation::Tick).map(drop)
     }
 }
