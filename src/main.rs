@@ -26,6 +26,7 @@ mod connections;
 mod daemon;
 mod durable;
 mod http;
+mod lateness;
 mod lifecycle;
 mod metrics;
 mod module_store;

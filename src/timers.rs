@@ -17,10 +17,9 @@
 //!
 //! Issue 9 adds per-instance ticks to this scheduler.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hotswap::DueTimer;
@@ -28,9 +27,8 @@ use hotswap::DueTimer;
 use crate::api;
 use crate::daemon::Daemon;
 use crate::http::Listening;
+use crate::lateness::{self, Lateness};
 
-/// How many recent timers the lateness percentiles are taken over.
-const LATENESS_WINDOW: usize = 1024;
 /// The longest the scheduler sleeps without looking at the wall clock
 /// again: due times are wall-clock times, and that clock can be set.
 const LONGEST_SLEEP: Duration = Duration::from_secs(1);
@@ -43,8 +41,8 @@ pub struct Timers {
     pub wake: Arc<tokio::sync::Notify>,
     fired: AtomicU64,
     failed: AtomicU64,
-    /// How late each of the last timers started, newest last.
-    lateness: Mutex<VecDeque<Duration>>,
+    /// How late each of the last timers started.
+    lateness: Lateness,
 }
 
 impl Timers {
@@ -59,28 +57,18 @@ impl Timers {
         if !ok {
             self.failed.fetch_add(1, Relaxed);
         }
-        let mut lateness = self.lateness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if lateness.len() == LATENESS_WINDOW {
-            lateness.pop_front();
-        }
-        lateness.push_back(late);
+        self.lateness.record(late);
     }
 
     /// The counts and lateness percentiles, with `pending` from the engine.
     pub fn status(&self, pending: usize) -> api::Timers {
-        let mut lateness: Vec<Duration> =
-            self.lateness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
-        lateness.sort();
-        let percentile = |p: usize| {
-            let at = (lateness.len() * p).div_ceil(100).saturating_sub(1);
-            lateness.get(at).map(|late| late.as_secs_f64() * 1000.0)
-        };
+        let (late_p50_ms, late_p99_ms) = self.lateness.p50_p99_ms();
         api::Timers {
             pending: pending as u64,
             fired: self.fired.load(Relaxed),
             failed: self.failed.load(Relaxed),
-            late_p50_ms: percentile(50),
-            late_p99_ms: percentile(99),
+            late_p50_ms,
+            late_p99_ms,
         }
     }
 
@@ -105,16 +93,8 @@ impl Timers {
         for (name, kind, help, value) in lines {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
-        let name = "hotswap_timer_lateness_seconds";
-        let _ = writeln!(
-            text,
-            "# HELP {name} How late timers started, over the last {LATENESS_WINDOW}.\n# TYPE {name} summary"
-        );
-        for (quantile, ms) in [("0.5", status.late_p50_ms), ("0.99", status.late_p99_ms)] {
-            if let Some(ms) = ms {
-                let _ = writeln!(text, "{name}{{quantile=\"{quantile}\"}} {}", ms / 1000.0);
-            }
-        }
+        let percentiles = (status.late_p50_ms, status.late_p99_ms);
+        lateness::render_summary(text, "hotswap_timer_lateness_seconds", "timers", percentiles);
     }
 }
 
@@ -185,7 +165,7 @@ mod tests {
         let status = timers.status(3);
         assert_eq!((status.pending, status.fired, status.failed), (3, 100, 10));
         assert_eq!((status.late_p50_ms, status.late_p99_ms), (Some(50.0), Some(99.0)));
-        for _ in 0..LATENESS_WINDOW {
+        for _ in 0..lateness::WINDOW {
             timers.ran(Duration::ZERO, true);
         }
         assert_eq!(timers.status(0).late_p99_ms, Some(0.0), "older ones left the window");

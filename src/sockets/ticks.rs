@@ -14,7 +14,7 @@
 //! tick that did not run. Instances without sessions
 //! get no ticks; the period is read at start (a reload does not change it).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -26,9 +26,7 @@ use super::lock;
 use crate::api;
 use crate::daemon::Daemon;
 use crate::http::Listening;
-
-/// How many recent ticks the lateness percentiles are taken over.
-const LATENESS_WINDOW: usize = 1024;
+use crate::lateness::{self, Lateness};
 
 /// What the daemon counts of ticks.
 #[derive(Debug, Default)]
@@ -36,8 +34,8 @@ pub struct TickStats {
     ran: AtomicU64,
     failed: AtomicU64,
     skipped: AtomicU64,
-    /// How late each of the last ticks started, newest last.
-    lateness: Mutex<VecDeque<Duration>>,
+    /// How late each of the last ticks started.
+    lateness: Lateness,
 }
 
 impl TickStats {
@@ -46,26 +44,17 @@ impl TickStats {
         if !ok {
             self.failed.fetch_add(1, Relaxed);
         }
-        let mut lateness = lock(&self.lateness);
-        if lateness.len() == LATENESS_WINDOW {
-            lateness.pop_front();
-        }
-        lateness.push_back(late);
+        self.lateness.record(late);
     }
 
     pub fn status(&self) -> api::Ticks {
-        let mut lateness: Vec<Duration> = lock(&self.lateness).iter().copied().collect();
-        lateness.sort();
-        let percentile = |p: usize| {
-            let at = (lateness.len() * p).div_ceil(100).saturating_sub(1);
-            lateness.get(at).map(|late| late.as_secs_f64() * 1000.0)
-        };
+        let (late_p50_ms, late_p99_ms) = self.lateness.p50_p99_ms();
         api::Ticks {
             ran: self.ran.load(Relaxed),
             failed: self.failed.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
-            late_p50_ms: percentile(50),
-            late_p99_ms: percentile(99),
+            late_p50_ms,
+            late_p99_ms,
         }
     }
 
@@ -82,16 +71,8 @@ impl TickStats {
         ] {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
-        let name = "hotswap_tick_lateness_seconds";
-        let _ = writeln!(
-            text,
-            "# HELP {name} How late ticks started, over the last {LATENESS_WINDOW}.\n# TYPE {name} summary"
-        );
-        for (quantile, ms) in [("0.5", status.late_p50_ms), ("0.99", status.late_p99_ms)] {
-            if let Some(ms) = ms {
-                let _ = writeln!(text, "{name}{{quantile=\"{quantile}\"}} {}", ms / 1000.0);
-            }
-        }
+        let percentiles = (status.late_p50_ms, status.late_p99_ms);
+        lateness::render_summary(text, "hotswap_tick_lateness_seconds", "ticks", percentiles);
     }
 }
 
@@ -214,7 +195,7 @@ mod tests {
         }
         let status = stats.status();
         assert_eq!((status.ran, status.late_p50_ms, status.late_p99_ms), (100, Some(50.0), Some(99.0)));
-        for _ in 0..LATENESS_WINDOW {
+        for _ in 0..lateness::WINDOW {
             stats.ran(Duration::ZERO, true);
         }
         assert_eq!(stats.status().late_p99_ms, Some(0.0));
