@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `sockets.rs` | the session registry, push routing, the counts |
 //! | `sockets/session.rs` | one connection: handshake, join, messages, leave |
+//! | `sockets/inbox.rs` | a room's messages, run in batches on a call thread |
 //! | `sockets/ticks.rs` | `tick`: periodic `on_tick` of instances with sessions |
 //!
 //! A session id is never reused, in this process or the ones before and
@@ -34,6 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::api;
 
+mod inbox;
 mod session;
 pub mod ticks;
 
@@ -58,6 +60,8 @@ pub struct Sockets {
 struct Registry {
     sessions: HashMap<u64, Arc<SessionHandle>>,
     rooms: HashMap<Room, BTreeSet<u64>>,
+    /// The inbox of each room in `rooms`.
+    inboxes: HashMap<Room, Arc<inbox::Inbox>>,
     /// Open sessions per endpoint path.
     per_endpoint: HashMap<String, usize>,
 }
@@ -75,6 +79,8 @@ pub struct SessionHandle {
     pub id: u64,
     pub room: Room,
     endpoint: String,
+    /// Where its messages wait to run (shared by its room).
+    inbox: Arc<inbox::Inbox>,
     outgoing: mpsc::Sender<Outgoing>,
     /// Set once, by whoever ends the session first.
     closing: watch::Sender<Option<Closing>>,
@@ -263,10 +269,12 @@ impl Sockets {
         *open += 1;
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
         let (outgoing, receiver) = mpsc::channel(queue);
+        let inbox = registry.inboxes.entry(room.clone()).or_default().clone();
         let handle = Arc::new(SessionHandle {
             id,
             room: room.clone(),
             endpoint: endpoint.to_owned(),
+            inbox,
             outgoing,
             closing: watch::Sender::new(None),
         });
@@ -283,6 +291,8 @@ impl Sockets {
             ids.remove(&handle.id);
             if ids.is_empty() {
                 registry.rooms.remove(&handle.room);
+                // A drain task still running keeps its own reference.
+                registry.inboxes.remove(&handle.room);
             }
         }
         if let Some(open) = registry.per_endpoint.get_mut(&handle.endpoint) {

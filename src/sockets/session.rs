@@ -2,9 +2,10 @@
 //! messages in the order sent, pushes out, and leave once.
 //!
 //! The module's hooks run like calls (`public.rs`): through the upgrade
-//! gate, on the instance's turn, on a thread of the call pool. A session
-//! runs one message at a time and reads the next only after it, so its
-//! messages reach the module in the order the client sent them; a stuck
+//! gate, on the instance's turn, on a thread of the call pool; messages go
+//! through their room's inbox, which runs them in batches (`inbox.rs`). A
+//! session runs one message at a time and reads the next only after it, so
+//! its messages reach the module in the order the client sent them; a stuck
 //! instance holds its own sessions only. Pushes go out on a writer task of
 //! their own, so a client that reads slowly never holds up the module.
 
@@ -23,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame};
+use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame, inbox};
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
 use crate::daemon::Daemon;
 use crate::http::{self, Listening, Response};
@@ -165,7 +166,10 @@ async fn serve_messages(
     let mut closing = handle.closing.subscribe();
     let mut listening = daemon.listening.subscribe();
     loop {
+        // Biased: once the session is closing (its last message failed, its
+        // queue overflowed), no further message of it may run.
         let frame = tokio::select! {
+            biased;
             _ = closing.wait_for(Option::is_some) => break,
             _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => {
                 handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
@@ -188,17 +192,15 @@ async fn serve_messages(
             }
         };
         daemon.sockets.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ran = hook(daemon, handle, "on_message", move |engine, module, instance| {
-            engine.session_message(module, instance, id, &message)
-        })
-        .await;
+        let ran = inbox::run_message(daemon, &handle.inbox, &handle.room, id, message).await;
         if let Err(failed) = ran {
             failed.close(handle, CloseKind::Failed);
         }
     }
 }
 
-enum HookFailed {
+#[derive(Debug)]
+pub(super) enum HookFailed {
     /// The state moved to a new process: the hook must not run here.
     GoingAway,
     Call(CallError),

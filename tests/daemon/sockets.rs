@@ -26,8 +26,8 @@ max_sessions = 8
 queue = 16
 tick = "20ms"
 
-# Room for every push of the ordering test's burst (3 clients x 150 messages,
-# each acked and broadcast to all three): its clients read only after sending.
+# Room for every push of the ordering test's burst (8 clients x 150 messages,
+# each acked and broadcast to all eight): its clients read only after sending.
 [[socket]]
 path = "/order"
 module = "room"
@@ -177,7 +177,8 @@ fn messages_of_a_session_reach_the_module_in_order_through_ten_swaps() {
     let v2 = setup.install(modules::ROOM_V2, "libroom-2.so");
     let v1 = setup.path("modules/libroom.so");
     let daemon = setup.start();
-    const CLIENTS: usize = 3;
+    // Enough sessions in one room that its messages run in batches (inbox.rs).
+    const CLIENTS: usize = 8;
     const MESSAGES: usize = 150;
     let public = daemon.public();
     let clients: Vec<_> = (0..CLIENTS)
@@ -223,9 +224,79 @@ fn messages_of_a_session_reach_the_module_in_order_through_ten_swaps() {
     let status = sessions_status(&daemon);
     assert_eq!(
         (&status["open"], &status["closes"]),
-        (&3.into(), &serde_json::json!({})),
+        (&CLIENTS.into(), &serde_json::json!({})),
         "none closed: {status}"
     );
+}
+
+#[test]
+fn a_message_that_fails_or_panics_closes_only_its_session_and_the_others_of_its_batch_run() {
+    let setup = setup();
+    let daemon = setup.start();
+    const CLIENTS: usize = 6;
+    const MESSAGES: usize = 100;
+    // Clients 2 and 4 send a failing message halfway; the others' messages
+    // share batches with it (all six send at once into one room).
+    let poison = |c: usize| match c {
+        2 => Some("fail-me"),
+        4 => Some("panic-me"),
+        _ => None,
+    };
+    let public = daemon.public();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(public).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let (mut client, _) =
+                    tungstenite::client(format!("ws://{public}/order?instance=batch").as_str(), stream)
+                        .unwrap();
+                for n in 0..MESSAGES {
+                    match poison(c) {
+                        Some(text) if n == MESSAGES / 2 => send(&mut client, text),
+                        _ => send(&mut client, &format!("c{c}-{n}")),
+                    }
+                }
+                let mut acks = 0;
+                loop {
+                    match client.read() {
+                        Ok(Message::Text(text)) if text.starts_with("ack ") => {
+                            acks += 1;
+                            if poison(c).is_none() && acks == MESSAGES {
+                                return (acks, None);
+                            }
+                        }
+                        Ok(Message::Close(frame)) => {
+                            let frame = frame.expect("a close frame with a code");
+                            return (acks, Some((frame.code, frame.reason.as_str().to_owned())));
+                        }
+                        Ok(_) => continue,
+                        Err(err) => panic!("client {c}: {err} after {acks} acks"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for (c, client) in clients.into_iter().enumerate() {
+        let (acks, closed) = client.join().unwrap();
+        match (poison(c), closed) {
+            (None, None) => assert_eq!(acks, MESSAGES, "client {c}"),
+            (Some("fail-me"), Some((code, reason))) => {
+                assert_eq!((code, acks), (CloseCode::Policy, MESSAGES / 2), "client {c}: {reason}");
+                assert!(reason.contains("refuses \"fail-me\""), "{reason}");
+            }
+            (Some(_), Some((code, reason))) => {
+                assert_eq!((code, acks), (CloseCode::Error, MESSAGES / 2), "client {c}: {reason}");
+                assert!(reason.contains("panicked"), "{reason}");
+            }
+            (expected, closed) => {
+                panic!("client {c}: expected {expected:?}, got {closed:?} after {acks} acks")
+            }
+        }
+    }
+    // Nothing a failed session sent after its failing message ran.
+    let ran = (CLIENTS - 2) * MESSAGES + 2 * (MESSAGES / 2);
+    assert_eq!(call(&daemon, "seq", "batch"), ran.to_string());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! | hook or method | what it does |
 //! |---|---|
 //! | `on_join` | refuses a request containing `deny` (naming it); otherwise keeps the session and broadcasts `joined N` |
-//! | `on_message` | `close-me`: closes the sender with `bye`; otherwise numbers the message (`seq`, per room), sends `ack SEQ` to the sender and broadcasts `N:SEQ:TEXT` |
+//! | `on_message` | `close-me`: closes the sender with `bye`; `fail-me`: returns an error; `panic-me`: panics; otherwise numbers the message (`seq`, per room), sends `ack SEQ` to the sender and broadcasts `N:SEQ:TEXT` |
 //! | `on_leave` | forgets the session and broadcasts `left N` |
 //! | `on_tick` | counts ticks |
 //! | `ticks`, `sessions`, `seq`, `version` | the tick count, the session ids (JSON), the last message number, the version |
@@ -60,8 +60,11 @@ impl Module for Room {
     }
 
     fn on_message(&mut self, ctx: &mut Context, session: Session, message: &[u8]) -> Result<(), ModuleError> {
-        if message == b"close-me" {
-            return ctx.close(session, "bye");
+        match message {
+            b"close-me" => return ctx.close(session, "bye"),
+            b"fail-me" => return Err(ModuleError::new("this room refuses \"fail-me\"")),
+            b"panic-me" => panic!("the room was told to panic"),
+            _ => {}
         }
         self.seq += 1;
         ctx.send(session, format!("ack {}", self.seq))?;
