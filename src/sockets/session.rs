@@ -249,7 +249,13 @@ async fn hook(
     }
 }
 
+/// The most queued frames the writer hands the socket in one write.
+const WRITE_BATCH: usize = 64;
+
 /// Sends the queued frames in order; ends with a close frame.
+///
+/// Frames that wait together go out in one write: under broadcast load
+/// most of the daemon's time was the kernel's, a send per frame.
 async fn write(
     daemon: Arc<Daemon>,
     handle: Arc<SessionHandle>,
@@ -257,6 +263,7 @@ async fn write(
     mut outgoing: mpsc::Receiver<Outgoing>,
 ) {
     let mut closing = handle.closing.subscribe();
+    let mut frames = Vec::with_capacity(WRITE_BATCH);
     let ending: Closing = loop {
         let next = tokio::select! {
             biased;
@@ -267,24 +274,35 @@ async fn write(
             }
             next = outgoing.recv() => next,
         };
-        let message = match next {
-            Some(Outgoing::Frame(message)) => message,
-            Some(Outgoing::Close(reason)) => {
-                handle.close(1000, reason, CloseKind::Module);
-                continue;
+        // The frames that wait now, up to a module's close (sent after them).
+        let mut closed_by_module = None;
+        let mut next = next;
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Frame(message) => frames.push(message),
+                Outgoing::Close(reason) => {
+                    closed_by_module = Some(reason);
+                    break;
+                }
             }
-            None => continue,
-        };
+            if frames.len() < WRITE_BATCH {
+                next = outgoing.try_recv().ok();
+            }
+        }
+        let count = frames.len() as u64;
         // A client that does not read must not keep the close from going out.
         let sent = tokio::select! {
-            sent = sink.send(message) => sent,
+            sent = send_all(&mut sink, &mut frames) => sent,
             _ = closing.wait_for(Option::is_some) => continue,
         };
         if sent.is_err() {
             handle.close(1006, "", CloseKind::Dropped);
             continue;
         }
-        daemon.sockets.messages_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        daemon.sockets.messages_out.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        if let Some(reason) = closed_by_module {
+            handle.close(1000, reason, CloseKind::Module);
+        }
     };
     if ending.kind != CloseKind::Dropped && ending.kind != CloseKind::Client {
         let frame = close_frame(ending.code, &ending.reason);
@@ -293,4 +311,15 @@ async fn write(
         let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+}
+
+/// Writes `frames` (emptying it) and flushes once.
+async fn send_all(
+    sink: &mut futures_util::stream::SplitSink<Stream, Message>,
+    frames: &mut Vec<Message>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for frame in frames.drain(..) {
+        sink.feed(frame).await?;
+    }
+    sink.flush().await
 }
