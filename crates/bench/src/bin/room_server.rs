@@ -6,7 +6,7 @@
 //! broadcast `SESSION:N:TEXT` to the room; a join broadcasts `joined ID`, a
 //! leave `left ID`. Like the daemon, each session has at most 256 outgoing
 //! messages queued (one more closes it, 1008 "too slow") and a writer task
-//! of its own.
+//! of its own that sends the frames waiting together in one write.
 //! It runs until killed.
 
 use std::collections::HashMap;
@@ -89,9 +89,19 @@ async fn session(stream: TcpStream, rooms: Rooms, ids: Arc<AtomicU64>) {
     let (mut sink, mut incoming) = ws.split();
     let (queue, mut outgoing) = mpsc::channel::<Message>(QUEUE);
     let writer = tokio::spawn(async move {
+        // Like the daemon's writer: the frames that wait together go out in
+        // one write and one flush.
         while let Some(message) = outgoing.recv().await {
-            let closing = message.is_close();
-            if sink.send(message).await.is_err() || closing {
+            let mut closing = message.is_close();
+            let mut fed = sink.feed(message).await.is_ok();
+            let mut batch = 1;
+            while fed && !closing && batch < 64 {
+                let Ok(next) = outgoing.try_recv() else { break };
+                closing = next.is_close();
+                fed = sink.feed(next).await.is_ok();
+                batch += 1;
+            }
+            if !fed || sink.flush().await.is_err() || closing {
                 return;
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::Options;
 use crate::clients::{self, Load, SessionResult};
 use crate::plain::PlainServer;
-use crate::server::{Server, Swap, median, percentiles};
+use crate::server::{Server, Swap, cpu_during, median, percentiles};
 
 /// The figures of one run.
 #[derive(Debug, Default)]
@@ -41,6 +41,8 @@ pub struct BroadcastRun {
     /// Before the clients closed (the count at the end includes the room's
     /// `left N` broadcasts racing the closes).
     pub pushes_dropped_at_stop: serde_json::Value,
+    /// CPU time the server used during the load window, in seconds.
+    pub server_cpu_s: f64,
 }
 
 impl BroadcastRun {
@@ -53,6 +55,11 @@ impl BroadcastRun {
             && self.acks_extra == 0
             && self.broadcasts_lost == 0
             && self.broadcasts_repeated_or_reordered == 0
+    }
+
+    /// The server's CPU time per message acked before the stop, in µs.
+    pub fn server_cpu_us_per_message(&self) -> f64 {
+        self.server_cpu_s * 1e6 / self.acked_before_stop.max(1) as f64
     }
 
     pub fn rss_per_session_kib(&self, sessions: usize) -> f64 {
@@ -95,9 +102,12 @@ pub fn run(options: &Options, plain: bool) -> BroadcastRun {
             std::thread::sleep(Duration::from_millis(500));
             run.rss_sessions_kib = server.rss_kib();
         };
+        let mut cpu = None;
         let results = clients::run(addr, &load, ready, |start| {
+            cpu = Some(cpu_during(server.daemon.pid(), start, options.duration));
             let _ = start_tx.send(start);
         });
+        run.server_cpu_s = cpu.map_or(0.0, |cpu| cpu.join().expect("the CPU thread"));
         (swapper.join().expect("the swap thread"), results)
     });
     let status = server.sessions_status();
@@ -132,7 +142,11 @@ fn run_plain(options: &Options) -> BroadcastRun {
         std::thread::sleep(Duration::from_millis(1000));
         run.rss_sessions_kib = server.rss_kib();
     };
-    let results = clients::run(server.addr, &load, ready, |_| {});
+    let mut cpu = None;
+    let results = clients::run(server.addr, &load, ready, |start| {
+        cpu = Some(cpu_during(server.pid(), start, options.duration));
+    });
+    run.server_cpu_s = cpu.map_or(0.0, |cpu| cpu.join().expect("the CPU thread"));
     tally(&mut run, &results, &[], options);
     for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
         println!(
@@ -219,6 +233,13 @@ pub fn print(run: &BroadcastRun, options: &Options) {
         run.drain_max_s,
         run.undrained,
         crate::clients::DRAIN
+    );
+    println!(
+        "  server CPU during the load: {:.1} s of {:.0} s ({:.2} cores), {:.1} µs per message acked",
+        run.server_cpu_s,
+        seconds,
+        run.server_cpu_s / seconds,
+        run.server_cpu_us_per_message()
     );
     println!("  round trip (send -> own ack), steady: {}", ms(run.steady));
     println!("  round trip, during swaps:           {}", ms(run.swapping));

@@ -124,6 +124,13 @@ fn main() {
     println!("machine: {}", machine_description());
     let (mut rtt_steady, mut rtt_swapping, mut per_session, mut broadcast_pass) = (vec![], vec![], vec![], 0);
     let (mut plain_steady, mut plain_per_session, mut plain_pass) = (vec![], vec![], 0);
+    // Messages per second (sent, acked before the stop) and the server's
+    // CPU µs per message, of each run.
+    let (mut broadcast_rates, mut plain_rates) = (vec![], vec![]);
+    let rates = |run: &broadcast::BroadcastRun| {
+        let seconds = options.duration.as_secs_f64();
+        (run.sent as f64 / seconds, run.acked_before_stop as f64 / seconds, run.server_cpu_us_per_message())
+    };
     let (mut late_steady, mut late_swapping, mut tick_pass) = (vec![], vec![], 0);
     for n in 1..=options.runs {
         if options.part == "all" || options.part == "broadcast" {
@@ -141,6 +148,7 @@ fn main() {
             rtt_steady.push(run.steady);
             rtt_swapping.push(run.swapping);
             per_session.push(run.rss_per_session_kib(options.sessions));
+            broadcast_rates.push(rates(&run));
             broadcast_pass += usize::from(run.passed());
         }
         if options.part == "all" || options.part == "plain" {
@@ -152,6 +160,7 @@ fn main() {
             broadcast::print(&run, &options);
             plain_steady.push(run.steady);
             plain_per_session.push(run.rss_per_session_kib(options.sessions));
+            plain_rates.push(rates(&run));
             plain_pass += usize::from(run.passed());
         }
         if options.part == "all" || options.part == "ticks" {
@@ -180,9 +189,14 @@ fn main() {
     let pick = |v: &[(f64, f64, f64, usize)], f: fn(&(f64, f64, f64, usize)) -> f64| {
         median(&v.iter().map(f).collect::<Vec<_>>())
     };
+    let rate_medians = |v: &[(f64, f64, f64)]| {
+        let of = |f: fn(&(f64, f64, f64)) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+        (of(|r| r.0), of(|r| r.1), of(|r| r.2))
+    };
     if !rtt_steady.is_empty() {
+        let (sent, acked, cpu) = rate_medians(&broadcast_rates);
         println!(
-            "broadcast: {broadcast_pass}/{} runs with 0 closed/lost/repeated/reordered; round trip steady p50 {:.2} ms p99 {:.2} ms, during swaps p50 {:.2} ms p99 {:.2} ms; {:.1} KiB per idle session",
+            "broadcast: {broadcast_pass}/{} runs with 0 closed/lost/repeated/reordered; {sent:.0} sent/s, {acked:.0} acked/s, server CPU {cpu:.1} µs per message; round trip steady p50 {:.2} ms p99 {:.2} ms, during swaps p50 {:.2} ms p99 {:.2} ms; {:.1} KiB per idle session",
             rtt_steady.len(),
             pick(&rtt_steady, |r| r.0),
             pick(&rtt_steady, |r| r.1),
@@ -192,8 +206,9 @@ fn main() {
         );
     }
     if !plain_steady.is_empty() {
+        let (sent, acked, cpu) = rate_medians(&plain_rates);
         println!(
-            "plain: {plain_pass}/{} runs with 0 closed/lost/repeated/reordered; round trip p50 {:.2} ms p99 {:.2} ms (no swaps); {:.1} KiB per idle session",
+            "plain: {plain_pass}/{} runs with 0 closed/lost/repeated/reordered; {sent:.0} sent/s, {acked:.0} acked/s, server CPU {cpu:.1} µs per message; round trip p50 {:.2} ms p99 {:.2} ms (no swaps); {:.1} KiB per idle session",
             plain_steady.len(),
             pick(&plain_steady, |r| r.0),
             pick(&plain_steady, |r| r.1),

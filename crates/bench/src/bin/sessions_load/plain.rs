@@ -38,6 +38,10 @@ impl PlainServer {
     }
 
     /// Its resident memory (VmRSS), in KiB.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn rss_kib(&self) -> u64 {
         crate::server::rss_kib(self.child.id())
     }

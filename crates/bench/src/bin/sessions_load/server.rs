@@ -118,6 +118,29 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds (0 if unknown).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, so split after
+    // its closing parenthesis): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// Measures the CPU time `pid` uses over the load window that starts at
+/// `start` and lasts `duration`, on a thread of its own; join for seconds.
+pub fn cpu_during(pid: u32, start: Instant, duration: Duration) -> std::thread::JoinHandle<f64> {
+    std::thread::spawn(move || {
+        let before = cpu_seconds(pid);
+        if let Some(wait) = (start + duration).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        cpu_seconds(pid) - before
+    })
+}
+
 /// Order statistics in milliseconds: (p50, p99, max, count); NaN if empty.
 pub fn percentiles(samples: &mut [f64]) -> (f64, f64, f64, usize) {
     if samples.is_empty() {
