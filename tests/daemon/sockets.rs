@@ -384,6 +384,7 @@ fn the_sessions_command_lists_a_modules_sessions_per_instance() {
     assert_eq!(line("cli-a").map(Iterator::collect::<Vec<_>>), Some(vec!["cli-a", "1"]), "{text}");
     assert_eq!(line("lobby").map(Iterator::collect::<Vec<_>>), Some(vec!["lobby", "1"]), "{text}");
     assert!(text.contains("2 open"), "{text}");
+    assert!(text.contains("0 pushes dropped, 0 to closing sessions"), "{text}");
     let json = crate::json(&setup.cli(&["sessions", "room", "--json"]).stdout);
     assert_eq!(json["rooms"].as_array().map(Vec::len), Some(2), "{json}");
     let missing = setup.cli(&["sessions", "nope"]);
