@@ -150,6 +150,51 @@ fn a_join_refused_by_the_module_closes_1008_with_its_reason() {
         .wait_for_status("the refusal to be counted", |status| status["sessions"]["closes"]["refused"] == 1);
 }
 
+/// The text frames before the close frame, and the close's code and reason.
+fn texts_until_closed(client: &mut Client) -> (Vec<String>, CloseCode, String) {
+    let mut texts = Vec::new();
+    loop {
+        match client.read() {
+            Ok(Message::Text(text)) => texts.push(text.as_str().to_owned()),
+            Ok(Message::Close(Some(frame))) => return (texts, frame.code, frame.reason.as_str().to_owned()),
+            Ok(other) => panic!("expected text frames then a close, got {other:?} after {texts:?}"),
+            Err(err) => panic!("the connection ended without a close frame after {texts:?}: {err}"),
+        }
+    }
+}
+
+#[test]
+fn pushes_from_on_join_reach_the_joiner_and_the_room_even_when_it_refuses() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut member = connect(&daemon, "/ws?instance=door");
+    let member_id = joined_id(&mut member);
+    // Accepted: the joiner is in the room while on_join runs, so the
+    // broadcast it makes reaches the joiner as well as the others.
+    let mut joiner = connect(&daemon, "/ws?instance=door");
+    let joiner_id: u64 = next_text(&mut joiner).trim_start_matches("joined ").parse().unwrap();
+    assert!(joiner_id > member_id);
+    assert_eq!(next_text(&mut member), format!("joined {joiner_id}"));
+    // Refused: what on_join broadcast before refusing reaches the room;
+    // the refused session gets its 1008 close with the reason, and at most
+    // what was pushed to it, in order.
+    for attempt in 0..5 {
+        let mut refused = connect(&daemon, "/ws?instance=door&who=deny-loud");
+        let (texts, code, reason) = texts_until_closed(&mut refused);
+        assert_eq!((code, reason.contains("this room turns away")), (CloseCode::Policy, true), "{reason}");
+        let turned_away = next_text(&mut member);
+        assert!(turned_away.starts_with("turned away "), "attempt {attempt}: {turned_away}");
+        assert_eq!(next_text(&mut joiner), turned_away, "the room saw it");
+        let pushed = ["sorry".to_owned(), turned_away];
+        assert!(pushed.starts_with(&texts), "attempt {attempt}: {texts:?}, not a prefix of {pushed:?}");
+    }
+    assert_eq!(
+        call(&daemon, "sessions", "door"),
+        format!("[{member_id},{joiner_id}]"),
+        "no refused one kept"
+    );
+}
+
 #[test]
 fn a_broadcast_reaches_every_session_of_the_instance_and_no_other() {
     let setup = setup();
