@@ -399,6 +399,43 @@ fn an_upgrade_closes_sessions_with_1001_and_keeps_the_state() {
 }
 
 #[test]
+fn ticks_go_on_in_the_new_process_after_an_upgrade_and_never_run_ahead_of_the_clock() {
+    let setup = setup();
+    let mut daemon = setup.start();
+    let started = Instant::now();
+    let mut client = connect(&daemon, "/ws?instance=upticks");
+    joined_id(&mut client);
+    let ticks = |daemon: &Daemon| call(daemon, "ticks", "upticks").parse::<u64>().unwrap();
+    let wait_ticks = |daemon: &Daemon, at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ticks(daemon) < at_least {
+            assert!(Instant::now() < deadline, "fewer than {at_least} ticks in 30 s\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_ticks(&daemon, 5);
+    crate::upgrade::upgrade(&setup, &mut daemon);
+    assert_eq!(closed_with(&mut client).0, CloseCode::Away);
+    // The count moved with the state. Without a session in the new process
+    // the instance gets no ticks there, and the old one ticks no more.
+    let moved = ticks(&daemon);
+    assert!(moved >= 5, "the tick count did not move with the state: {moved}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ticks(&daemon), moved, "ticked with no session in the new process");
+    // The client reconnects: the new process ticks it.
+    let mut again = connect(&daemon, "/ws?instance=upticks");
+    joined_id(&mut again);
+    wait_ticks(&daemon, moved + 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let (total, elapsed) = (ticks(&daemon), started.elapsed());
+    // One tick per 20 ms at most over both processes, however late: no
+    // tick ran twice or in both.
+    let most = elapsed.as_millis() as u64 / 20 + 2;
+    assert!(total <= most, "{total} ticks in {elapsed:?}: more than one per 20 ms across the upgrade");
+    assert!(sessions_status(&daemon)["ticks"]["ran"].as_u64().unwrap() >= 10, "counted by the new process");
+}
+
+#[test]
 fn a_stop_closes_sessions_with_1001_and_runs_on_leave() {
     let setup = setup();
     let daemon = setup.start();
