@@ -88,12 +88,21 @@ fn until(client: &mut Client, matches: impl Fn(&str) -> bool) -> String {
 
 /// Reads until the close frame; returns its code and reason.
 fn closed_with(client: &mut Client) -> (CloseCode, String) {
+    let (_, code, reason) = texts_until_closed(client);
+    (code, reason)
+}
+
+/// Reads until the close frame; returns the text frames before it, and
+/// its code and reason.
+fn texts_until_closed(client: &mut Client) -> (Vec<String>, CloseCode, String) {
+    let mut texts = Vec::new();
     loop {
         match client.read() {
-            Ok(Message::Close(Some(frame))) => return (frame.code, frame.reason.as_str().to_owned()),
+            Ok(Message::Text(text)) => texts.push(text.as_str().to_owned()),
+            Ok(Message::Close(Some(frame))) => return (texts, frame.code, frame.reason.as_str().to_owned()),
             Ok(Message::Close(None)) => panic!("a close frame without a code"),
             Ok(_) => continue,
-            Err(err) => panic!("the connection ended without a close frame: {err}"),
+            Err(err) => panic!("the connection ended without a close frame after {texts:?}: {err}"),
         }
     }
 }
@@ -148,19 +157,6 @@ fn a_join_refused_by_the_module_closes_1008_with_its_reason() {
     assert_eq!(call(&daemon, "sessions", "a"), "[]");
     daemon
         .wait_for_status("the refusal to be counted", |status| status["sessions"]["closes"]["refused"] == 1);
-}
-
-/// The text frames before the close frame, and the close's code and reason.
-fn texts_until_closed(client: &mut Client) -> (Vec<String>, CloseCode, String) {
-    let mut texts = Vec::new();
-    loop {
-        match client.read() {
-            Ok(Message::Text(text)) => texts.push(text.as_str().to_owned()),
-            Ok(Message::Close(Some(frame))) => return (texts, frame.code, frame.reason.as_str().to_owned()),
-            Ok(other) => panic!("expected text frames then a close, got {other:?} after {texts:?}"),
-            Err(err) => panic!("the connection ended without a close frame after {texts:?}: {err}"),
-        }
-    }
 }
 
 #[test]
