@@ -52,8 +52,15 @@ pub struct Sessions {
     pub messages_in: u64,
     /// Frames sent to clients.
     pub messages_out: u64,
-    /// Pushes not queued: to a full queue, an ended session or one of another instance.
+    /// Pushes not queued that an operator should look at: to a full queue
+    /// (the session closes, too slow), to an id that is not a session of the
+    /// pushing instance, or of a kind this daemon does not know.
     pub pushes_dropped: u64,
+    /// Pushes not queued because their session of the room was already
+    /// closing (its close decided, or its writer gone): the normal end of a
+    /// session, e.g. a room's "left" broadcast reaching the leaver.
+    #[serde(default)]
+    pub pushes_after_close: u64,
     /// The most messages one session's outgoing queue held.
     pub queue_depth_max: u64,
     /// Sessions ended, by why: client, dropped, refused, module, failed, too_slow, going_away.

@@ -343,12 +343,13 @@ pub fn sessions(target: &Target, json: bool, module: &str) -> Result<(), String>
     let ticks = &sessions.ticks;
     let ms = |ms: Option<f64>| ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
     out += &format!(
-        "\nall modules: {} open, {} messages in, {} out, {} pushes dropped, queue depth max {}\n\
+        "\nall modules: {} open, {} messages in, {} out, {} pushes dropped, {} to closing sessions, queue depth max {}\n\
          closes: {}\nticks: {} ran, {} failed, {} skipped, late p50 {} p99 {}\n",
         sessions.open,
         sessions.messages_in,
         sessions.messages_out,
         sessions.pushes_dropped,
+        sessions.pushes_after_close,
         sessions.queue_depth_max,
         if sessions.closes.is_empty() {
             "none".to_owned()

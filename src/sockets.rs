@@ -48,7 +48,12 @@ pub struct Sockets {
     registry: Mutex<Registry>,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+    /// Pushes an operator must act on: a full queue, an id that is not a
+    /// session of the pushing instance, a push kind this daemon does not know.
     pushes_dropped: AtomicU64,
+    /// Pushes to a session of the room that is already closing: the normal
+    /// end of a session (a room's "left" broadcast reaching the leaver).
+    pushes_after_close: AtomicU64,
     queue_depth_max: AtomicUsize,
     closes: Mutex<HashMap<CloseKind, u64>>,
     /// Told each time a session ends (shutdown waits for them).
@@ -154,8 +159,13 @@ impl SessionHandle {
         });
     }
 
-    /// Queues `item`; a full queue closes the session (too slow).
+    /// Queues `item`; a full queue closes the session (too slow). A session
+    /// that is already closing gets nothing more (counted apart).
     fn push(&self, item: Outgoing, sockets: &Sockets) {
+        if self.closing.borrow().is_some() {
+            sockets.pushes_after_close.fetch_add(1, Relaxed);
+            return;
+        }
         match self.outgoing.try_send(item) {
             Ok(()) => {
                 let depth = self.outgoing.max_capacity() - self.outgoing.capacity();
@@ -170,9 +180,9 @@ impl SessionHandle {
                     CloseKind::TooSlow,
                 );
             }
-            // The session is ending.
+            // The session is ending: its writer is gone.
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                sockets.pushes_dropped.fetch_add(1, Relaxed);
+                sockets.pushes_after_close.fetch_add(1, Relaxed);
             }
         }
     }
@@ -350,6 +360,7 @@ impl Sockets {
             messages_in: self.messages_in.load(Relaxed),
             messages_out: self.messages_out.load(Relaxed),
             pushes_dropped: self.pushes_dropped.load(Relaxed),
+            pushes_after_close: self.pushes_after_close.load(Relaxed),
             queue_depth_max: self.queue_depth_max.load(Relaxed) as u64,
             closes: closes.into_iter().collect(),
             ticks: self.ticks.status(),
@@ -373,14 +384,20 @@ impl Sockets {
                 room.sessions
             );
         }
-        let counters: [(&str, &str, &str, u64); 4] = [
+        let counters: [(&str, &str, &str, u64); 5] = [
             ("hotswap_session_messages_in_total", "counter", "Messages from clients.", status.messages_in),
             ("hotswap_session_messages_out_total", "counter", "Frames sent to clients.", status.messages_out),
             (
                 "hotswap_session_pushes_dropped_total",
                 "counter",
-                "Pushes not queued: a full queue, an ended or foreign session.",
+                "Pushes not queued: a full queue, an id not of the instance, an unknown kind.",
                 status.pushes_dropped,
+            ),
+            (
+                "hotswap_session_pushes_after_close_total",
+                "counter",
+                "Pushes not queued because their session was already closing.",
+                status.pushes_after_close,
             ),
             (
                 "hotswap_session_queue_depth_max",
@@ -476,6 +493,35 @@ mod tests {
         }
         assert!(other_rx.try_recv().is_err(), "another instance's session got nothing");
         assert_eq!(sockets.status().pushes_dropped, 1);
+    }
+
+    #[test]
+    fn pushes_to_closing_sessions_are_counted_apart_from_drops_an_operator_must_act_on() {
+        let sockets = Sockets::default();
+        let (leaving, _leaving_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
+        let (gone, gone_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
+        let (_staying, mut staying_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
+        let (other, _other_rx) = sockets.open("/ws", 10, room("b"), 8).unwrap();
+        // `leaving` is closing (its on_leave runs, still in the room), and
+        // `gone`'s writer ended: the room's "left" broadcast reaches neither.
+        leaving.close(1000, "", CloseKind::Client);
+        drop(gone_rx);
+        sockets.route("room", "a", vec![Push::Broadcast { bytes: b"left".to_vec() }]);
+        sockets.route("room", "a", vec![Push::Send { session: leaving.id, bytes: b"bye".to_vec() }]);
+        sockets.route("room", "a", vec![Push::Close { session: gone.id, reason: "bye".into() }]);
+        let status = sockets.status();
+        assert_eq!((status.pushes_after_close, status.pushes_dropped), (4, 0), "{status:?}");
+        assert!(matches!(staying_rx.try_recv(), Ok(Outgoing::Frame(_))), "the open session got it");
+        // What an operator must act on stays in pushes_dropped: an id of
+        // another instance, an id no session has.
+        sockets.route("room", "a", vec![Push::Send { session: other.id, bytes: b"x".to_vec() }]);
+        sockets.route("room", "a", vec![Push::Close { session: u64::MAX, reason: "x".into() }]);
+        let status = sockets.status();
+        assert_eq!((status.pushes_after_close, status.pushes_dropped), (4, 2), "{status:?}");
+        let mut metrics = String::new();
+        sockets.render(&mut metrics);
+        assert!(metrics.contains("\nhotswap_session_pushes_after_close_total 4\n"), "{metrics}");
+        assert!(metrics.contains("\nhotswap_session_pushes_dropped_total 2\n"), "{metrics}");
     }
 
     #[test]

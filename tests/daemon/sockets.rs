@@ -88,12 +88,21 @@ fn until(client: &mut Client, matches: impl Fn(&str) -> bool) -> String {
 
 /// Reads until the close frame; returns its code and reason.
 fn closed_with(client: &mut Client) -> (CloseCode, String) {
+    let (_, code, reason) = texts_until_closed(client);
+    (code, reason)
+}
+
+/// Reads until the close frame; returns the text frames before it, and
+/// its code and reason.
+fn texts_until_closed(client: &mut Client) -> (Vec<String>, CloseCode, String) {
+    let mut texts = Vec::new();
     loop {
         match client.read() {
-            Ok(Message::Close(Some(frame))) => return (frame.code, frame.reason.as_str().to_owned()),
+            Ok(Message::Text(text)) => texts.push(text.as_str().to_owned()),
+            Ok(Message::Close(Some(frame))) => return (texts, frame.code, frame.reason.as_str().to_owned()),
             Ok(Message::Close(None)) => panic!("a close frame without a code"),
             Ok(_) => continue,
-            Err(err) => panic!("the connection ended without a close frame: {err}"),
+            Err(err) => panic!("the connection ended without a close frame after {texts:?}: {err}"),
         }
     }
 }
@@ -148,6 +157,38 @@ fn a_join_refused_by_the_module_closes_1008_with_its_reason() {
     assert_eq!(call(&daemon, "sessions", "a"), "[]");
     daemon
         .wait_for_status("the refusal to be counted", |status| status["sessions"]["closes"]["refused"] == 1);
+}
+
+#[test]
+fn pushes_from_on_join_reach_the_joiner_and_the_room_even_when_it_refuses() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut member = connect(&daemon, "/ws?instance=door");
+    let member_id = joined_id(&mut member);
+    // Accepted: the joiner is in the room while on_join runs, so the
+    // broadcast it makes reaches the joiner as well as the others.
+    let mut joiner = connect(&daemon, "/ws?instance=door");
+    let joiner_id: u64 = next_text(&mut joiner).trim_start_matches("joined ").parse().unwrap();
+    assert!(joiner_id > member_id);
+    assert_eq!(next_text(&mut member), format!("joined {joiner_id}"));
+    // Refused: what on_join broadcast before refusing reaches the room;
+    // the refused session gets its 1008 close with the reason, and at most
+    // what was pushed to it, in order.
+    for attempt in 0..5 {
+        let mut refused = connect(&daemon, "/ws?instance=door&who=deny-loud");
+        let (texts, code, reason) = texts_until_closed(&mut refused);
+        assert_eq!((code, reason.contains("this room turns away")), (CloseCode::Policy, true), "{reason}");
+        let turned_away = next_text(&mut member);
+        assert!(turned_away.starts_with("turned away "), "attempt {attempt}: {turned_away}");
+        assert_eq!(next_text(&mut joiner), turned_away, "the room saw it");
+        let pushed = ["sorry".to_owned(), turned_away];
+        assert!(pushed.starts_with(&texts), "attempt {attempt}: {texts:?}, not a prefix of {pushed:?}");
+    }
+    assert_eq!(
+        call(&daemon, "sessions", "door"),
+        format!("[{member_id},{joiner_id}]"),
+        "no refused one kept"
+    );
 }
 
 #[test]
@@ -425,6 +466,43 @@ fn an_upgrade_closes_sessions_with_1001_and_keeps_the_state() {
 }
 
 #[test]
+fn ticks_go_on_in_the_new_process_after_an_upgrade_and_never_run_ahead_of_the_clock() {
+    let setup = setup();
+    let mut daemon = setup.start();
+    let started = Instant::now();
+    let mut client = connect(&daemon, "/ws?instance=upticks");
+    joined_id(&mut client);
+    let ticks = |daemon: &Daemon| call(daemon, "ticks", "upticks").parse::<u64>().unwrap();
+    let wait_ticks = |daemon: &Daemon, at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ticks(daemon) < at_least {
+            assert!(Instant::now() < deadline, "fewer than {at_least} ticks in 30 s\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_ticks(&daemon, 5);
+    crate::upgrade::upgrade(&setup, &mut daemon);
+    assert_eq!(closed_with(&mut client).0, CloseCode::Away);
+    // The count moved with the state. Without a session in the new process
+    // the instance gets no ticks there, and the old one ticks no more.
+    let moved = ticks(&daemon);
+    assert!(moved >= 5, "the tick count did not move with the state: {moved}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ticks(&daemon), moved, "ticked with no session in the new process");
+    // The client reconnects: the new process ticks it.
+    let mut again = connect(&daemon, "/ws?instance=upticks");
+    joined_id(&mut again);
+    wait_ticks(&daemon, moved + 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let (total, elapsed) = (ticks(&daemon), started.elapsed());
+    // One tick per 20 ms at most over both processes, however late: no
+    // tick ran twice or in both.
+    let most = elapsed.as_millis() as u64 / 20 + 2;
+    assert!(total <= most, "{total} ticks in {elapsed:?}: more than one per 20 ms across the upgrade");
+    assert!(sessions_status(&daemon)["ticks"]["ran"].as_u64().unwrap() >= 10, "counted by the new process");
+}
+
+#[test]
 fn a_stop_closes_sessions_with_1001_and_runs_on_leave() {
     let setup = setup();
     let daemon = setup.start();
@@ -455,6 +533,7 @@ fn the_sessions_command_lists_a_modules_sessions_per_instance() {
     assert_eq!(line("cli-a").map(Iterator::collect::<Vec<_>>), Some(vec!["cli-a", "1"]), "{text}");
     assert_eq!(line("lobby").map(Iterator::collect::<Vec<_>>), Some(vec!["lobby", "1"]), "{text}");
     assert!(text.contains("2 open"), "{text}");
+    assert!(text.contains("0 pushes dropped, 0 to closing sessions"), "{text}");
     let json = crate::json(&setup.cli(&["sessions", "room", "--json"]).stdout);
     assert_eq!(json["rooms"].as_array().map(Vec::len), Some(2), "{json}");
     let missing = setup.cli(&["sessions", "nope"]);

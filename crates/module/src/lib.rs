@@ -150,13 +150,21 @@ pub trait Module: Sized + Send + 'static {
     /// its request. An `Err` refuses the session with the message (the
     /// daemon closes the WebSocket with code 1008 and it as the reason).
     /// By default every session is accepted.
+    ///
+    /// The joining session is already a member of the instance while this
+    /// runs, so a [`Context::broadcast`] from here reaches it too. What the
+    /// hook pushes is delivered whatever it returns: when it refuses, the
+    /// others still get what it broadcast before refusing (the daemon does
+    /// not wait for it to reach the refused session itself before the
+    /// close, so put what that client must read in the `Err`).
     fn on_join(&mut self, ctx: &mut Context, session: Session, request: &[u8]) -> Result<(), ModuleError> {
         let _ = (ctx, session, request);
         Ok(())
     }
 
     /// A message from `session`, in the order the client sent them. An `Err`
-    /// is logged by the host; the session stays. By default ignored.
+    /// goes to the host (the daemon closes the session with 1008 and the
+    /// message). By default ignored.
     fn on_message(&mut self, ctx: &mut Context, session: Session, message: &[u8]) -> Result<(), ModuleError> {
         let _ = (ctx, session, message);
         Ok(())

@@ -1,7 +1,7 @@
 //! The Rust in the module author's guides is real code: every ```rust block
-//! of `docs/writing-a-module.md` and `docs/layouts.md` names, on the line
-//! before it, the file it was taken from (`<!-- from: PATH -->`), and is
-//! found there line for line. The files are modules that are built and
+//! of `docs/writing-a-module.md`, `docs/layouts.md` and `docs/sessions.md`
+//! names, on the line before it, the file it was taken from
+//! (`<!-- from: PATH -->`), and is found there line for line. The files are modules that are built and
 //! tested (or doc tests that compile), so an example in the guide cannot
 //! drift from code that works.
 //!
@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-const GUIDES: [&str; 2] = ["docs/writing-a-module.md", "docs/layouts.md"];
+const GUIDES: [&str; 3] = ["docs/writing-a-module.md", "docs/layouts.md", "docs/sessions.md"];
 const MARK: &str = "<!-- from: ";
 
 /// A fenced Rust block of a guide and the file it says it comes from.

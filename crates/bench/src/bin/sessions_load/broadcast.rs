@@ -38,9 +38,11 @@ pub struct BroadcastRun {
     pub closes: serde_json::Value,
     pub queue_depth_max: serde_json::Value,
     pub pushes_dropped: serde_json::Value,
-    /// Before the clients closed (the count at the end includes the room's
-    /// `left N` broadcasts racing the closes).
+    /// Before the clients closed.
     pub pushes_dropped_at_stop: serde_json::Value,
+    /// Pushes to sessions already closing (the room's `left N` broadcasts
+    /// racing the closes at the end).
+    pub pushes_after_close: serde_json::Value,
     /// CPU time the server used during the load window, in seconds.
     pub server_cpu_s: f64,
 }
@@ -115,6 +117,7 @@ pub fn run(options: &Options, plain: bool) -> BroadcastRun {
     run.queue_depth_max = status["queue_depth_max"].clone();
     run.pushes_dropped = status["pushes_dropped"].clone();
     run.pushes_dropped_at_stop = at_stop["pushes_dropped"].clone();
+    run.pushes_after_close = status["pushes_after_close"].clone();
     tally(&mut run, &results, &swaps, options);
     for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
         println!(
@@ -244,14 +247,15 @@ pub fn print(run: &BroadcastRun, options: &Options) {
     println!("  round trip (send -> own ack), steady: {}", ms(run.steady));
     println!("  round trip, during swaps:           {}", ms(run.swapping));
     println!(
-        "  swaps: {}/{} answered 200, median {:.1} ms each; daemon: closes {}, queue_depth_max {}, pushes_dropped {} at the stop, {} at the end",
+        "  swaps: {}/{} answered 200, median {:.1} ms each; daemon: closes {}, queue_depth_max {}, pushes_dropped {} at the stop, {} at the end, {} to closing sessions",
         run.swaps_ok,
         options.swaps,
         run.swap_ms_median,
         run.closes,
         run.queue_depth_max,
         run.pushes_dropped_at_stop,
-        run.pushes_dropped
+        run.pushes_dropped,
+        run.pushes_after_close
     );
     println!(
         "  memory: RSS {} KiB with no session, {} KiB with {} idle sessions in {} rooms: {:.1} KiB per session",

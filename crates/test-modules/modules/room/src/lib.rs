@@ -3,7 +3,7 @@
 //!
 //! | hook or method | what it does |
 //! |---|---|
-//! | `on_join` | refuses a request containing `deny` (naming it); otherwise keeps the session and broadcasts `joined N` |
+//! | `on_join` | refuses a request containing `deny` (naming it), after sending `sorry` and broadcasting `turned away N` if it also contains `loud`; otherwise keeps the session and broadcasts `joined N` |
 //! | `on_message` | `close-me`: closes the sender with `bye`; `fail-me`: returns an error; `panic-me`: panics; otherwise numbers the message (`seq`, per room), sends `ack SEQ` to the sender and broadcasts `N:SEQ:TEXT` |
 //! | `on_leave` | forgets the session and broadcasts `left N` |
 //! | `on_tick` | counts ticks |
@@ -53,6 +53,11 @@ impl Module for Room {
     fn on_join(&mut self, ctx: &mut Context, session: Session, request: &[u8]) -> Result<(), ModuleError> {
         let request = String::from_utf8_lossy(request);
         if request.contains("deny") {
+            if request.contains("loud") {
+                // Pushed before refusing: delivered all the same.
+                ctx.send(session, "sorry")?;
+                ctx.broadcast(format!("turned away {}", session.id()))?;
+            }
             return Err(ModuleError::new(format!("this room turns away {request:?}")));
         }
         self.sessions.insert(session.id());
