@@ -305,6 +305,26 @@ async fn write(
         }
     };
     if ending.kind != CloseKind::Dropped && ending.kind != CloseKind::Client {
+        // What was queued before the close (what a refusing on_join pushed,
+        // the acks before a failed message or a hand-over) goes out first,
+        // unless the queue is why it closes.
+        if ending.kind != CloseKind::TooSlow {
+            let queued = async {
+                loop {
+                    while frames.len() < WRITE_BATCH
+                        && let Ok(Outgoing::Frame(message)) = outgoing.try_recv()
+                    {
+                        frames.push(message);
+                    }
+                    let count = frames.len() as u64;
+                    if count == 0 || send_all(&mut sink, &mut frames).await.is_err() {
+                        break;
+                    }
+                    daemon.sockets.messages_out.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_WAIT, queued).await;
+        }
         let frame = close_frame(ending.code, &ending.reason);
         let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
     } else {

@@ -153,10 +153,9 @@ pub trait Module: Sized + Send + 'static {
     ///
     /// The joining session is already a member of the instance while this
     /// runs, so a [`Context::broadcast`] from here reaches it too. What the
-    /// hook pushes is delivered whatever it returns: when it refuses, the
-    /// others still get what it broadcast before refusing (the daemon does
-    /// not wait for it to reach the refused session itself before the
-    /// close, so put what that client must read in the `Err`).
+    /// hook pushes is delivered whatever it returns: when it refuses, what
+    /// it pushed before refusing reaches the others and, before the close,
+    /// the refused session itself.
     fn on_join(&mut self, ctx: &mut Context, session: Session, request: &[u8]) -> Result<(), ModuleError> {
         let _ = (ctx, session, request);
         Ok(())
