@@ -25,6 +25,10 @@ pub struct TickRun {
     /// (p50, p99) lateness samples from the status, steady and during swaps.
     pub steady: Vec<(f64, f64)>,
     pub swapping: Vec<(f64, f64)>,
+    /// Ticks skipped between two status samples, by whether a swap was near
+    /// (the interval overlaps a swap's window) or not.
+    pub skipped_near_swaps: u64,
+    pub skipped_away_from_swaps: u64,
     pub swaps_ok: usize,
 }
 
@@ -63,8 +67,9 @@ pub fn run(options: &Options) -> TickRun {
                 std::thread::sleep(Duration::from_millis(250));
                 let ticks = &server.sessions_status()["ticks"];
                 let (p50, p99) = (ticks["late_p50_ms"].as_f64(), ticks["late_p99_ms"].as_f64());
+                let skipped = ticks["skipped"].as_u64().unwrap_or(0);
                 if let (Some(p50), Some(p99)) = (p50, p99) {
-                    samples.push((start.elapsed().as_secs_f64(), p50, p99));
+                    samples.push((start.elapsed().as_secs_f64(), p50, p99, skipped));
                 }
             }
             samples
@@ -104,7 +109,20 @@ pub fn run(options: &Options) -> TickRun {
     let per_room =
         |time: Duration| options.tick_rooms as f64 * time.as_secs_f64() / options.tick.as_secs_f64();
     run.nominal = (per_room(options.duration), per_room(span));
-    for (at, p50, p99) in samples {
+    let mut previous: Option<(f64, u64)> = None;
+    for &(at, _, _, skipped) in &samples {
+        if let Some((before, skipped_before)) = previous {
+            let new = skipped.saturating_sub(skipped_before);
+            let overlaps = swaps.iter().any(|s| s.end_s + 0.3 >= before && s.start_s - 0.05 <= at);
+            if overlaps {
+                run.skipped_near_swaps += new;
+            } else {
+                run.skipped_away_from_swaps += new;
+            }
+        }
+        previous = Some((at, skipped));
+    }
+    for (at, p50, p99, _) in samples {
         if near_swap(at, &swaps) {
             run.swapping.push((p50, p99));
         } else if at > 1.0 {
@@ -151,6 +169,10 @@ pub fn print(run: &TickRun, options: &Options) {
         options.duration,
         options.tick,
         run.nominal.1
+    );
+    println!(
+        "  skipped from the load's start to the last close, per 250 ms status interval: {} in intervals with a swap, {} in the others",
+        run.skipped_near_swaps, run.skipped_away_from_swaps
     );
     println!("  tick lateness, steady:       {}", sampled(&run.steady));
     println!("  tick lateness, during swaps: {}", sampled(&run.swapping));
