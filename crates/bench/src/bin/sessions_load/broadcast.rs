@@ -246,17 +246,20 @@ pub fn print(run: &BroadcastRun, options: &Options) {
     );
     println!("  round trip (send -> own ack), steady: {}", ms(run.steady));
     println!("  round trip, during swaps:           {}", ms(run.swapping));
-    println!(
-        "  swaps: {}/{} answered 200, median {:.1} ms each; daemon: closes {}, queue_depth_max {}, pushes_dropped {} at the stop, {} at the end, {} to closing sessions",
-        run.swaps_ok,
-        options.swaps,
-        run.swap_ms_median,
-        run.closes,
-        run.queue_depth_max,
-        run.pushes_dropped_at_stop,
-        run.pushes_dropped,
-        run.pushes_after_close
-    );
+    // The plain server has no swaps and no status.
+    if !run.closes.is_null() {
+        println!(
+            "  swaps: {}/{} answered 200, median {:.1} ms each; daemon: closes {}, queue_depth_max {}, pushes_dropped {} at the stop, {} at the end, {} to closing sessions",
+            run.swaps_ok,
+            options.swaps,
+            run.swap_ms_median,
+            run.closes,
+            run.queue_depth_max,
+            run.pushes_dropped_at_stop,
+            run.pushes_dropped,
+            run.pushes_after_close
+        );
+    }
     println!(
         "  memory: RSS {} KiB with no session, {} KiB with {} idle sessions in {} rooms: {:.1} KiB per session",
         run.rss_idle_kib,
