@@ -15,7 +15,10 @@
 //! and it runs after the start or in the new process. A timer due while
 //! the daemon was down runs right after the start, and counts as late.
 //!
-//! Issue 9 adds per-instance ticks to this scheduler.
+//! Ticks (`sockets/ticks.rs`) are a task of their own per ticking module,
+//! on the same tokio timer, call pool, upgrade gate and lateness measure:
+//! a tick is not state to keep with its instance (as a timer is), and which
+//! instances tick is decided by their sessions, which only the daemon knows.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -270,6 +270,28 @@ fn messages_of_a_session_reach_the_module_in_order_through_ten_swaps() {
 }
 
 #[test]
+fn a_method_call_and_a_timer_push_to_the_sessions_of_their_instance() {
+    let setup = setup();
+    let daemon = setup.start();
+    let mut client = connect(&daemon, "/ws?instance=announced");
+    joined_id(&mut client);
+    let mut elsewhere = connect(&daemon, "/ws?instance=quiet");
+    joined_id(&mut elsewhere);
+    // From a method: the call's pushes go out once it returns.
+    daemon.text("POST", "/call/room/announce?instance=announced", "from a method");
+    assert_eq!(next_text(&mut client), "from a method");
+    // From a timer the method set (`ctx.after`), run by the daemon's scheduler.
+    daemon.text("POST", "/call/room/announce-later?instance=announced", "from a timer");
+    assert_eq!(next_text(&mut client), "from a timer");
+    // Neither reached a session of another instance.
+    elsewhere.get_mut().set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    match elsewhere.read() {
+        Err(tungstenite::Error::Io(err)) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("another instance's session got {other:?}"),
+    }
+}
+
+#[test]
 fn a_message_that_fails_or_panics_closes_only_its_session_and_the_others_of_its_batch_run() {
     let setup = setup();
     let daemon = setup.start();

@@ -8,13 +8,15 @@
 //! | `on_leave` | forgets the session and broadcasts `left N` |
 //! | `on_tick` | counts ticks |
 //! | `ticks`, `sessions`, `seq`, `version` | the tick count, the session ids (JSON), the last message number, the version |
+//! | `announce` | broadcasts its payload (a push from a method) |
+//! | `announce-later` | `ctx.after(10 ms, "announce", payload)` (a push from a timer) |
 //!
 //! The state is JSON, the same in both versions (1.0.0 and, with feature
 //! `v2`, 2.0.0), so a swap carries the sessions over.
 
 use std::collections::BTreeSet;
 
-use hotswap_module::{Context, Module, ModuleError, Previous, Session, export_module};
+use hotswap_module::{Context, Module, ModuleError, Previous, Reply, Session, export_module};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -44,6 +46,23 @@ impl Module for Room {
             other => return Err(ModuleError::new(format!("room has no method {other:?}"))),
         };
         Ok(reply.into_bytes())
+    }
+
+    fn call(
+        &mut self,
+        ctx: &mut Context,
+        method: &str,
+        payload: &[u8],
+        reply: &mut Reply,
+    ) -> Result<(), ModuleError> {
+        match method {
+            "announce" => ctx.broadcast(payload),
+            "announce-later" => ctx.after(std::time::Duration::from_millis(10), "announce", payload),
+            _ => {
+                reply.push(&self.handle(method, payload)?);
+                Ok(())
+            }
+        }
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, ModuleError> {
