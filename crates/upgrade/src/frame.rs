@@ -10,7 +10,7 @@
 //! allocate without bound.
 //!
 //! Kind [`WITH_DESCRIPTORS`] is reserved: it wraps a frame that travels with
-//! file descriptors ([`crate::pass`]), so [`write`] refuses it.
+//! file descriptors ([`crate::pass`]), so [`write()`] refuses it.
 
 use std::io::{self, Read, Write};
 

@@ -119,7 +119,7 @@ pub(super) fn receive(
         let mut header = libc::CMSG_FIRSTHDR(&message);
         while !header.is_null() {
             if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
-                let data = (*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = ((*header).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                 let first = libc::CMSG_DATA(header).cast::<RawFd>();
                 for index in 0..data / size_of::<RawFd>() {
                     fds.push(OwnedFd::from_raw_fd(first.add(index).read_unaligned()));

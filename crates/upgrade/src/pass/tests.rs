@@ -212,18 +212,29 @@ fn serve_the_passed_connection() {
     passed.write_all(&unread).unwrap();
 }
 
+/// Reads a frame that must be refused, and checks that every descriptor it
+/// brought (copies of `target`, one kept by the test) was closed.
+fn refused(receiver: &mut Channel, target: &PathBuf) -> FrameError {
+    let error = receiver.read().unwrap_err();
+    assert_eq!(copies_open(target), 1, "a descriptor of a refused frame stayed open ({error})");
+    error
+}
+
+/// The frame after a refused one reads: the refused one was read whole.
+fn next_frame_reads(sender: &mut Channel, receiver: &mut Channel) {
+    sender.write(2, b"next", &[]).unwrap();
+    assert!(expect_frame(receiver, 2, b"next").is_empty());
+}
+
 #[test]
 fn fewer_descriptors_than_announced_are_refused_and_closed() {
     let (file, target) = marker();
     let (mut sender, mut receiver) = pair();
     send_raw(&mut sender, WITH_DESCRIPTORS, 3, b"record", &[file.as_fd(), file.as_fd()]);
-    sender.write(2, b"next", &[]).unwrap();
-    let error = receiver.read().unwrap_err();
+    let error = refused(&mut receiver, &target);
     assert!(matches!(error, FrameError::Descriptors { announced: 3, received: 2 }), "{error}");
     assert!(error.to_string().contains("announced 3 file descriptors but 2 arrived"), "{error}");
-    assert_eq!(copies_open(&target), 1, "a refused descriptor stayed open");
-    // The whole frame was read: the channel is at the next one.
-    assert!(expect_frame(&mut receiver, 2, b"next").is_empty());
+    next_frame_reads(&mut sender, &mut receiver);
 }
 
 #[test]
@@ -233,33 +244,27 @@ fn an_unannounced_descriptor_is_refused_and_closed() {
     // A plain frame (announcing none) with one; an envelope announcing 1 with 2.
     send_raw(&mut sender, 5, 0, b"plain", &[file.as_fd()]);
     send_raw(&mut sender, WITH_DESCRIPTORS, 1, b"record", &[file.as_fd(), file.as_fd()]);
-    sender.write(2, b"next", &[]).unwrap();
     for (announced, received) in [(0, 1), (1, 2)] {
-        let error = receiver.read().unwrap_err();
+        let error = refused(&mut receiver, &target);
         assert!(
             matches!(error, FrameError::Descriptors { announced: a, received: r } if (a, r) == (announced, received)),
             "{error}"
         );
-        assert_eq!(copies_open(&target), 1, "a refused descriptor stayed open");
     }
-    assert!(expect_frame(&mut receiver, 2, b"next").is_empty());
+    next_frame_reads(&mut sender, &mut receiver);
 }
 
 #[test]
 fn descriptors_the_kernel_truncated_are_refused_and_closed() {
     let (file, target) = marker();
-    let (sender, receiver) = UnixStream::pair().unwrap();
-    let mut sender = Channel::from(sender);
-    receiver.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (mut sender, receiver) = pair();
     // Room for one descriptor (two, once the buffer is rounded up for alignment).
-    let mut receiver = Channel::with_room_for(receiver, 1);
+    let mut receiver = Channel::with_room_for(receiver.into_inner(), 1);
     sender.write(4, b"three", &[file.as_fd(), file.as_fd(), file.as_fd()]).unwrap();
-    sender.write(2, b"next", &[]).unwrap();
-    let error = receiver.read().unwrap_err();
+    let error = refused(&mut receiver, &target);
     assert!(matches!(error, FrameError::DescriptorsTruncated { received: 1 | 2 }), "{error}");
     assert!(error.to_string().contains("ulimit -n"), "{error}");
-    assert_eq!(copies_open(&target), 1, "a descriptor of a truncated frame stayed open");
-    assert!(expect_frame(&mut receiver, 2, b"next").is_empty());
+    next_frame_reads(&mut sender, &mut receiver);
 }
 
 #[test]
@@ -267,9 +272,8 @@ fn an_announcement_over_the_limit_is_refused() {
     let (file, target) = marker();
     let (mut sender, mut receiver) = pair();
     send_raw(&mut sender, WITH_DESCRIPTORS, MAX_DESCRIPTORS as u32 + 1, b"", &[file.as_fd()]);
-    let error = receiver.read().unwrap_err();
+    let error = refused(&mut receiver, &target);
     assert!(matches!(error, FrameError::TooManyDescriptors { announced: 4097, max: 4096 }), "{error}");
-    assert_eq!(copies_open(&target), 1);
 
     // An envelope too short for its count and kind.
     sender.stream.write_all(&frame::header(WITH_DESCRIPTORS, 3).unwrap()).unwrap();
@@ -302,9 +306,8 @@ fn the_peer_closing_mid_frame_is_a_clear_error() {
     let sent = ancillary::send(sender.as_fd(), &bytes, &[file.as_fd(), file.as_fd()]).unwrap();
     sender.stream.write_all(&bytes[sent..]).unwrap();
     drop(sender);
-    let error = receiver.read().unwrap_err();
+    let error = refused(&mut receiver, &target);
     assert!(error.to_string().contains("10 of the 100 bytes of its payload"), "{error}");
-    assert_eq!(copies_open(&target), 1, "a descriptor of a cut frame stayed open");
 }
 
 #[test]
@@ -356,6 +359,5 @@ fn what_write_refuses_sends_nothing() {
         error.to_string().contains("4097 file descriptors in one frame, more than the limit of 4096"),
         "{error}"
     );
-    sender.write(2, b"only this", &[]).unwrap();
-    assert!(expect_frame(&mut receiver, 2, b"only this").is_empty());
+    next_frame_reads(&mut sender, &mut receiver);
 }
