@@ -9,6 +9,8 @@
 //!   systemd socket activation at first start.
 //! * [`frame`]: the control channel between the two processes carries
 //!   length-prefixed, versioned frames with a hard size limit.
+//! * [`pass`]: the same frames with file descriptors attached (`SCM_RIGHTS`),
+//!   to hand open connections to the new process.
 //! * [`notify`]: `sd_notify` datagrams (`READY=1`, `RELOADING=1`,
 //!   `MAINPID=`, `STOPPING=1`) when `NOTIFY_SOCKET` is set.
 //!
@@ -18,3 +20,4 @@
 pub mod frame;
 pub mod listen;
 pub mod notify;
+pub mod pass;
