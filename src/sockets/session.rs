@@ -308,19 +308,22 @@ async fn write(
     let mut closing = handle.closing.subscribe();
     let mut frames = Vec::with_capacity(WRITE_BATCH);
     let ending: Closing = loop {
-        let next = tokio::select! {
+        let (next, pinged) = tokio::select! {
             biased;
             ending = closing.wait_for(Option::is_some) => {
                 break ending.ok().and_then(|ending| ending.clone()).unwrap_or(Closing {
                     code: 1000, reason: String::new(), kind: CloseKind::Dropped,
                 });
             }
-            Ok(()) = pongs.changed() => None,
-            next = outgoing.recv() => next,
+            // `changed` marks the ping seen: `pinged` says it is due.
+            Ok(()) = pongs.changed() => (None, true),
+            next = outgoing.recv() => (next, false),
         };
         // A pong goes out before what waits (control frames may come
-        // between any two frames).
-        if let Some(payload) = pongs.borrow_and_update().clone() {
+        // between any two frames), once per ping.
+        if (pinged || pongs.has_changed().unwrap_or(false))
+            && let Some(payload) = pongs.borrow_and_update().clone()
+        {
             frames.push(Message::Pong(payload));
         }
         // The frames that wait now, up to a module's close (sent after them).
