@@ -63,7 +63,7 @@ pub struct Sessions {
     pub pushes_after_close: u64,
     /// The most messages one session's outgoing queue held.
     pub queue_depth_max: u64,
-    /// Sessions ended, by why: client, dropped, refused, module, failed, too_slow, going_away.
+    /// Sessions ended, by why: client, dropped, refused, module, failed, too_slow, protocol, going_away.
     pub closes: std::collections::BTreeMap<String, u64>,
     pub ticks: Ticks,
 }

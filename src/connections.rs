@@ -122,7 +122,7 @@ impl<L: Listener> Listener for Capped<L> {
             let admitted =
                 self.stats.open.fetch_update(Relaxed, Relaxed, |open| (open < self.max).then_some(open + 1));
             if admitted.is_ok() {
-                return Ok(Counted { stream, stats: self.stats.clone() });
+                return Ok(Counted { stream, admitted: Admitted(self.stats.clone()) });
             }
             // Closed before a byte is read: the client sees the connection end.
             drop(stream);
@@ -136,12 +136,24 @@ impl<L: Listener> Listener for Capped<L> {
 #[derive(Debug)]
 pub struct Counted<S> {
     stream: S,
-    stats: Arc<ConnectionStats>,
+    admitted: Admitted,
 }
 
-impl<S> Drop for Counted<S> {
+/// A place in the count of open connections, given back when dropped.
+#[derive(Debug)]
+pub struct Admitted(Arc<ConnectionStats>);
+
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Relaxed);
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+impl<S> Counted<S> {
+    /// The stream and its place in the count: a WebSocket session takes the
+    /// raw stream over and holds the place while it is open.
+    pub fn into_parts(self) -> (S, Admitted) {
+        (self.stream, self.admitted)
     }
 }
 

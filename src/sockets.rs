@@ -7,6 +7,7 @@
 //! | `sockets/session.rs` | one connection: handshake, join, messages, leave |
 //! | `sockets/inbox.rs` | a room's messages, run in batches on a call thread |
 //! | `sockets/ticks.rs` | `tick`: periodic `on_tick` of instances with sessions |
+//! | `sockets/wire.rs` | WebSocket framing over the raw stream; a reader can be parked and resumed |
 //!
 //! A session id is never reused, in this process or the ones before and
 //! after it across upgrades and restarts: ids count up from a first id made
@@ -30,14 +31,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hotswap::Push;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
 
 use crate::api;
 
 mod inbox;
 mod session;
 pub mod ticks;
+pub mod wire;
 
 pub use session::accept;
 
@@ -122,6 +124,9 @@ pub enum CloseKind {
     Failed,
     /// Its outgoing queue was full (1008 "too slow").
     TooSlow,
+    /// The client broke the protocol (1002), sent text that is not UTF-8
+    /// (1007) or a message over `server.max_body` (1009).
+    Protocol,
     /// The process stops or handed over to a new one (1001).
     GoingAway,
 }
@@ -135,6 +140,7 @@ impl CloseKind {
             CloseKind::Module => "module",
             CloseKind::Failed => "failed",
             CloseKind::TooSlow => "too_slow",
+            CloseKind::Protocol => "protocol",
             CloseKind::GoingAway => "going_away",
         }
     }

@@ -8,24 +8,29 @@
 //! its messages reach the module in the order the client sent them; a stuck
 //! instance holds its own sessions only. Pushes go out on a writer task of
 //! their own, so a client that reads slowly never holds up the module.
+//!
+//! After the 101 the session takes the raw TCP stream back from hyper and
+//! frames it itself (`wire.rs`), so what it read ahead can be handed over.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
 use hotswap::CallError;
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tungstenite::Message;
+use tungstenite::handshake::derive_accept_key;
 
+use super::wire::{Received, WireError, WireReader, WireWriter};
 use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame, inbox};
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
+use crate::connections::Counted;
 use crate::daemon::Daemon;
 use crate::http::{self, Listening, Response};
 
@@ -67,16 +72,26 @@ pub fn accept(daemon: &Arc<Daemon>, endpoint: &SocketEndpoint, request: Request<
     let join_request = request.uri().query().unwrap_or("").as_bytes().to_vec();
     let running = daemon.clone();
     tokio::spawn(async move {
-        match hyper::upgrade::on(request).await {
-            Ok(upgraded) => {
-                let config = WebSocketConfig::default().max_message_size(Some(running.config().max_body));
-                let stream =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                        .await;
-                run(&running, &handle, outgoing, stream, join_request).await;
-            }
+        let upgraded = match hyper::upgrade::on(request).await {
+            Ok(upgraded) => upgraded,
             Err(err) => {
                 tracing::debug!("a WebSocket upgrade failed: {err}");
+                running.sockets.remove(&handle, CloseKind::Dropped);
+                return;
+            }
+        };
+        match upgraded.downcast::<PublicIo>() {
+            Ok(parts) => {
+                let (stream, _admitted) = parts.io.into_inner().into_parts();
+                run(&running, &handle, outgoing, stream, parts.read_buf, join_request).await;
+            }
+            Err(_) => {
+                // Only a change to the accept loop (`http::serve`,
+                // `connections::Capped`) can get here; the tests would see it.
+                tracing::error!(
+                    "a WebSocket connection is not the public port's TCP stream ({}); closing it",
+                    std::any::type_name::<PublicIo>()
+                );
                 running.sockets.remove(&handle, CloseKind::Dropped);
             }
         }
@@ -113,18 +128,26 @@ fn check_handshake(request: &Request<Incoming>) -> Result<(), (u16, String)> {
     Ok(())
 }
 
-type Stream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// What the public port's accept loop hands hyper (`serve.rs`, `http::serve`):
+/// a session takes it back after the 101.
+type PublicIo = TokioIo<Counted<TcpStream>>;
 
-/// The session from join to leave.
+/// The session from join to leave. `read_ahead` is what hyper read past
+/// the upgrade request: the first bytes of the stream.
 async fn run(
     daemon: &Arc<Daemon>,
     handle: &Arc<SessionHandle>,
     outgoing: mpsc::Receiver<Outgoing>,
-    stream: Stream,
+    stream: TcpStream,
+    read_ahead: Bytes,
     join_request: Vec<u8>,
 ) {
-    let (sink, mut incoming) = stream.split();
-    let writer = tokio::spawn(write(daemon.clone(), handle.clone(), sink, outgoing));
+    let (read_half, write_half) = stream.into_split();
+    let mut incoming = WireReader::new(read_half, read_ahead, daemon.config().max_body);
+    // Only the latest ping needs its pong (RFC 6455 section 5.5.3).
+    let (pong, pongs) = watch::channel(None);
+    let writer = WireWriter::new(write_half);
+    let writer = tokio::spawn(write(daemon.clone(), handle.clone(), writer, outgoing, pongs));
     let id = handle.id;
     let joined = hook(daemon, handle, "on_join", move |engine, module, instance| {
         engine.session_join(module, instance, id, &join_request)
@@ -138,7 +161,7 @@ async fn run(
         }
     };
     if joined {
-        serve_messages(daemon, handle, &mut incoming).await;
+        serve_messages(daemon, handle, &mut incoming, &pong).await;
         // After a hand-over the state (and this session in it) lives in the
         // new process: nothing runs here any more.
         let left = hook(daemon, handle, "on_leave", move |engine, module, instance| {
@@ -160,7 +183,8 @@ async fn run(
 async fn serve_messages(
     daemon: &Arc<Daemon>,
     handle: &Arc<SessionHandle>,
-    incoming: &mut futures_util::stream::SplitStream<Stream>,
+    incoming: &mut WireReader<OwnedReadHalf>,
+    pong: &watch::Sender<Option<Bytes>>,
 ) {
     let id = handle.id;
     let mut closing = handle.closing.subscribe();
@@ -168,25 +192,40 @@ async fn serve_messages(
     loop {
         // Biased: once the session is closing (its last message failed, its
         // queue overflowed), no further message of it may run.
-        let frame = tokio::select! {
+        let received = tokio::select! {
             biased;
             _ = closing.wait_for(Option::is_some) => break,
             _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => {
                 handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
                 break;
             }
-            frame = incoming.next() => frame,
+            // Cancel-safe: a frame half read stays in the reader.
+            received = incoming.next() => received,
         };
-        let message = match frame {
-            Some(Ok(Message::Text(text))) => hyper::body::Bytes::from(text),
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            // Pings are answered by the codec.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-            Some(Ok(Message::Close(_))) => {
-                handle.close(1000, "", CloseKind::Client);
+        let message = match received {
+            Ok(Received::Text(bytes) | Received::Binary(bytes)) => bytes,
+            Ok(Received::Ping(payload)) => {
+                pong.send_replace(Some(payload));
+                continue;
+            }
+            Ok(Received::Pong(_)) => continue,
+            Ok(Received::Close(close)) => {
+                // The reply echoes the client's code (RFC 6455 section 5.5.1).
+                let code = close.map_or(1000, |(code, _)| code);
+                handle.close(code, "", CloseKind::Client);
                 break;
             }
-            None | Some(Err(_)) => {
+            Err(WireError::Protocol { code, reason }) => {
+                tracing::debug!(session = id, "closing a session that broke the protocol ({code}): {reason}");
+                handle.close(code, reason, CloseKind::Protocol);
+                break;
+            }
+            Err(WireError::Ended) => {
+                handle.close(1006, "", CloseKind::Dropped);
+                break;
+            }
+            Err(WireError::Io(err)) => {
+                tracing::debug!(session = id, "a session's connection broke: {err}");
                 handle.close(1006, "", CloseKind::Dropped);
                 break;
             }
@@ -252,34 +291,51 @@ async fn hook(
 /// The most queued frames the writer hands the socket in one write.
 const WRITE_BATCH: usize = 64;
 
-/// Sends the queued frames in order; ends with a close frame.
+type Writer = WireWriter<OwnedWriteHalf>;
+
+/// Sends the queued frames in order, and a pong for the client's latest
+/// ping; ends with a close frame.
 ///
 /// Frames that wait together go out in one write: under broadcast load
 /// most of the daemon's time was the kernel's, a send per frame.
 async fn write(
     daemon: Arc<Daemon>,
     handle: Arc<SessionHandle>,
-    mut sink: futures_util::stream::SplitSink<Stream, Message>,
+    mut writer: Writer,
     mut outgoing: mpsc::Receiver<Outgoing>,
+    mut pongs: watch::Receiver<Option<Bytes>>,
 ) {
     let mut closing = handle.closing.subscribe();
     let mut frames = Vec::with_capacity(WRITE_BATCH);
     let ending: Closing = loop {
-        let next = tokio::select! {
+        let (next, pinged) = tokio::select! {
             biased;
             ending = closing.wait_for(Option::is_some) => {
                 break ending.ok().and_then(|ending| ending.clone()).unwrap_or(Closing {
                     code: 1000, reason: String::new(), kind: CloseKind::Dropped,
                 });
             }
-            next = outgoing.recv() => next,
+            // `changed` marks the ping seen: `pinged` says it is due.
+            Ok(()) = pongs.changed() => (None, true),
+            next = outgoing.recv() => (next, false),
         };
+        // A pong goes out before what waits (control frames may come
+        // between any two frames), once per ping.
+        if (pinged || pongs.has_changed().unwrap_or(false))
+            && let Some(payload) = pongs.borrow_and_update().clone()
+        {
+            frames.push(Message::Pong(payload));
+        }
         // The frames that wait now, up to a module's close (sent after them).
         let mut closed_by_module = None;
-        let mut next = next;
+        let mut count = 0;
+        let mut next = next.or_else(|| outgoing.try_recv().ok());
         while let Some(item) = next.take() {
             match item {
-                Outgoing::Frame(message) => frames.push(message),
+                Outgoing::Frame(message) => {
+                    frames.push(message);
+                    count += 1;
+                }
                 Outgoing::Close(reason) => {
                     closed_by_module = Some(reason);
                     break;
@@ -289,10 +345,9 @@ async fn write(
                 next = outgoing.try_recv().ok();
             }
         }
-        let count = frames.len() as u64;
         // A client that does not read must not keep the close from going out.
         let sent = tokio::select! {
-            sent = send_all(&mut sink, &mut frames) => sent,
+            sent = send_all(&mut writer, &mut frames) => sent,
             _ = closing.wait_for(Option::is_some) => continue,
         };
         if sent.is_err() {
@@ -304,11 +359,12 @@ async fn write(
             handle.close(1000, reason, CloseKind::Module);
         }
     };
-    if ending.kind != CloseKind::Dropped && ending.kind != CloseKind::Client {
+    if ending.kind != CloseKind::Dropped {
         // What was queued before the close (what a refusing on_join pushed,
         // the acks before a failed message or a hand-over) goes out first,
-        // unless the queue is why it closes.
-        if ending.kind != CloseKind::TooSlow {
+        // unless the queue is why it closes, or the client closed or broke
+        // the protocol.
+        if !matches!(ending.kind, CloseKind::TooSlow | CloseKind::Client | CloseKind::Protocol) {
             let queued = async {
                 loop {
                     while frames.len() < WRITE_BATCH
@@ -317,7 +373,7 @@ async fn write(
                         frames.push(message);
                     }
                     let count = frames.len() as u64;
-                    if count == 0 || send_all(&mut sink, &mut frames).await.is_err() {
+                    if count == 0 || send_all(&mut writer, &mut frames).await.is_err() {
                         break;
                     }
                     daemon.sockets.messages_out.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
@@ -325,21 +381,17 @@ async fn write(
             };
             let _ = tokio::time::timeout(CLOSE_WAIT, queued).await;
         }
-        let frame = close_frame(ending.code, &ending.reason);
-        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
-    } else {
-        let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
+        // After the rest of a frame a cancelled send left (never inside it).
+        writer.queue_close(close_frame(ending.code, &ending.reason));
     }
-    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, writer.flush()).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, writer.shutdown()).await;
 }
 
-/// Writes `frames` (emptying it) and flushes once.
-async fn send_all(
-    sink: &mut futures_util::stream::SplitSink<Stream, Message>,
-    frames: &mut Vec<Message>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+/// Writes `frames` (emptying it) in one flush.
+async fn send_all(writer: &mut Writer, frames: &mut Vec<Message>) -> std::io::Result<()> {
     for frame in frames.drain(..) {
-        sink.feed(frame).await?;
+        writer.queue(frame);
     }
-    sink.flush().await
+    writer.flush().await
 }

@@ -145,6 +145,60 @@ fn a_message_reaches_the_module_and_its_pushes_come_back() {
     assert_eq!(sessions_status(&daemon)["closes"]["module"], 1);
 }
 
+/// The daemon frames the connection itself (`src/sockets/wire.rs`): a ping
+/// gets its pong, and a client that breaks the protocol gets the close code
+/// that says how, and the room serves on.
+#[test]
+fn pings_get_pongs_and_a_client_breaking_the_protocol_is_closed_with_its_code() {
+    use std::io::Write as _;
+    let setup = setup();
+    let daemon = setup.start();
+    let mut client = connect(&daemon, "/ws?instance=p");
+    joined_id(&mut client);
+    client.send(Message::Ping(b"still there?"[..].into())).unwrap();
+    loop {
+        match client.read().expect("a frame") {
+            Message::Pong(payload) => break assert_eq!(&payload[..], b"still there?"),
+            Message::Text(_) => continue,
+            other => panic!("expected the pong, got {other:?}"),
+        }
+    }
+    // One pong per ping: the frames after it carry none.
+    for round in 0..3 {
+        send(&mut client, &format!("after the ping {round}"));
+        loop {
+            match client.read().expect("a frame") {
+                Message::Text(text) if text.ends_with(&format!(":after the ping {round}")) => break,
+                Message::Text(_) => continue,
+                other => panic!("a second pong or another frame: {other:?}"),
+            }
+        }
+    }
+
+    // A frame whose header alone says it is over server.max_body: 1009.
+    let mut huge = vec![0x82, 0xff];
+    huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    client.get_mut().write_all(&huge).unwrap();
+    let (code, reason) = closed_with(&mut client);
+    assert_eq!((code, reason.contains("server.max_body")), (CloseCode::Size, true), "{reason}");
+
+    // An unmasked client frame: 1002.
+    let mut unmasked = connect(&daemon, "/ws?instance=p");
+    joined_id(&mut unmasked);
+    unmasked.get_mut().write_all(b"\x81\x02hi").unwrap();
+    let (code, reason) = closed_with(&mut unmasked);
+    assert_eq!((code, reason.contains("not masked")), (CloseCode::Protocol, true), "{reason}");
+
+    let status =
+        daemon.wait_for_status("both closes counted", |status| status["sessions"]["closes"]["protocol"] == 2);
+    assert_eq!(status["sessions"]["open"], 0, "{status}");
+    let mut other = connect(&daemon, "/ws?instance=p");
+    joined_id(&mut other);
+    send(&mut other, "the room serves on");
+    until(&mut other, |text| text.ends_with(":the room serves on"));
+}
+
 #[test]
 fn a_join_refused_by_the_module_closes_1008_with_its_reason() {
     let setup = setup();

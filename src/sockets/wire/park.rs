@@ -1,0 +1,129 @@
+//! Parking: a reader hands out what it read but did not use, a writer
+//! hands out its stream only between two frames, and the read state
+//! travels as bytes (to another process, issue 10).
+
+use bytes::BytesMut;
+
+use super::{Partial, WireReader, WireWriter};
+
+/// What a parked reader had read but not handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadState {
+    /// Bytes read from the socket and not yet parsed, in order: they come
+    /// before anything still in the socket.
+    pub unparsed: BytesMut,
+    /// The fragmented message assembled so far.
+    pub partial: Option<Partial>,
+}
+
+impl<R> WireReader<R> {
+    /// Stops reading: the stream and what was read from it but not handed out.
+    pub fn park(self) -> (R, ReadState) {
+        (self.io, ReadState { unparsed: self.buffer, partial: self.partial })
+    }
+}
+
+/// A writer that still had part of a frame to write: flush it, then park.
+#[derive(Debug)]
+pub struct MidFrame<W>(pub WireWriter<W>);
+
+impl<W> WireWriter<W> {
+    /// The stream, when every queued frame went out whole. Frames are only
+    /// queued whole and leave the buffer only when written in full, so an
+    /// empty buffer means the stream stands between two frames; otherwise
+    /// the writer comes back to be flushed first.
+    pub fn park(self) -> Result<W, MidFrame<W>> {
+        match self.written == self.out.len() {
+            true => Ok(self.io),
+            false => Err(MidFrame(self)),
+        }
+    }
+}
+
+/// The version of [`ReadState::to_bytes`]'s layout.
+const READ_STATE_VERSION: u8 = 1;
+
+/// A [`ReadState`] that could not be read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadStateError(String);
+
+impl std::fmt::Display for ReadStateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot read a WebSocket read state: {}", self.0)
+    }
+}
+
+impl std::error::Error for ReadStateError {}
+
+impl ReadState {
+    /// Version byte, then the partial message (0 none, 1 text, 2 binary,
+    /// and its length-prefixed bytes), then the unparsed bytes
+    /// (length-prefixed). Lengths are u64, little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let partial_length = self.partial.as_ref().map_or(0, |partial| 8 + partial.bytes.len());
+        let mut out = Vec::with_capacity(2 + partial_length + 8 + self.unparsed.len());
+        out.push(READ_STATE_VERSION);
+        match &self.partial {
+            None => out.push(0),
+            Some(partial) => {
+                out.push(if partial.text { 1 } else { 2 });
+                out.extend_from_slice(&(partial.bytes.len() as u64).to_le_bytes());
+                out.extend_from_slice(&partial.bytes);
+            }
+        }
+        out.extend_from_slice(&(self.unparsed.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.unparsed);
+        out
+    }
+
+    /// Reads what [`ReadState::to_bytes`] wrote; refuses another version
+    /// and anything cut short or with bytes left over.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ReadState, ReadStateError> {
+        let mut rest = bytes;
+        let version = take(&mut rest, 1, "the version byte")?[0];
+        if version != READ_STATE_VERSION {
+            return Err(ReadStateError(format!(
+                "it has layout version {version}, this build reads version {READ_STATE_VERSION}; \
+                 hand over between builds that share it"
+            )));
+        }
+        let partial = match take(&mut rest, 1, "the partial message's kind")?[0] {
+            0 => None,
+            kind @ (1 | 2) => {
+                let bytes = take_sized(&mut rest, "the partial message")?;
+                Some(Partial { text: kind == 1, bytes: BytesMut::from(bytes) })
+            }
+            other => {
+                return Err(ReadStateError(format!(
+                    "the partial message's kind is {other}; 0 (none), 1 (text) or 2 (binary) were expected"
+                )));
+            }
+        };
+        let unparsed = BytesMut::from(take_sized(&mut rest, "the unparsed bytes")?);
+        if !rest.is_empty() {
+            return Err(ReadStateError(format!("{} bytes are left over after its end", rest.len())));
+        }
+        Ok(ReadState { unparsed, partial })
+    }
+}
+
+/// The next `count` bytes of `rest`.
+fn take<'a>(rest: &mut &'a [u8], count: usize, what: &str) -> Result<&'a [u8], ReadStateError> {
+    if rest.len() < count {
+        return Err(ReadStateError(format!(
+            "it ends in {what}: {count} bytes were expected, {} are left",
+            rest.len()
+        )));
+    }
+    let (taken, left) = rest.split_at(count);
+    *rest = left;
+    Ok(taken)
+}
+
+/// A u64 length, then that many bytes.
+fn take_sized<'a>(rest: &mut &'a [u8], what: &str) -> Result<&'a [u8], ReadStateError> {
+    let length = take(rest, 8, what)?;
+    let length = u64::from_le_bytes(length.try_into().expect("eight bytes"));
+    let length = usize::try_from(length).unwrap_or(usize::MAX);
+    take(rest, length, what)
+}
