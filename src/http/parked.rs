@@ -150,9 +150,9 @@ where
         // hyper holds at most the start of the first one. It would not
         // close such a connection on `graceful_shutdown` (it waits for that
         // request and answers it with `Connection: close`), and there is
-        // nothing to flush: take the parts now.
-        let parts = connection.into_parts().expect("a connection is upgraded only after an answer");
-        return Served::Parked(parked(parts));
+        // nothing to flush: take the parts now. (No parts means upgraded,
+        // which takes an answer: not here.)
+        return connection.into_parts().map_or(Served::Upgraded, |parts| Served::Parked(parked(parts)));
     }
     if wanted == Ending::Park {
         shared.keep_open.store(true, Ordering::Release);
