@@ -1,8 +1,9 @@
 //! What the public port and the admin API share: responses, request bodies
 //! with a size limit, and an accept loop that drains its connections
-//! gracefully when told to stop.
+//! gracefully when told to stop. Each connection is served by
+//! `parked::serve_connection`, which can also stop one at a request
+//! boundary and give its socket back.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,10 +11,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -21,6 +20,9 @@ use tokio::sync::watch;
 use crate::api;
 use crate::daemon::SwapFailure;
 use hotswap::SwapError;
+use parked::Ending;
+
+pub mod parked;
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -269,7 +271,7 @@ pub async fn serve<S, A, AF, H, HF>(
     // upgrades (a `[[socket]]` takes it over) without its HTTP/2 build, so
     // the open connections are counted here and told to finish by `stop`.
     let open = std::sync::Arc::new(());
-    let (stop, _) = watch::channel(false);
+    let (stop, _) = watch::channel(Ending::Serve);
     let still_open = |open: &std::sync::Arc<()>| std::sync::Arc::strong_count(open) - 1;
     let ending = loop {
         let now = *mode.borrow_and_update();
@@ -301,32 +303,11 @@ pub async fn serve<S, A, AF, H, HF>(
                 continue;
             }
         };
-        let handler = handler.clone();
-        let service = service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(request).await) }
-        });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service)
-            // A `[[socket]]` path takes the connection over (`sockets/session.rs`).
-            .with_upgrades();
-        let (counted, mut stopping) = (open.clone(), stop.subscribe());
+        let (counted, stopping, handler) = (open.clone(), stop.subscribe(), handler.clone());
         tokio::spawn(async move {
             let _counted = counted;
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = async { stopping.wait_for(|stop| *stop).await.map(drop) } => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(err) = ended {
-                tracing::debug!("connection ended: {err}");
-            }
+            // Only `Ending::Close` is sent here: nothing comes back parked.
+            let _served = parked::serve_connection(stream, Bytes::new(), handler, stopping).await;
         });
     };
     // Close our copy of the socket now, not after the drain: on shutdown a
@@ -341,7 +322,7 @@ pub async fn serve<S, A, AF, H, HF>(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    stop.send_replace(true);
+    stop.send_replace(Ending::Close);
     while still_open(&open) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
