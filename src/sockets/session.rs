@@ -32,6 +32,7 @@ use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
 use crate::connections::Counted;
 use crate::daemon::Daemon;
+use crate::http::parked::ConnectionIo;
 use crate::http::{self, Listening, Response};
 
 /// How long a close frame may take to go out before the connection is dropped.
@@ -82,8 +83,16 @@ pub fn accept(daemon: &Arc<Daemon>, endpoint: &SocketEndpoint, request: Request<
         };
         match upgraded.downcast::<PublicIo>() {
             Ok(parts) => {
-                let (stream, _admitted) = parts.io.into_inner().into_parts();
-                run(&running, &handle, outgoing, stream, parts.read_buf, join_request).await;
+                // What hyper read past the handshake comes first, then what
+                // the connection had read ahead and not yet given to hyper.
+                let (counted, not_given) = parts.io.into_inner().into_parts();
+                let (stream, _admitted) = counted.into_parts();
+                let read_ahead = if not_given.is_empty() {
+                    parts.read_buf
+                } else {
+                    [parts.read_buf, not_given].concat().into()
+                };
+                run(&running, &handle, outgoing, stream, read_ahead, join_request).await;
             }
             Err(_) => {
                 // Only a change to the accept loop (`http::serve`,
@@ -128,9 +137,10 @@ fn check_handshake(request: &Request<Incoming>) -> Result<(), (u16, String)> {
     Ok(())
 }
 
-/// What the public port's accept loop hands hyper (`serve.rs`, `http::serve`):
+/// What the public port's accept loop hands hyper (`serve.rs`, `http::serve`,
+/// `http::parked`):
 /// a session takes it back after the 101.
-type PublicIo = TokioIo<Counted<TcpStream>>;
+type PublicIo = TokioIo<ConnectionIo<Counted<TcpStream>>>;
 
 /// The session from join to leave. `read_ahead` is what hyper read past
 /// the upgrade request: the first bytes of the stream.

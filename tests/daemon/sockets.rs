@@ -149,6 +149,40 @@ fn a_message_reaches_the_module_and_its_pushes_come_back() {
 /// gets its pong, and a client that breaks the protocol gets the close code
 /// that says how, and the room serves on.
 #[test]
+fn a_message_sent_in_the_same_packet_as_the_handshake_is_not_lost() {
+    use std::io::{Read, Write};
+    let setup = setup();
+    let daemon = setup.start();
+    let mut stream = TcpStream::connect(daemon.public()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The upgrade request and a first masked text frame in one write: the
+    // frame is read ahead with the request, before the session exists.
+    let mut bytes = format!(
+        "GET /ws?instance=eager HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        daemon.public()
+    )
+    .into_bytes();
+    let (payload, mask) = (b"early", [1u8, 2, 3, 4]);
+    bytes.extend([0x81, 0x80 | payload.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    stream.write_all(&bytes).unwrap();
+    // The 101, then whatever frames came with it.
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut client = WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Client, None);
+    let id = joined_id(&mut client);
+    assert_eq!(next_text(&mut client), "ack 1");
+    assert_eq!(next_text(&mut client), format!("{id}:1:early"));
+}
+
+#[test]
 fn pings_get_pongs_and_a_client_breaking_the_protocol_is_closed_with_its_code() {
     use std::io::Write as _;
     let setup = setup();
