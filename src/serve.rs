@@ -217,11 +217,21 @@ async fn serve(
         spawn_server(&mut servers, &daemon, "TCP admin", listener, admin_handler(&daemon, Some(token)));
     }
     match taken {
-        Some(taken) => {
+        Some(mut taken) => {
             pause_before_ready_for_tests().await;
+            let moved = std::mem::take(&mut taken.sessions);
             tokio::task::spawn_blocking(move || upgrade::ready_then_commit(taken))
                 .await
                 .map_err(|err| format!("saying ready failed: {err}"))??;
+            // Committed: the sessions that moved here go on, before anything
+            // new is accepted.
+            let count = moved.len();
+            for (session, socket) in moved {
+                crate::sockets::resume_moved(&daemon, session, socket);
+            }
+            if count > 0 {
+                tracing::info!("took over {count} WebSocket session(s) with their connections");
+            }
             let _ = daemon.listening.send(Listening::Accept);
         }
         None => {

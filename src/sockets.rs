@@ -6,6 +6,7 @@
 //! | `sockets.rs` | the session registry, push routing, the counts |
 //! | `sockets/session.rs` | one connection: handshake, join, messages, leave |
 //! | `sockets/inbox.rs` | a room's messages, run in batches on a call thread |
+//! | `sockets/moving.rs` | sessions moving with their connections to a new process |
 //! | `sockets/ticks.rs` | `tick`: periodic `on_tick` of instances with sessions |
 //! | `sockets/wire.rs` | WebSocket framing over the raw stream; a reader can be parked and resumed |
 //!
@@ -37,11 +38,12 @@ use tungstenite::protocol::CloseFrame;
 use crate::api;
 
 mod inbox;
+pub mod moving;
 mod session;
 pub mod ticks;
 pub mod wire;
 
-pub use session::accept;
+pub use session::{accept, resume_moved};
 
 /// Every open session, by id and by instance, and the counts.
 #[derive(Debug, Default)]
@@ -61,6 +63,8 @@ pub struct Sockets {
     /// Told each time a session ends (shutdown waits for them).
     ended: tokio::sync::Notify,
     pub ticks: ticks::TickStats,
+    /// Sessions moving to a new process: pause, report, wait (`moving.rs`).
+    pub moving: moving::Moving,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +133,9 @@ pub enum CloseKind {
     Protocol,
     /// The process stops or handed over to a new one (1001).
     GoingAway,
+    /// Moved with its connection to a new process (no close: the session
+    /// goes on there).
+    Moved,
 }
 
 impl CloseKind {
@@ -142,6 +149,7 @@ impl CloseKind {
             CloseKind::TooSlow => "too_slow",
             CloseKind::Protocol => "protocol",
             CloseKind::GoingAway => "going_away",
+            CloseKind::Moved => "moved",
         }
     }
 }
@@ -284,7 +292,31 @@ impl Sockets {
         }
         *open += 1;
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
-        let (outgoing, receiver) = mpsc::channel(queue);
+        Ok(Self::register(&mut registry, id, endpoint, room, queue))
+    }
+
+    /// Registers a session that an earlier process opened, under its id
+    /// (an upgrade moved it here). Past `max_sessions` too: it is open.
+    fn adopt(
+        &self,
+        id: u64,
+        endpoint: &str,
+        room: Room,
+        queue: usize,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
+        let mut registry = lock(&self.registry);
+        *registry.per_endpoint.entry(endpoint.to_owned()).or_default() += 1;
+        Self::register(&mut registry, id, endpoint, room, queue)
+    }
+
+    fn register(
+        registry: &mut Registry,
+        id: u64,
+        endpoint: &str,
+        room: Room,
+        queue: usize,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
+        let (outgoing, receiver) = mpsc::channel(queue.max(1));
         let inbox = registry.inboxes.entry(room.clone()).or_default().clone();
         let handle = Arc::new(SessionHandle {
             id,
@@ -296,7 +328,7 @@ impl Sockets {
         });
         registry.rooms.entry(room).or_default().insert(id);
         registry.sessions.insert(id, handle.clone());
-        Ok((handle, receiver))
+        (handle, receiver)
     }
 
     /// Removes an ended session and counts why it ended.

@@ -40,11 +40,12 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use hotswap_upgrade::frame::{self, FrameError};
-use hotswap_upgrade::listen;
+use hotswap_upgrade::{listen, pass};
 
 use crate::api;
 use crate::daemon::Daemon;
 use crate::http::Listening;
+use crate::sockets::moving::{self, PausedSessions};
 use crate::state;
 
 /// new -> old: modules loaded, ready for state (payload: pid).
@@ -66,6 +67,18 @@ pub const STATE_BEGIN: u16 = 6;
 pub const INSTANCE: u16 = 7;
 /// old -> new: the hand-over is committed; start accepting.
 pub const COMMIT: u16 = 8;
+/// old -> new, before STATE_END: WebSocket sessions that move with their
+/// connections (`sockets/moving.rs` encodes them), their sockets attached
+/// (SCM_RIGHTS, `hotswap_upgrade::pass`). Sent only to a new process whose
+/// HELLO says it takes them ([`TAKES_SESSIONS`]).
+pub const SESSIONS: u16 = 9;
+/// HELLO's payload: the pid (4 bytes), then this flag byte if the new
+/// process takes WebSocket sessions. An old process of an earlier release
+/// reads only the kind.
+pub const TAKES_SESSIONS: u8 = 1;
+
+/// How long the old process waits for its sessions to pause for a move.
+const PAUSE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a failed send waits for the new process's REJECT reason.
 const REASON_WAIT: Duration = Duration::from_secs(1);
@@ -170,11 +183,11 @@ fn hand_over(
     });
 
     let spawned_at = Instant::now();
-    match read_until(&mut control, deadline, config.upgrade_timeout) {
-        Ok(frame::Frame { kind: HELLO, .. }) => {}
+    let takes_sessions = match read_until(&mut control, deadline, config.upgrade_timeout) {
+        Ok(frame::Frame { kind: HELLO, payload }) => payload.get(4) == Some(&TAKES_SESSIONS),
         Ok(other) => return Err(child.fail(&format!("it sent frame kind {} instead of HELLO", other.kind))),
         Err(reason) => return Err(child.fail(&reason)),
-    }
+    };
 
     let startup_ms = spawned_at.elapsed().as_millis() as u64;
     // Freeze: no new connection here, no call running, then send the state.
@@ -196,7 +209,11 @@ fn hand_over(
         }
     };
     let frozen_at = Instant::now();
-    let answer = match send_state(daemon, &mut control) {
+    // Nothing runs now: every serving session stops where it stands and
+    // moves with the state (resumed here if the upgrade fails before its
+    // commit). A new process of an earlier release takes none.
+    let paused = takes_sessions.then(|| runtime.block_on(daemon.sockets.moving.pause_all(PAUSE_WAIT)));
+    let answer = match send_state(daemon, &mut control, paused.as_ref()) {
         Ok(()) => read_until(&mut control, deadline, config.upgrade_timeout),
         // A new process that refuses a module says REJECT and exits while
         // the rest is still being sent: its reason says more than our
@@ -239,6 +256,10 @@ fn hand_over(
         let _ = daemon.listening.send(Listening::Accept);
         return Err(reason);
     }
+    // The new process has the moved sessions: they end here without a close.
+    if let Some(paused) = paused {
+        paused.moved();
+    }
     // Requests still arriving here are forwarded to the new process.
     let _ = daemon.handed_over.set((daemon.forward_address(), new_pid));
     daemon.draining.store(true, SeqCst);
@@ -267,8 +288,13 @@ fn check_runnable(binary: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends STATE_BEGIN, every instance's snapshot (one frame each), then STATE_END.
-fn send_state(daemon: &Daemon, control: &mut UnixStream) -> Result<(), String> {
+/// Sends STATE_BEGIN, every instance's snapshot (one frame each), the
+/// paused sessions with their sockets, then STATE_END.
+fn send_state(
+    daemon: &Daemon,
+    control: &mut UnixStream,
+    paused: Option<&PausedSessions<'_>>,
+) -> Result<(), String> {
     let lost = |err: std::io::Error| format!("the control socket failed while sending the state: {err}");
     control.set_write_timeout(Some(Duration::from_secs(60))).map_err(lost)?;
     frame::write(control, STATE_BEGIN, &[]).map_err(lost)?;
@@ -303,7 +329,21 @@ fn send_state(daemon: &Daemon, control: &mut UnixStream) -> Result<(), String> {
             progress.bytes_sent += bytes;
         });
     }
+    if let Some(paused) = paused {
+        send_sessions(control, paused).map_err(lost)?;
+    }
     frame::write(control, STATE_END, &[]).map_err(lost)
+}
+
+/// The paused sessions, as many SESSIONS frames as their sockets need.
+fn send_sessions(control: &UnixStream, paused: &PausedSessions<'_>) -> std::io::Result<()> {
+    let mut channel = pass::Channel::from(control.try_clone()?);
+    for sessions in paused.sessions.chunks(pass::MAX_DESCRIPTORS) {
+        let records: Vec<&moving::MovedSession> = sessions.iter().map(|paused| &paused.session).collect();
+        let sockets: Vec<_> = sessions.iter().map(|paused| paused.socket.as_fd()).collect();
+        channel.write(SESSIONS, &moving::encode(&records), &sockets)?;
+    }
+    Ok(())
 }
 
 /// Reads one frame, giving up at `deadline`.
@@ -379,6 +419,8 @@ impl Drop for Spawned {
 #[derive(Debug)]
 pub struct Taken {
     control: UnixStream,
+    /// WebSocket sessions moved here with their sockets, to start at the commit.
+    pub sessions: moving::Adopted,
     /// The old process commits (it sent STATE_BEGIN): wait for COMMIT
     /// after READY before accepting. An old process of an earlier release
     /// does not; then READY is the hand-over.
@@ -391,8 +433,13 @@ pub struct Taken {
 pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String> {
     let mut control = UnixStream::from(control);
     let lost = |err: &dyn std::fmt::Display| format!("the old process went away during the upgrade: {err}");
-    frame::write(&mut control, HELLO, &std::process::id().to_le_bytes()).map_err(|err| lost(&err))?;
+    let mut hello = std::process::id().to_le_bytes().to_vec();
+    hello.push(TAKES_SESSIONS);
+    frame::write(&mut control, HELLO, &hello).map_err(|err| lost(&err))?;
+    // Reads take descriptors too: SESSIONS frames carry sockets.
+    let mut channel = pass::Channel::from(control);
     let mut commits = false;
+    let mut sessions = moving::Adopted::new();
     let taken = (|| -> Result<(usize, usize, u64), String> {
         let (mut modules, mut instances, mut bytes) = (0, 0, 0);
         // Instances arrive one frame each, grouped by module; a module is
@@ -410,8 +457,19 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String>
             Ok(())
         };
         loop {
-            let received = frame::read(&mut control).map_err(|err| lost(&err))?;
+            let pass::Received { frame: received, fds } = channel.read().map_err(|err| lost(&err))?;
             bytes += received.payload.len() as u64;
+            if received.kind == SESSIONS {
+                sessions.extend(moving::adopt(&received.payload, fds)?);
+                continue;
+            }
+            if !fds.is_empty() {
+                return Err(format!(
+                    "frame kind {} came with {} sockets it should not have",
+                    received.kind,
+                    fds.len()
+                ));
+            }
             match received.kind {
                 STATE_BEGIN => commits = true,
                 // A whole module in one frame, from an old process of an earlier release.
@@ -459,9 +517,10 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String>
                 outcome: Some(format!("took over from pid {old_pid}")),
                 ..api::Upgrade::new(&daemon.binary, "done")
             });
-            Ok(Taken { control, commits })
+            Ok(Taken { control: channel.into_inner(), sessions, commits })
         }
         Err(reason) => {
+            let mut control = channel.into_inner();
             let _ = frame::write(&mut control, REJECT, reason.as_bytes());
             Err(reason)
         }
@@ -477,7 +536,7 @@ fn decode(payload: &[u8]) -> Result<hotswap::ModuleSnapshot, String> {
 /// old process serves on (it rolled back, or went away): this one must
 /// exit without accepting.
 pub fn ready_then_commit(taken: Taken) -> Result<(), String> {
-    let Taken { mut control, commits } = taken;
+    let Taken { mut control, commits, .. } = taken;
     frame::write(&mut control, READY, &std::process::id().to_le_bytes())
         .map_err(|err| format!("could not tell the old process that this one is ready: {err}"))?;
     if !commits {

@@ -16,10 +16,11 @@
 //! only its own room's drain task and one thread.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering::AcqRel};
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::lock;
 use super::session::HookFailed;
@@ -49,7 +50,14 @@ struct Waiting {
     session: u64,
     message: Bytes,
     ran: oneshot::Sender<Result<(), HookFailed>>,
+    /// [`WAITS`], then [`RUNS`] (taken by a call thread) or [`WITHDRAWN`]
+    /// (taken back by its session to move it): whichever comes first.
+    state: Arc<AtomicU8>,
 }
+
+const WAITS: u8 = 0;
+const RUNS: u8 = 1;
+const WITHDRAWN: u8 = 2;
 
 impl Inbox {
     /// Queues `message` of `session`; `true` if no drain task runs, so the
@@ -75,21 +83,38 @@ impl Inbox {
 }
 
 /// Runs `message` of the session `session` of `room`'s `module` and
-/// `instance` through the room's inbox, and returns when it ran.
+/// `instance` through the room's inbox, and returns when it ran — or, when
+/// `pause` says the session moves before it ran, takes it back:
+/// `Err(HookFailed::Withdrawn)` with the message, which did not run.
 pub async fn run_message(
     daemon: &Arc<Daemon>,
     inbox: &Arc<Inbox>,
     room: &super::Room,
     session: u64,
     message: Bytes,
+    pause: &mut watch::Receiver<bool>,
 ) -> Result<(), HookFailed> {
-    let (ran, outcome) = oneshot::channel();
-    if inbox.put(Waiting { session, message, ran }) {
+    let (ran, mut outcome) = oneshot::channel();
+    let state = Arc::new(AtomicU8::new(WAITS));
+    let waiting = Waiting { session, message: message.clone(), ran, state: state.clone() };
+    if inbox.put(waiting) {
         tokio::spawn(drain(daemon.clone(), room.clone(), inbox.clone()));
     }
-    // A closed channel: the thread running the batch panicked before this
-    // message ran, or the runtime is shutting down.
-    outcome.await.unwrap_or(Err(HookFailed::Thread("on_message")))
+    let mut can_withdraw = true;
+    loop {
+        tokio::select! {
+            // A closed channel: the thread running the batch panicked before
+            // this message ran, or the runtime is shutting down.
+            outcome = &mut outcome => return outcome.unwrap_or(Err(HookFailed::Thread("on_message"))),
+            _ = pause.wait_for(|paused| *paused), if can_withdraw => {
+                if state.compare_exchange(WAITS, WITHDRAWN, AcqRel, std::sync::atomic::Ordering::Acquire).is_ok() {
+                    return Err(HookFailed::Withdrawn(message));
+                }
+                // A call thread took it: its outcome comes.
+                can_withdraw = false;
+            }
+        }
+    }
 }
 
 /// Runs the room's messages, batch after batch, until none waits.
@@ -115,7 +140,12 @@ async fn drain(daemon: Arc<Daemon>, room: super::Room, inbox: Arc<Inbox>) {
             .calls
             .pool
             .run_and_wait(move || {
-                for Waiting { session, message, ran } in batch {
+                for Waiting { session, message, ran, state } in batch {
+                    let taken =
+                        state.compare_exchange(WAITS, RUNS, AcqRel, std::sync::atomic::Ordering::Acquire);
+                    if taken.is_err() {
+                        continue; // withdrawn by a session that moves
+                    }
                     let (outcome, _took) = turn.run("on_message", || {
                         running.engine.session_message(turn.module(), turn.instance(), session, &message)
                     });
@@ -132,7 +162,8 @@ mod tests {
 
     fn waiting(session: u64) -> (Waiting, oneshot::Receiver<Result<(), HookFailed>>) {
         let (ran, outcome) = oneshot::channel();
-        (Waiting { session, message: Bytes::from_static(b"m"), ran }, outcome)
+        let state = Arc::new(AtomicU8::new(WAITS));
+        (Waiting { session, message: Bytes::from_static(b"m"), ran, state }, outcome)
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! After the 101 the session takes the raw TCP stream back from hyper and
 //! frames it itself (`wire.rs`), so what it read ahead can be handed over.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ use tokio::sync::{mpsc, watch};
 use tungstenite::Message;
 use tungstenite::handshake::derive_accept_key;
 
+use super::moving::{MovedSession, Queued, Verdict};
+use super::wire::park::ReadState;
 use super::wire::{Received, WireError, WireReader, WireWriter};
 use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame, inbox};
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
@@ -142,6 +145,33 @@ fn check_handshake(request: &Request<Incoming>) -> Result<(), (u16, String)> {
 /// a session takes it back after the 101.
 type PublicIo = TokioIo<ConnectionIo<Counted<TcpStream>>>;
 
+/// A session's connection while it serves: the reader here, the writer on
+/// a task of its own.
+struct Connection {
+    reader: WireReader<OwnedReadHalf>,
+    /// Only the latest ping needs its pong (RFC 6455 section 5.5.3).
+    pong: watch::Sender<Option<Bytes>>,
+    writer: tokio::task::JoinHandle<Option<ParkedWriter>>,
+}
+
+impl Connection {
+    fn start(
+        daemon: &Arc<Daemon>,
+        handle: &Arc<SessionHandle>,
+        stream: TcpStream,
+        read_state: ReadState,
+        outgoing: mpsc::Receiver<Outgoing>,
+        backlog: Vec<Outgoing>,
+    ) -> Connection {
+        let (read_half, write_half) = stream.into_split();
+        let reader = WireReader::resume(read_half, read_state, daemon.config().max_body);
+        let (pong, pongs) = watch::channel(None);
+        let writer = WireWriter::new(write_half);
+        let writer = tokio::spawn(write(daemon.clone(), handle.clone(), writer, outgoing, pongs, backlog));
+        Connection { reader, pong, writer }
+    }
+}
+
 /// The session from join to leave. `read_ahead` is what hyper read past
 /// the upgrade request: the first bytes of the stream.
 async fn run(
@@ -152,98 +182,265 @@ async fn run(
     read_ahead: Bytes,
     join_request: Vec<u8>,
 ) {
-    let (read_half, write_half) = stream.into_split();
-    let mut incoming = WireReader::new(read_half, read_ahead, daemon.config().max_body);
-    // Only the latest ping needs its pong (RFC 6455 section 5.5.3).
-    let (pong, pongs) = watch::channel(None);
-    let writer = WireWriter::new(write_half);
-    let writer = tokio::spawn(write(daemon.clone(), handle.clone(), writer, outgoing, pongs));
+    let read_state = ReadState { unparsed: read_ahead.as_ref().into(), partial: None };
+    let connection = Connection::start(daemon, handle, stream, read_state, outgoing, Vec::new());
     let id = handle.id;
     let joined = hook(daemon, handle, "on_join", move |engine, module, instance| {
         engine.session_join(module, instance, id, &join_request)
     })
     .await;
-    let joined = match joined {
-        Ok(()) => true,
+    match joined {
+        Ok(()) => serve(daemon, handle, connection, None).await,
         Err(failed) => {
             failed.close(handle, CloseKind::Refused);
-            false
+            end(daemon, handle, connection.writer).await;
         }
-    };
-    if joined {
-        serve_messages(daemon, handle, &mut incoming, &pong).await;
-        // After a hand-over the state (and this session in it) lives in the
-        // new process: nothing runs here any more.
-        let left = hook(daemon, handle, "on_leave", move |engine, module, instance| {
-            engine.session_leave(module, instance, id)
-        })
-        .await;
-        if let Err(HookFailed::Call(error)) = left {
-            tracing::warn!(module = %handle.room.module, instance = %handle.room.instance, "on_leave failed: {error}");
-        }
-    }
-    let kind = handle.closing.borrow().as_ref().map_or(CloseKind::Dropped, |closing| closing.kind);
-    daemon.sockets.remove(handle, kind);
-    if tokio::time::timeout(CLOSE_WAIT * 2, writer).await.is_err() {
-        tracing::debug!(session = id, "the writer did not end; dropping the connection");
     }
 }
 
-/// Runs the session's messages, one at a time, until it is closing.
+/// A session an upgrade moved here from the old process: it goes on where
+/// it stopped there, with no `on_join`.
+pub fn resume_moved(daemon: &Arc<Daemon>, moved: MovedSession, stream: std::net::TcpStream) {
+    let room = Room { module: moved.module, instance: moved.instance };
+    let (handle, outgoing) = daemon.sockets.adopt(moved.id, &moved.endpoint, room, moved.queue);
+    let backlog = moved.backlog.into_iter().map(Queued::into_outgoing).collect();
+    let running = daemon.clone();
+    tokio::spawn(async move {
+        let _ = stream.set_nonblocking(true);
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                let connection =
+                    Connection::start(&running, &handle, stream, moved.read_state, outgoing, backlog);
+                serve(&running, &handle, connection, moved.pending).await;
+            }
+            Err(err) => {
+                tracing::warn!(session = handle.id, "a moved session's socket cannot be used: {err}");
+                running.sockets.remove(&handle, CloseKind::Dropped);
+            }
+        }
+    });
+}
+
+/// Serves a joined session until it ends or moves: its messages (`pending`
+/// first), pauses for a move, and `on_leave`.
+async fn serve(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    mut connection: Connection,
+    mut pending: Option<Bytes>,
+) {
+    let id = handle.id;
+    loop {
+        let serving = daemon.sockets.moving.serving();
+        let stopped = serve_messages(daemon, handle, &mut connection, &mut pending).await;
+        drop(serving);
+        if !stopped {
+            break;
+        }
+        match moving_session(daemon, handle, connection, pending.take()).await {
+            Resumed::Here(again, message) => (connection, pending) = (again, message),
+            Resumed::Moved => {
+                daemon.sockets.remove(handle, CloseKind::Moved);
+                return;
+            }
+            Resumed::Closed(writer) => {
+                handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
+                daemon.sockets.remove(handle, CloseKind::GoingAway);
+                if let Some(writer) = writer {
+                    close_parked(writer).await;
+                }
+                return;
+            }
+        }
+    }
+    // After a hand-over the state (and this session in it) lives in the
+    // new process: nothing runs here any more.
+    let left = hook(daemon, handle, "on_leave", move |engine, module, instance| {
+        engine.session_leave(module, instance, id)
+    })
+    .await;
+    if let Err(HookFailed::Call(error)) = left {
+        tracing::warn!(module = %handle.room.module, instance = %handle.room.instance, "on_leave failed: {error}");
+    }
+    end(daemon, handle, connection.writer).await;
+}
+
+/// Unregisters an ended session and lets its writer send the close.
+async fn end(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    writer: tokio::task::JoinHandle<Option<ParkedWriter>>,
+) {
+    let kind = handle.closing.borrow().as_ref().map_or(CloseKind::Dropped, |closing| closing.kind);
+    daemon.sockets.remove(handle, kind);
+    if tokio::time::timeout(CLOSE_WAIT * 2, writer).await.is_err() {
+        tracing::debug!(session = handle.id, "the writer did not end; dropping the connection");
+    }
+}
+
+/// Sends a 1001 close on a writer a pause had stopped.
+async fn close_parked(parked: ParkedWriter) {
+    let ParkedWriter { mut writer, .. } = parked;
+    writer.queue_close(close_frame(1001, GOING_AWAY));
+    let _ = tokio::time::timeout(CLOSE_WAIT, writer.flush()).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, writer.shutdown()).await;
+}
+
+/// What became of a session paused for a move.
+enum Resumed {
+    /// The upgrade failed: serve on, `pending` first.
+    Here(Connection, Option<Bytes>),
+    /// The new process has it.
+    Moved,
+    /// It could not move: close it (with the writer, when there is one).
+    Closed(Option<ParkedWriter>),
+}
+
+/// Pauses the session for a move: reports what it takes and waits for its
+/// verdict (`moving.rs`).
+async fn moving_session(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    connection: Connection,
+    pending: Option<Bytes>,
+) -> Resumed {
+    let Connection { reader, writer, .. } = connection;
+    let parked = match tokio::time::timeout(CLOSE_WAIT, writer).await {
+        Ok(Ok(Some(parked))) => parked,
+        // The writer ended (the session closes) or is stuck on a client
+        // that does not read: this one does not move.
+        _ => return Resumed::Closed(None),
+    };
+    let ParkedWriter { writer, mut outgoing, pongs } = parked;
+    let (read_half, read_state) = reader.park();
+    let write_half = match writer.park() {
+        Ok(write_half) => write_half,
+        Err(mid_frame) => {
+            let writer = mid_frame.0;
+            return Resumed::Closed(Some(ParkedWriter { writer, outgoing, pongs }));
+        }
+    };
+    let stream = match read_half.reunite(write_half) {
+        Ok(stream) => stream,
+        Err(_) => return Resumed::Closed(None),
+    };
+    let mut backlog = Vec::new();
+    while let Ok(queued) = outgoing.try_recv() {
+        backlog.push(queued);
+    }
+    let socket = match stream.as_fd().try_clone_to_owned() {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::warn!(session = handle.id, "cannot duplicate a session's socket to move it: {err}");
+            return resume_here(daemon, handle, stream, read_state, outgoing, backlog, pending);
+        }
+    };
+    let session = MovedSession {
+        id: handle.id,
+        module: handle.room.module.clone(),
+        instance: handle.room.instance.clone(),
+        endpoint: handle.endpoint.clone(),
+        queue: handle.outgoing.max_capacity(),
+        read_state: read_state.clone(),
+        pending: pending.clone(),
+        backlog: backlog.iter().map(Queued::from_outgoing).collect(),
+    };
+    match daemon.sockets.moving.report(session, socket).await {
+        Ok(Verdict::Moved) => Resumed::Moved,
+        Ok(Verdict::Resume) => resume_here(daemon, handle, stream, read_state, outgoing, backlog, pending),
+        Ok(Verdict::Close) | Err(_) => {
+            let (read_half, write_half) = stream.into_split();
+            drop(read_half);
+            let (_, pongs) = watch::channel(None);
+            let writer = ParkedWriter { writer: WireWriter::new(write_half), outgoing, pongs };
+            Resumed::Closed(Some(writer))
+        }
+    }
+}
+
+fn resume_here(
+    daemon: &Arc<Daemon>,
+    handle: &Arc<SessionHandle>,
+    stream: TcpStream,
+    read_state: ReadState,
+    outgoing: mpsc::Receiver<Outgoing>,
+    backlog: Vec<Outgoing>,
+    pending: Option<Bytes>,
+) -> Resumed {
+    Resumed::Here(Connection::start(daemon, handle, stream, read_state, outgoing, backlog), pending)
+}
+
+/// Runs the session's messages, one at a time, until it is closing
+/// (`false`) or pauses to move (`true`, with a message that did not run
+/// in `pending`).
 async fn serve_messages(
     daemon: &Arc<Daemon>,
     handle: &Arc<SessionHandle>,
-    incoming: &mut WireReader<OwnedReadHalf>,
-    pong: &watch::Sender<Option<Bytes>>,
-) {
+    connection: &mut Connection,
+    pending: &mut Option<Bytes>,
+) -> bool {
     let id = handle.id;
     let mut closing = handle.closing.subscribe();
     let mut listening = daemon.listening.subscribe();
+    let mut pause = daemon.sockets.moving.subscribe();
     loop {
-        // Biased: once the session is closing (its last message failed, its
-        // queue overflowed), no further message of it may run.
-        let received = tokio::select! {
-            biased;
-            _ = closing.wait_for(Option::is_some) => break,
-            _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => {
-                handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
-                break;
-            }
-            // Cancel-safe: a frame half read stays in the reader.
-            received = incoming.next() => received,
-        };
-        let message = match received {
-            Ok(Received::Text(bytes) | Received::Binary(bytes)) => bytes,
-            Ok(Received::Ping(payload)) => {
-                pong.send_replace(Some(payload));
-                continue;
-            }
-            Ok(Received::Pong(_)) => continue,
-            Ok(Received::Close(close)) => {
-                // The reply echoes the client's code (RFC 6455 section 5.5.1).
-                let code = close.map_or(1000, |(code, _)| code);
-                handle.close(code, "", CloseKind::Client);
-                break;
-            }
-            Err(WireError::Protocol { code, reason }) => {
-                tracing::debug!(session = id, "closing a session that broke the protocol ({code}): {reason}");
-                handle.close(code, reason, CloseKind::Protocol);
-                break;
-            }
-            Err(WireError::Ended) => {
-                handle.close(1006, "", CloseKind::Dropped);
-                break;
-            }
-            Err(WireError::Io(err)) => {
-                tracing::debug!(session = id, "a session's connection broke: {err}");
-                handle.close(1006, "", CloseKind::Dropped);
-                break;
+        let message = match pending.take() {
+            Some(message) => message,
+            None => {
+                // Biased: once the session is closing (its last message
+                // failed, its queue overflowed), no further message of it runs.
+                let received = tokio::select! {
+                    biased;
+                    _ = closing.wait_for(Option::is_some) => return false,
+                    _ = pause.wait_for(|paused| *paused) => return true,
+                    _ = listening.wait_for(|mode| matches!(mode, Listening::Stop | Listening::HandOver)) => {
+                        handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
+                        return false;
+                    }
+                    // Cancel-safe: a frame half read stays in the reader.
+                    received = connection.reader.next() => received,
+                };
+                match received {
+                    Ok(Received::Text(bytes) | Received::Binary(bytes)) => bytes,
+                    Ok(Received::Ping(payload)) => {
+                        connection.pong.send_replace(Some(payload));
+                        continue;
+                    }
+                    Ok(Received::Pong(_)) => continue,
+                    Ok(Received::Close(close)) => {
+                        // The reply echoes the client's code (RFC 6455 section 5.5.1).
+                        let code = close.map_or(1000, |(code, _)| code);
+                        handle.close(code, "", CloseKind::Client);
+                        return false;
+                    }
+                    Err(WireError::Protocol { code, reason }) => {
+                        tracing::debug!(
+                            session = id,
+                            "closing a session that broke the protocol ({code}): {reason}"
+                        );
+                        handle.close(code, reason, CloseKind::Protocol);
+                        return false;
+                    }
+                    Err(WireError::Ended) => {
+                        handle.close(1006, "", CloseKind::Dropped);
+                        return false;
+                    }
+                    Err(WireError::Io(err)) => {
+                        tracing::debug!(session = id, "a session's connection broke: {err}");
+                        handle.close(1006, "", CloseKind::Dropped);
+                        return false;
+                    }
+                }
             }
         };
         daemon.sockets.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ran = inbox::run_message(daemon, &handle.inbox, &handle.room, id, message).await;
-        if let Err(failed) = ran {
-            failed.close(handle, CloseKind::Failed);
+        match inbox::run_message(daemon, &handle.inbox, &handle.room, id, message, &mut pause).await {
+            Ok(()) => {}
+            Err(HookFailed::Withdrawn(message)) => {
+                *pending = Some(message);
+                return true;
+            }
+            Err(failed) => failed.close(handle, CloseKind::Failed),
         }
     }
 }
@@ -252,6 +449,8 @@ async fn serve_messages(
 pub(super) enum HookFailed {
     /// The state moved to a new process: the hook must not run here.
     GoingAway,
+    /// Taken back before it ran: the session moves, and the message with it.
+    Withdrawn(Bytes),
     Call(CallError),
     /// The call thread running it failed (logged there).
     Thread(&'static str),
@@ -261,7 +460,9 @@ impl HookFailed {
     /// The close frame a session gets for a failed hook.
     fn close(self, handle: &SessionHandle, kind: CloseKind) {
         match self {
-            HookFailed::GoingAway => handle.close(1001, GOING_AWAY, CloseKind::GoingAway),
+            HookFailed::GoingAway | HookFailed::Withdrawn(_) => {
+                handle.close(1001, GOING_AWAY, CloseKind::GoingAway)
+            }
             HookFailed::Call(error @ CallError::Refused { .. }) => {
                 handle.close(1008, error.to_string(), kind)
             }
@@ -308,26 +509,45 @@ type Writer = WireWriter<OwnedWriteHalf>;
 ///
 /// Frames that wait together go out in one write: under broadcast load
 /// most of the daemon's time was the kernel's, a send per frame.
+/// A writer stopped between two frames for a move, with what it had not sent.
+struct ParkedWriter {
+    writer: Writer,
+    outgoing: mpsc::Receiver<Outgoing>,
+    pongs: watch::Receiver<Option<Bytes>>,
+}
+
+/// `backlog` goes out first (pushes a paused session had queued).
+/// Returns the writer when a pause stopped it, `None` when the session ended.
 async fn write(
     daemon: Arc<Daemon>,
     handle: Arc<SessionHandle>,
     mut writer: Writer,
     mut outgoing: mpsc::Receiver<Outgoing>,
     mut pongs: watch::Receiver<Option<Bytes>>,
-) {
+    backlog: Vec<Outgoing>,
+) -> Option<ParkedWriter> {
     let mut closing = handle.closing.subscribe();
+    let mut pause = daemon.sockets.moving.subscribe();
+    let mut backlog = std::collections::VecDeque::from(backlog);
     let mut frames = Vec::with_capacity(WRITE_BATCH);
     let ending: Closing = loop {
-        let (next, pinged) = tokio::select! {
-            biased;
-            ending = closing.wait_for(Option::is_some) => {
-                break ending.ok().and_then(|ending| ending.clone()).unwrap_or(Closing {
-                    code: 1000, reason: String::new(), kind: CloseKind::Dropped,
-                });
-            }
-            // `changed` marks the ping seen: `pinged` says it is due.
-            Ok(()) = pongs.changed() => (None, true),
-            next = outgoing.recv() => (next, false),
+        let (next, pinged) = match backlog.pop_front() {
+            Some(item) => (Some(item), false),
+            None => tokio::select! {
+                biased;
+                ending = closing.wait_for(Option::is_some) => {
+                    break ending.ok().and_then(|ending| ending.clone()).unwrap_or(Closing {
+                        code: 1000, reason: String::new(), kind: CloseKind::Dropped,
+                    });
+                }
+                // Between two frames: what is queued stays queued, to move.
+                _ = pause.wait_for(|paused| *paused) => {
+                    return Some(ParkedWriter { writer, outgoing, pongs });
+                }
+                // `changed` marks the ping seen: `pinged` says it is due.
+                Ok(()) = pongs.changed() => (None, true),
+                next = outgoing.recv() => (next, false),
+            },
         };
         // A pong goes out before what waits (control frames may come
         // between any two frames), once per ping.
@@ -339,7 +559,7 @@ async fn write(
         // The frames that wait now, up to a module's close (sent after them).
         let mut closed_by_module = None;
         let mut count = 0;
-        let mut next = next.or_else(|| outgoing.try_recv().ok());
+        let mut next = next.or_else(|| backlog.pop_front().or_else(|| outgoing.try_recv().ok()));
         while let Some(item) = next.take() {
             match item {
                 Outgoing::Frame(message) => {
@@ -352,7 +572,7 @@ async fn write(
                 }
             }
             if frames.len() < WRITE_BATCH {
-                next = outgoing.try_recv().ok();
+                next = backlog.pop_front().or_else(|| outgoing.try_recv().ok());
             }
         }
         // A client that does not read must not keep the close from going out.
@@ -378,7 +598,8 @@ async fn write(
             let queued = async {
                 loop {
                     while frames.len() < WRITE_BATCH
-                        && let Ok(Outgoing::Frame(message)) = outgoing.try_recv()
+                        && let Some(Outgoing::Frame(message)) =
+                            backlog.pop_front().or_else(|| outgoing.try_recv().ok())
                     {
                         frames.push(message);
                     }
@@ -396,6 +617,7 @@ async fn write(
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, writer.flush()).await;
     let _ = tokio::time::timeout(CLOSE_WAIT, writer.shutdown()).await;
+    None
 }
 
 /// Writes `frames` (emptying it) in one flush.

@@ -29,8 +29,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 
-// The hand-over (issue 10) uses it; until then only the tests do.
-#[cfg_attr(not(test), expect(dead_code, reason = "the upgrade's connection hand-over is integrated next"))]
+// What a session takes with it when an upgrade moves it (`moving.rs`).
 pub mod park;
 #[cfg(test)]
 mod tests;
@@ -102,6 +101,7 @@ pub struct WireReader<R> {
 impl<R: AsyncRead + Unpin> WireReader<R> {
     /// A reader of `io`, whose first bytes are `read_ahead` (what hyper read
     /// past the upgrade request). No frame or message may exceed `max_message`.
+    #[cfg(test)]
     pub fn new(io: R, read_ahead: Bytes, max_message: usize) -> WireReader<R> {
         let state = ReadState { unparsed: BytesMut::from(&read_ahead[..]), partial: None };
         WireReader::resume(io, state, max_message)

@@ -554,24 +554,23 @@ fn ticks_reach_instances_with_sessions_and_continue_across_a_swap_once() {
 }
 
 #[test]
-fn an_upgrade_closes_sessions_with_1001_and_keeps_the_state() {
+fn an_upgrade_moves_a_session_with_its_connection_and_the_state() {
     let setup = setup();
     let mut daemon = setup.start();
     let mut client = connect(&daemon, "/ws?instance=kept");
     let id = joined_id(&mut client);
     send(&mut client, "before");
     until(&mut client, |text| text.ends_with(":before"));
+    let old_pid = daemon.pid();
     crate::upgrade::upgrade(&setup, &mut daemon);
-    let (code, reason) = closed_with(&mut client);
-    assert_eq!(code, CloseCode::Away);
-    assert!(reason.contains("going away"), "{reason}");
-    // The new process has the state; the client reconnects there.
-    assert_eq!(call(&daemon, "seq", "kept"), "1");
-    let mut again = connect(&daemon, "/ws?instance=kept");
-    joined_id(&mut again);
-    send(&mut again, "after");
-    assert_eq!(next_text(&mut again), "ack 2");
-    let _ = id;
+    assert_ne!(daemon.pid(), old_pid);
+    // The same connection, the same session, now served by the new process.
+    send(&mut client, "after");
+    assert_eq!(next_text(&mut client), "ack 2");
+    assert_eq!(next_text(&mut client), format!("{id}:2:after"));
+    assert_eq!(call(&daemon, "sessions", "kept"), format!("[{id}]"), "no leave, no second join");
+    let status = sessions_status(&daemon);
+    assert_eq!(status["open"], 1, "{status}");
 }
 
 #[test]
@@ -591,17 +590,13 @@ fn ticks_go_on_in_the_new_process_after_an_upgrade_and_never_run_ahead_of_the_cl
     };
     wait_ticks(&daemon, 5);
     crate::upgrade::upgrade(&setup, &mut daemon);
-    assert_eq!(closed_with(&mut client).0, CloseCode::Away);
-    // The count moved with the state. Without a session in the new process
-    // the instance gets no ticks there, and the old one ticks no more.
+    // The count moved with the state, and the session with its connection:
+    // the new process ticks the instance, the old one no more.
     let moved = ticks(&daemon);
     assert!(moved >= 5, "the tick count did not move with the state: {moved}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(ticks(&daemon), moved, "ticked with no session in the new process");
-    // The client reconnects: the new process ticks it.
-    let mut again = connect(&daemon, "/ws?instance=upticks");
-    joined_id(&mut again);
     wait_ticks(&daemon, moved + 10);
+    send(&mut client, "still here");
+    until(&mut client, |text| text.starts_with("ack "));
     std::thread::sleep(Duration::from_millis(300));
     let (total, elapsed) = (ticks(&daemon), started.elapsed());
     // One tick per 20 ms at most over both processes, however late: no

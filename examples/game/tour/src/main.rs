@@ -10,8 +10,8 @@
 //!
 //! Beside them, four bots play over WebSocket sessions (`bots.rs`): every
 //! move they send must be acknowledged in order, and every bot's session
-//! must stay open through the swap; the sessions closed by the upgrade
-//! (1001, until sessions are handed over) are counted as reconnects.
+//! must stay open, on the same connection, through the upgrade (its
+//! connection moves to the new process) and the swap.
 //!
 //! Arguments: the daemon's address, the `hotswap` binary, the config file.
 

@@ -1,0 +1,350 @@
+//! Sessions that move, with their connections, to the new process of an
+//! upgrade.
+//!
+//! While the old process is frozen (no call runs), [`Moving::pause_all`]
+//! asks every serving session to stop: its reader stops between two reads
+//! (what it read but did not use stays in its [`ReadState`]), a message it
+//! read but whose `on_message` has not run is taken back from its room's
+//! inbox, and its writer stops between two frames, leaving the pushes not
+//! yet written in the session's queue. Each session then reports a
+//! [`MovedSession`] (its id, room, read state, that message, those pushes)
+//! with a duplicate of its socket, and waits. The upgrade sends them to the
+//! new process (`upgrade.rs`) and then gives each its [`Verdict`]:
+//!
+//! - `Moved` once the new process committed: the session ends here without
+//!   a close frame and without `on_leave`; its socket stays open, held by
+//!   the new process, which goes on from where this one stopped.
+//! - `Resume` if the upgrade failed before its commit: the session goes on
+//!   here as if nothing happened (its message runs, its pushes go out).
+//! - `Close` for a session that reported too late to be sent: it is closed
+//!   with 1001, as before sessions moved.
+//!
+//! Sessions not serving at the freeze (a join not yet run) do not move:
+//! they are closed with 1001 after the commit, and counted.
+
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::wire::park::ReadState;
+use super::{Outgoing, lock};
+
+/// What a session moving to a new process takes with it, besides its socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedSession {
+    pub id: u64,
+    pub module: String,
+    pub instance: String,
+    /// The `[[socket]]` path it connected to.
+    pub endpoint: String,
+    /// Its outgoing queue's size.
+    pub queue: usize,
+    pub read_state: ReadState,
+    /// A message read but not yet run: it runs first in the new process.
+    pub pending: Option<Bytes>,
+    /// Pushes queued but not yet written, in order.
+    pub backlog: Vec<Queued>,
+}
+
+/// A push waiting in a session's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queued {
+    Text(Bytes),
+    Binary(Bytes),
+    /// The module closed the session (`ctx.close`) after the pushes before.
+    Close(String),
+}
+
+impl Queued {
+    pub(super) fn from_outgoing(outgoing: &Outgoing) -> Queued {
+        match outgoing {
+            Outgoing::Frame(tungstenite::Message::Text(text)) => Queued::Text(Bytes::from(text.clone())),
+            Outgoing::Frame(message) => Queued::Binary(message.clone().into_data()),
+            Outgoing::Close(reason) => Queued::Close(reason.clone()),
+        }
+    }
+
+    pub(super) fn into_outgoing(self) -> Outgoing {
+        match self {
+            Queued::Text(bytes) => match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => Outgoing::Frame(tungstenite::Message::text(text)),
+                Err(_) => Outgoing::Frame(tungstenite::Message::binary(bytes)),
+            },
+            Queued::Binary(bytes) => Outgoing::Frame(tungstenite::Message::binary(bytes)),
+            Queued::Close(reason) => Outgoing::Close(reason),
+        }
+    }
+}
+
+/// What becomes of a paused session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Moved,
+    Resume,
+    Close,
+}
+
+/// A paused session's report: what it takes, a duplicate of its socket,
+/// and where its verdict goes.
+#[derive(Debug)]
+pub struct Paused {
+    pub session: MovedSession,
+    pub socket: OwnedFd,
+    verdict: oneshot::Sender<Verdict>,
+}
+
+/// The pause signal and the sessions' reports.
+#[derive(Debug)]
+pub struct Moving {
+    pause: watch::Sender<bool>,
+    /// Sessions in their message loop: the ones a pause waits for.
+    serving: AtomicUsize,
+    reports: Mutex<Option<mpsc::UnboundedSender<Paused>>>,
+}
+
+impl Default for Moving {
+    fn default() -> Moving {
+        Moving { pause: watch::Sender::new(false), serving: AtomicUsize::new(0), reports: Mutex::new(None) }
+    }
+}
+
+/// Counts a session as serving while it lives.
+pub(super) struct Serving<'a>(&'a Moving);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Moving {
+    pub(super) fn serving(&self) -> Serving<'_> {
+        self.serving.fetch_add(1, Relaxed);
+        Serving(self)
+    }
+
+    /// Told when sessions must pause.
+    pub(super) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.pause.subscribe()
+    }
+
+    /// A paused session reports; its verdict comes back on the receiver
+    /// (`Close` at once if the pause is over).
+    pub(super) fn report(&self, session: MovedSession, socket: OwnedFd) -> oneshot::Receiver<Verdict> {
+        let (verdict, receiver) = oneshot::channel();
+        let paused = Paused { session, socket, verdict };
+        let refused = match &*lock(&self.reports) {
+            Some(reports) => reports.send(paused).err().map(|err| err.0),
+            None => Some(paused),
+        };
+        if let Some(paused) = refused {
+            let _ = paused.verdict.send(Verdict::Close);
+        }
+        receiver
+    }
+
+    /// Pauses every serving session and collects their reports, waiting at
+    /// most `wait` for the last one. The returned sessions resume when it
+    /// is dropped, unless [`PausedSessions::moved`] was called.
+    pub async fn pause_all(&self, wait: Duration) -> PausedSessions<'_> {
+        let (reports, mut received) = mpsc::unbounded_channel();
+        *lock(&self.reports) = Some(reports);
+        self.pause.send_replace(true);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut sessions = Vec::new();
+        while sessions.len() < self.serving.load(Relaxed) {
+            match tokio::time::timeout_at(deadline, received.recv()).await {
+                Ok(Some(paused)) => sessions.push(paused),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Late reports are closed: they were not sent.
+        lock(&self.reports).take();
+        while let Ok(late) = received.try_recv() {
+            let _ = late.verdict.send(Verdict::Close);
+        }
+        PausedSessions { moving: self, sessions, moved: false }
+    }
+}
+
+/// Sessions paused for a move. Dropped without [`moved`](Self::moved),
+/// they resume.
+#[derive(Debug)]
+pub struct PausedSessions<'a> {
+    moving: &'a Moving,
+    pub sessions: Vec<Paused>,
+    moved: bool,
+}
+
+impl PausedSessions<'_> {
+    /// The new process has them: each ends here without a close frame.
+    pub fn moved(mut self) {
+        self.moved = true;
+    }
+}
+
+impl Drop for PausedSessions<'_> {
+    fn drop(&mut self) {
+        let verdict = if self.moved { Verdict::Moved } else { Verdict::Resume };
+        // Unpaused first, so a resumed session does not pause again.
+        self.moving.pause.send_replace(false);
+        for paused in self.sessions.drain(..) {
+            let _ = paused.verdict.send(verdict);
+        }
+    }
+}
+
+/// The layout version of [`encode`].
+const RECORDS_VERSION: u8 = 1;
+
+/// Sessions as bytes: a version byte, their count, then each session's
+/// fields, byte strings prefixed with their u64 length (little-endian).
+pub fn encode(sessions: &[&MovedSession]) -> Vec<u8> {
+    let mut out = vec![RECORDS_VERSION];
+    put_u64(&mut out, sessions.len() as u64);
+    for session in sessions {
+        put_u64(&mut out, session.id);
+        put_bytes(&mut out, session.module.as_bytes());
+        put_bytes(&mut out, session.instance.as_bytes());
+        put_bytes(&mut out, session.endpoint.as_bytes());
+        put_u64(&mut out, session.queue as u64);
+        put_bytes(&mut out, &session.read_state.to_bytes());
+        match &session.pending {
+            None => out.push(0),
+            Some(message) => {
+                out.push(1);
+                put_bytes(&mut out, message);
+            }
+        }
+        put_u64(&mut out, session.backlog.len() as u64);
+        for queued in &session.backlog {
+            let (kind, bytes): (u8, &[u8]) = match queued {
+                Queued::Text(bytes) => (1, bytes),
+                Queued::Binary(bytes) => (2, bytes),
+                Queued::Close(reason) => (3, reason.as_bytes()),
+            };
+            out.push(kind);
+            put_bytes(&mut out, bytes);
+        }
+    }
+    out
+}
+
+/// Reads what [`encode`] wrote; names what is wrong otherwise.
+pub fn decode(bytes: &[u8]) -> Result<Vec<MovedSession>, String> {
+    let mut rest = bytes;
+    let version = take(&mut rest, 1, "the version")?[0];
+    if version != RECORDS_VERSION {
+        return Err(format!(
+            "the moved sessions have layout version {version}, this build reads {RECORDS_VERSION}"
+        ));
+    }
+    let count = take_u64(&mut rest, "the count")?;
+    let mut sessions = Vec::new();
+    for _ in 0..count {
+        let id = take_u64(&mut rest, "an id")?;
+        let text = |rest: &mut &[u8], what: &str| {
+            String::from_utf8(take_sized(rest, what)?.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+        };
+        let module = text(&mut rest, "a module")?;
+        let instance = text(&mut rest, "an instance")?;
+        let endpoint = text(&mut rest, "an endpoint")?;
+        let queue = usize::try_from(take_u64(&mut rest, "a queue size")?).unwrap_or(usize::MAX);
+        let read_state =
+            ReadState::from_bytes(take_sized(&mut rest, "a read state")?).map_err(|e| e.to_string())?;
+        let pending = match take(&mut rest, 1, "a pending flag")?[0] {
+            0 => None,
+            _ => Some(Bytes::copy_from_slice(take_sized(&mut rest, "a pending message")?)),
+        };
+        let mut backlog = Vec::new();
+        for _ in 0..take_u64(&mut rest, "a backlog count")? {
+            let kind = take(&mut rest, 1, "a push kind")?[0];
+            let bytes = Bytes::copy_from_slice(take_sized(&mut rest, "a push")?);
+            backlog.push(match kind {
+                1 => Queued::Text(bytes),
+                2 => Queued::Binary(bytes),
+                3 => Queued::Close(String::from_utf8_lossy(&bytes).into_owned()),
+                other => return Err(format!("a queued push of kind {other}; 1, 2 or 3 were expected")),
+            });
+        }
+        sessions.push(MovedSession { id, module, instance, endpoint, queue, read_state, pending, backlog });
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes are left over after the moved sessions", rest.len()));
+    }
+    Ok(sessions)
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_u64(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn take<'a>(rest: &mut &'a [u8], count: usize, what: &str) -> Result<&'a [u8], String> {
+    if rest.len() < count {
+        return Err(format!("the moved sessions end in {what}: {count} bytes expected, {} left", rest.len()));
+    }
+    let (taken, left) = rest.split_at(count);
+    *rest = left;
+    Ok(taken)
+}
+
+fn take_u64(rest: &mut &[u8], what: &str) -> Result<u64, String> {
+    Ok(u64::from_le_bytes(take(rest, 8, what)?.try_into().expect("eight bytes")))
+}
+
+fn take_sized<'a>(rest: &mut &'a [u8], what: &str) -> Result<&'a [u8], String> {
+    let length = usize::try_from(take_u64(rest, what)?).unwrap_or(usize::MAX);
+    take(rest, length, what)
+}
+
+/// The sessions a new process took over, waiting for the commit to start.
+pub type Adopted = Vec<(MovedSession, std::net::TcpStream)>;
+
+/// Pairs decoded sessions with the sockets that came with them.
+pub fn adopt(records: &[u8], sockets: Vec<OwnedFd>) -> Result<Adopted, String> {
+    let sessions = decode(records)?;
+    if sessions.len() != sockets.len() {
+        return Err(format!("{} moved sessions came with {} sockets", sessions.len(), sockets.len()));
+    }
+    Ok(sessions.into_iter().zip(sockets.into_iter().map(std::net::TcpStream::from)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_sessions_read_back_as_written_and_damage_is_named() {
+        let session = MovedSession {
+            id: 42,
+            module: "room".into(),
+            instance: "é-7".into(),
+            endpoint: "/ws".into(),
+            queue: 256,
+            read_state: ReadState::default(),
+            pending: Some(Bytes::from_static(b"half")),
+            backlog: vec![
+                Queued::Text("ack 1".into()),
+                Queued::Binary(vec![0xFF].into()),
+                Queued::Close("bye".into()),
+            ],
+        };
+        let other = MovedSession { id: 43, pending: None, backlog: vec![], ..session.clone() };
+        let bytes = encode(&[&session, &other]);
+        assert_eq!(decode(&bytes).unwrap(), vec![session, other]);
+        assert!(decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("end in"));
+        let mut newer = bytes.clone();
+        newer[0] = 9;
+        assert!(decode(&newer).unwrap_err().contains("version 9, this build reads 1"));
+        assert!(adopt(&bytes, vec![]).unwrap_err().contains("2 moved sessions came with 0 sockets"));
+    }
+}
