@@ -231,13 +231,15 @@ async fn serve(
 ) {
     let id = handle.id;
     loop {
+        // Counted until its verdict: a pause waits for every serving session's report.
         let serving = daemon.sockets.moving.serving();
         let stopped = serve_messages(daemon, handle, &mut connection, &mut pending).await;
-        drop(serving);
         if !stopped {
             break;
         }
-        match moving_session(daemon, handle, connection, pending.take()).await {
+        let resumed = moving_session(daemon, handle, connection, pending.take()).await;
+        drop(serving);
+        match resumed {
             Resumed::Here(again, message) => (connection, pending) = (again, message),
             Resumed::Moved => {
                 daemon.sockets.remove(handle, CloseKind::Moved);
