@@ -25,6 +25,7 @@ mod swap_status;
 mod timers;
 mod typed_ledger;
 mod upgrade;
+mod ws_client;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
