@@ -17,6 +17,8 @@ mod public_limits;
 mod reload;
 mod restart;
 mod saves;
+mod session_handover;
+mod session_traffic;
 mod sockets;
 mod state;
 mod static_files;
