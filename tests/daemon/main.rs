@@ -17,6 +17,8 @@ mod public_limits;
 mod reload;
 mod restart;
 mod saves;
+mod session_handover;
+mod session_traffic;
 mod sockets;
 mod state;
 mod static_files;
@@ -25,6 +27,7 @@ mod swap_status;
 mod timers;
 mod typed_ledger;
 mod upgrade;
+mod ws_client;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

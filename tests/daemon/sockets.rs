@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
+use crate::ws_client::{
+    Client, call, connect, joined_id, masked_text_frame, next_text, send, try_connect, until,
+};
 use crate::{Daemon, Setup, modules};
 
 const ROOM_CONFIG: &str = r#"
@@ -41,49 +44,10 @@ instance = "lobby"
 tick = "20ms"
 "#;
 
-type Client = WebSocket<TcpStream>;
-
 fn setup() -> Setup {
     let setup = Setup::new(ROOM_CONFIG);
     setup.install(modules::ROOM_V1, "libroom.so");
     setup
-}
-
-/// Opens a session at `path` (with its query); panics with the log if refused.
-fn connect(daemon: &Daemon, path: &str) -> Client {
-    try_connect(daemon, path).unwrap_or_else(|err| panic!("connecting to {path}: {err}\n{}", daemon.log()))
-}
-
-fn try_connect(daemon: &Daemon, path: &str) -> Result<Client, tungstenite::Error> {
-    let stream = TcpStream::connect(daemon.public()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let url = format!("ws://{}{path}", daemon.public());
-    match tungstenite::client(url.as_str(), stream) {
-        Ok((client, _)) => Ok(client),
-        Err(tungstenite::HandshakeError::Failure(err)) => Err(err),
-        Err(tungstenite::HandshakeError::Interrupted(_)) => panic!("a blocking handshake was interrupted"),
-    }
-}
-
-/// The next text frame.
-fn next_text(client: &mut Client) -> String {
-    loop {
-        match client.read().expect("a frame") {
-            Message::Text(text) => return text.as_str().to_owned(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// Reads until a text frame that `matches`, skipping the others.
-fn until(client: &mut Client, matches: impl Fn(&str) -> bool) -> String {
-    loop {
-        let text = next_text(client);
-        if matches(&text) {
-            return text;
-        }
-    }
 }
 
 /// Reads until the close frame; returns its code and reason.
@@ -107,21 +71,8 @@ fn texts_until_closed(client: &mut Client) -> (Vec<String>, CloseCode, String) {
     }
 }
 
-fn send(client: &mut Client, text: &str) {
-    client.send(Message::text(text)).unwrap();
-}
-
-fn call(daemon: &Daemon, method: &str, instance: &str) -> String {
-    daemon.text("POST", &format!("/call/room/{method}?instance={instance}"), "")
-}
-
 fn sessions_status(daemon: &Daemon) -> serde_json::Value {
     daemon.status()["sessions"].clone()
-}
-
-/// The session id from `joined N`.
-fn joined_id(client: &mut Client) -> u64 {
-    until(client, |text| text.starts_with("joined ")).trim_start_matches("joined ").parse().unwrap()
 }
 
 #[test]
@@ -163,10 +114,7 @@ fn a_message_sent_in_the_same_packet_as_the_handshake_is_not_lost() {
         daemon.public()
     )
     .into_bytes();
-    let (payload, mask) = (b"early", [1u8, 2, 3, 4]);
-    bytes.extend([0x81, 0x80 | payload.len() as u8]);
-    bytes.extend(mask);
-    bytes.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    bytes.extend(masked_text_frame(b"early", [1, 2, 3, 4]));
     stream.write_all(&bytes).unwrap();
     // The 101, then whatever frames came with it.
     let mut head = Vec::new();

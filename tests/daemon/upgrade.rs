@@ -15,19 +15,23 @@ pub(crate) fn config() -> String {
     COUNTER_CONFIG.replace("watch = true", "watch = false")
 }
 
-/// Runs `hotswap upgrade` and returns the new pid.
+/// Runs `hotswap upgrade` and returns the new pid, once the old process exited.
 pub(crate) fn upgrade(setup: &Setup, daemon: &mut Daemon) -> u32 {
+    let new_pid = upgrade_started(setup, daemon);
+    daemon.taken_over_by(new_pid);
+    new_pid
+}
+
+/// Runs `hotswap upgrade` and returns the new pid, not waiting for the old process.
+pub(crate) fn upgrade_started(setup: &Setup, daemon: &Daemon) -> u32 {
     let output = setup.cli(&["upgrade"]);
     assert!(output.status.success(), "upgrade failed: {}\n{}", stderr(&output), daemon.log());
     let text = stdout(&output);
-    let new_pid = text
-        .split(" -> ")
+    text.split(" -> ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no new pid in {text:?}"));
-    daemon.taken_over_by(new_pid);
-    new_pid
+        .unwrap_or_else(|| panic!("no new pid in {text:?}"))
 }
 
 /// Failure classes a client can see.
@@ -199,12 +203,12 @@ fn the_old_process_forwards_and_closes_its_open_connections() {
 }
 
 /// Descriptors the process has open.
-fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0)
 }
 
 /// What each open descriptor of `pid` refers to (for failure messages).
-fn fd_targets(pid: u32) -> Vec<String> {
+pub(crate) fn fd_targets(pid: u32) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
     let mut targets: Vec<String> = entries
         .flatten()
@@ -235,7 +239,7 @@ fn children_of(pid: u32) -> Vec<u32> {
     children
 }
 
-fn script(setup: &Setup, name: &str, body: &str) -> String {
+pub(crate) fn script(setup: &Setup, name: &str, body: &str) -> String {
     let path = setup.path(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
