@@ -5,8 +5,9 @@
 //! asks every serving session to stop: its reader stops between two reads
 //! (what it read but did not use stays in its [`ReadState`]), a message it
 //! read but whose `on_message` has not run is taken back from its room's
-//! inbox, and its writer stops between two frames, leaving the pushes not
-//! yet written in the session's queue. Each session then reports a
+//! inbox, and its writer stops, leaving the bytes of frames it had not
+//! written yet (a client that does not read can hold it inside a frame)
+//! and the pushes still queued. Each session then reports a
 //! [`MovedSession`] (its id, room, read state, that message, those pushes)
 //! with a duplicate of its socket, and waits. The upgrade sends them to the
 //! new process (`upgrade.rs`) and then gives each its [`Verdict`]:
@@ -44,6 +45,9 @@ pub struct MovedSession {
     /// Its outgoing queue's size.
     pub queue: usize,
     pub read_state: ReadState,
+    /// Bytes of frames queued but not yet written (the first perhaps begun):
+    /// written first, so the client reads every frame whole and once.
+    pub unwritten: Vec<u8>,
     /// A message read but not yet run: it runs first in the new process.
     pub pending: Option<Bytes>,
     /// Pushes queued but not yet written, in order.
@@ -213,6 +217,7 @@ pub fn encode(sessions: &[&MovedSession]) -> Vec<u8> {
         put_bytes(&mut out, session.endpoint.as_bytes());
         put_u64(&mut out, session.queue as u64);
         put_bytes(&mut out, &session.read_state.to_bytes());
+        put_bytes(&mut out, &session.unwritten);
         match &session.pending {
             None => out.push(0),
             Some(message) => {
@@ -256,6 +261,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<MovedSession>, String> {
         let queue = usize::try_from(take_u64(&mut rest, "a queue size")?).unwrap_or(usize::MAX);
         let read_state =
             ReadState::from_bytes(take_sized(&mut rest, "a read state")?).map_err(|e| e.to_string())?;
+        let unwritten = take_sized(&mut rest, "unwritten bytes")?.to_vec();
         let pending = match take(&mut rest, 1, "a pending flag")?[0] {
             0 => None,
             _ => Some(Bytes::copy_from_slice(take_sized(&mut rest, "a pending message")?)),
@@ -271,7 +277,17 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<MovedSession>, String> {
                 other => return Err(format!("a queued push of kind {other}; 1, 2 or 3 were expected")),
             });
         }
-        sessions.push(MovedSession { id, module, instance, endpoint, queue, read_state, pending, backlog });
+        sessions.push(MovedSession {
+            id,
+            module,
+            instance,
+            endpoint,
+            queue,
+            read_state,
+            unwritten,
+            pending,
+            backlog,
+        });
     }
     if !rest.is_empty() {
         return Err(format!("{} bytes are left over after the moved sessions", rest.len()));
@@ -331,6 +347,7 @@ mod tests {
             endpoint: "/ws".into(),
             queue: 256,
             read_state: ReadState::default(),
+            unwritten: b"\x81\x05hel".to_vec(),
             pending: Some(Bytes::from_static(b"half")),
             backlog: vec![
                 Queued::Text("ack 1".into()),

@@ -159,14 +159,14 @@ impl Connection {
         daemon: &Arc<Daemon>,
         handle: &Arc<SessionHandle>,
         stream: TcpStream,
-        read_state: ReadState,
+        (read_state, unwritten): (ReadState, Vec<u8>),
         outgoing: mpsc::Receiver<Outgoing>,
         backlog: Vec<Outgoing>,
     ) -> Connection {
         let (read_half, write_half) = stream.into_split();
         let reader = WireReader::resume(read_half, read_state, daemon.config().max_body);
         let (pong, pongs) = watch::channel(None);
-        let writer = WireWriter::new(write_half);
+        let writer = WireWriter::resume(write_half, unwritten);
         let writer = tokio::spawn(write(daemon.clone(), handle.clone(), writer, outgoing, pongs, backlog));
         Connection { reader, pong, writer }
     }
@@ -183,7 +183,8 @@ async fn run(
     join_request: Vec<u8>,
 ) {
     let read_state = ReadState { unparsed: read_ahead.as_ref().into(), partial: None };
-    let connection = Connection::start(daemon, handle, stream, read_state, outgoing, Vec::new());
+    let connection =
+        Connection::start(daemon, handle, stream, (read_state, Vec::new()), outgoing, Vec::new());
     let id = handle.id;
     let joined = hook(daemon, handle, "on_join", move |engine, module, instance| {
         engine.session_join(module, instance, id, &join_request)
@@ -209,8 +210,8 @@ pub fn resume_moved(daemon: &Arc<Daemon>, moved: MovedSession, stream: std::net:
         let _ = stream.set_nonblocking(true);
         match TcpStream::from_std(stream) {
             Ok(stream) => {
-                let connection =
-                    Connection::start(&running, &handle, stream, moved.read_state, outgoing, backlog);
+                let parked = (moved.read_state, moved.unwritten);
+                let connection = Connection::start(&running, &handle, stream, parked, outgoing, backlog);
                 serve(&running, &handle, connection, moved.pending).await;
             }
             Err(err) => {
@@ -313,15 +314,9 @@ async fn moving_session(
         // that does not read: this one does not move.
         _ => return Resumed::Closed(None),
     };
-    let ParkedWriter { writer, mut outgoing, pongs } = parked;
+    let ParkedWriter { writer, mut outgoing, .. } = parked;
     let (read_half, read_state) = reader.park();
-    let write_half = match writer.park() {
-        Ok(write_half) => write_half,
-        Err(mid_frame) => {
-            let writer = mid_frame.0;
-            return Resumed::Closed(Some(ParkedWriter { writer, outgoing, pongs }));
-        }
-    };
+    let (write_half, unwritten) = writer.park();
     let stream = match read_half.reunite(write_half) {
         Ok(stream) => stream,
         Err(_) => return Resumed::Closed(None),
@@ -334,7 +329,7 @@ async fn moving_session(
         Ok(socket) => socket,
         Err(err) => {
             tracing::warn!(session = handle.id, "cannot duplicate a session's socket to move it: {err}");
-            return resume_here(daemon, handle, stream, read_state, outgoing, backlog, pending);
+            return resume_here(daemon, handle, stream, (read_state, unwritten), outgoing, backlog, pending);
         }
     };
     let session = MovedSession {
@@ -344,17 +339,19 @@ async fn moving_session(
         endpoint: handle.endpoint.clone(),
         queue: handle.outgoing.max_capacity(),
         read_state: read_state.clone(),
+        unwritten: unwritten.clone(),
         pending: pending.clone(),
         backlog: backlog.iter().map(Queued::from_outgoing).collect(),
     };
     match daemon.sockets.moving.report(session, socket).await {
         Ok(Verdict::Moved) => Resumed::Moved,
-        Ok(Verdict::Resume) => resume_here(daemon, handle, stream, read_state, outgoing, backlog, pending),
+        Ok(Verdict::Resume) => {
+            resume_here(daemon, handle, stream, (read_state, unwritten), outgoing, backlog, pending)
+        }
         Ok(Verdict::Close) | Err(_) => {
             let (read_half, write_half) = stream.into_split();
             drop(read_half);
-            let (_, pongs) = watch::channel(None);
-            let writer = ParkedWriter { writer: WireWriter::new(write_half), outgoing, pongs };
+            let writer = ParkedWriter { writer: WireWriter::resume(write_half, unwritten), outgoing };
             Resumed::Closed(Some(writer))
         }
     }
@@ -364,12 +361,12 @@ fn resume_here(
     daemon: &Arc<Daemon>,
     handle: &Arc<SessionHandle>,
     stream: TcpStream,
-    read_state: ReadState,
+    parked: (ReadState, Vec<u8>),
     outgoing: mpsc::Receiver<Outgoing>,
     backlog: Vec<Outgoing>,
     pending: Option<Bytes>,
 ) -> Resumed {
-    Resumed::Here(Connection::start(daemon, handle, stream, read_state, outgoing, backlog), pending)
+    Resumed::Here(Connection::start(daemon, handle, stream, parked, outgoing, backlog), pending)
 }
 
 /// Runs the session's messages, one at a time, until it is closing
@@ -515,7 +512,6 @@ type Writer = WireWriter<OwnedWriteHalf>;
 struct ParkedWriter {
     writer: Writer,
     outgoing: mpsc::Receiver<Outgoing>,
-    pongs: watch::Receiver<Option<Bytes>>,
 }
 
 /// `backlog` goes out first (pushes a paused session had queued).
@@ -533,6 +529,7 @@ async fn write(
     let mut backlog = std::collections::VecDeque::from(backlog);
     let mut frames = Vec::with_capacity(WRITE_BATCH);
     let ending: Closing = loop {
+        // What a parked writer had not written goes out first.
         let (next, pinged) = match backlog.pop_front() {
             Some(item) => (Some(item), false),
             None => tokio::select! {
@@ -544,7 +541,7 @@ async fn write(
                 }
                 // Between two frames: what is queued stays queued, to move.
                 _ = pause.wait_for(|paused| *paused) => {
-                    return Some(ParkedWriter { writer, outgoing, pongs });
+                    return Some(ParkedWriter { writer, outgoing });
                 }
                 // `changed` marks the ping seen: `pinged` says it is due.
                 Ok(()) = pongs.changed() => (None, true),
@@ -577,10 +574,15 @@ async fn write(
                 next = backlog.pop_front().or_else(|| outgoing.try_recv().ok());
             }
         }
-        // A client that does not read must not keep the close from going out.
+        for frame in frames.drain(..) {
+            writer.queue(frame);
+        }
+        // A client that does not read must not keep the close from going
+        // out, nor a move from happening: what is not written yet moves.
         let sent = tokio::select! {
-            sent = send_all(&mut writer, &mut frames) => sent,
+            sent = writer.flush() => sent,
             _ = closing.wait_for(Option::is_some) => continue,
+            _ = pause.wait_for(|paused| *paused) => return Some(ParkedWriter { writer, outgoing }),
         };
         if sent.is_err() {
             handle.close(1006, "", CloseKind::Dropped);

@@ -290,6 +290,7 @@ pub struct WireWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> WireWriter<W> {
+    #[cfg(test)]
     pub fn new(io: W) -> WireWriter<W> {
         WireWriter { io, out: Vec::new(), written: 0 }
     }

@@ -23,20 +23,20 @@ impl<R> WireReader<R> {
     }
 }
 
-/// A writer that still had part of a frame to write: flush it, then park.
-#[derive(Debug)]
-pub struct MidFrame<W>(pub WireWriter<W>);
-
 impl<W> WireWriter<W> {
-    /// The stream, when every queued frame went out whole. Frames are only
-    /// queued whole and leave the buffer only when written in full, so an
-    /// empty buffer means the stream stands between two frames; otherwise
-    /// the writer comes back to be flushed first.
-    pub fn park(self) -> Result<W, MidFrame<W>> {
-        match self.written == self.out.len() {
-            true => Ok(self.io),
-            false => Err(MidFrame(self)),
-        }
+    /// The stream, and the bytes queued but not yet written (whole frames,
+    /// the first perhaps begun: a client that stopped reading holds the
+    /// writer inside a frame). Written first by a writer resumed from them,
+    /// they go on exactly where this one stopped.
+    pub fn park(self) -> (W, Vec<u8>) {
+        let mut out = self.out;
+        out.drain(..self.written);
+        (self.io, out)
+    }
+
+    /// A writer that goes on where a parked one stopped: `unwritten` first.
+    pub fn resume(io: W, unwritten: Vec<u8>) -> WireWriter<W> {
+        WireWriter { io, out: unwritten, written: 0 }
     }
 }
 
