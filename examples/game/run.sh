@@ -73,8 +73,9 @@ state and every open WebSocket session (the page shows the new version):
   curl -w '\n' 127.0.0.1:8080/hello
   curl -w '\n' '127.0.0.1:8080/load?name=game2'
 
-Replace the daemon process itself, keeping the players and their state (open
-keep-alive connections are answered, then closed; clients reconnect to the new process):
+Replace the daemon process itself, keeping the players, their state and every
+open WebSocket session on its connection (keep-alive HTTP connections are
+answered, then closed; those clients reconnect to the new process):
 
   $hotswap --config $config upgrade
 
