@@ -5,6 +5,7 @@
 mod admin;
 mod browser;
 mod cli;
+mod connection_handover;
 mod dry_run;
 mod game;
 mod game_sessions;

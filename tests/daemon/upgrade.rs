@@ -166,40 +166,42 @@ fn ten_upgrades_under_load_fail_no_request_and_lose_no_update() {
     eprintln!("{total} requests answered across {} processes", pids.len());
 }
 
-/// After the hand-over, what reaches the old process on a connection it
-/// still has open is answered by the new one, and the connection closes.
+/// A request that reaches the old process while the upgrade holds it
+/// frozen is forwarded to the new process once committed, and answered
+/// keep-alive; the connection then moves, so the next request on it is
+/// answered by the new process itself.
 #[test]
-fn the_old_process_forwards_and_closes_its_open_connections() {
+fn a_request_in_flight_at_the_commit_is_forwarded_and_its_connection_moves() {
     let setup = Setup::new(&config());
-    let mut daemon = setup.start();
+    let mut daemon = setup
+        .start_env(&[], &[("HOTSWAP_TEST_PAUSE_BEFORE_READY_MS", "600")])
+        .unwrap_or_else(|log| panic!("the daemon did not start:\n{log}"));
     let old_pid = daemon.pid();
     daemon.text("POST", "/call/counter/add?instance=lobby", "5");
     let mut held = BufReader::new(TcpStream::connect(daemon.public()).unwrap());
     send(held.get_mut(), "GET", "/healthz", b"", &[]);
-    assert_eq!(read_full(&mut held).unwrap().status, 200);
-    let mut held_again = BufReader::new(TcpStream::connect(daemon.public()).unwrap());
-    send(held_again.get_mut(), "GET", "/healthz", b"", &[]);
-    assert_eq!(read_full(&mut held_again).unwrap().header("hotswap-pid"), Some(old_pid.to_string().as_str()));
+    assert_eq!(read_full(&mut held).unwrap().header("hotswap-pid"), Some(old_pid.to_string().as_str()));
 
-    // Held connections keep the old process alive until they are used.
-    let output = setup.cli(&["upgrade"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let new_pid: u32 =
-        stdout(&output).split(" -> ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-
-    send(held.get_mut(), "POST", "/call/counter/add?instance=lobby", b"1", &[]);
+    let new_pid = std::thread::scope(|scope| {
+        let upgrading = scope.spawn(|| upgrade_started(&setup, &daemon));
+        // The new process waits 600 ms before READY, the old one frozen:
+        // this call waits in the old process for the commit.
+        std::thread::sleep(Duration::from_millis(200));
+        send(held.get_mut(), "POST", "/call/counter/add?instance=lobby", b"1", &[]);
+        upgrading.join().unwrap()
+    });
     let forwarded = read_full(&mut held).unwrap();
     assert_eq!(forwarded.status, 200);
     assert_eq!(forwarded.body, b"6", "the new process's state answered");
     assert_eq!(forwarded.header("hotswap-pid"), Some(new_pid.to_string().as_str()));
-    assert_eq!(forwarded.header("connection"), Some("close"));
+    assert_ne!(forwarded.header("connection"), Some("close"), "the connection moves rather than closes");
 
-    send(held_again.get_mut(), "GET", "/healthz", b"", &[]);
-    let health = read_full(&mut held_again).unwrap();
-    assert_eq!(health.status, 503, "the old process is draining");
-    assert_eq!(health.header("connection"), Some("close"));
+    send(held.get_mut(), "POST", "/call/counter/add?instance=lobby", b"1", &[]);
+    let moved = read_full(&mut held).unwrap();
+    assert_eq!(moved.body, b"7");
+    assert_eq!(moved.header("hotswap-pid"), Some(new_pid.to_string().as_str()));
     daemon.taken_over_by(new_pid);
-    assert_eq!(daemon.text("POST", "/call/counter/get?instance=lobby", ""), "6");
+    assert_eq!(daemon.text("POST", "/call/counter/get?instance=lobby", ""), "7");
 }
 
 /// Descriptors the process has open.
