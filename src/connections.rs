@@ -91,15 +91,20 @@ fn raise_descriptor_limit(wanted: u64) -> u64 {
 #[derive(Debug)]
 pub struct Capped<L> {
     inner: L,
-    max: usize,
-    stats: Arc<ConnectionStats>,
+    admission: Admission,
     refusals: Throttle,
 }
 
 impl<L> Capped<L> {
     pub fn new(inner: L, max: usize, stats: Arc<ConnectionStats>) -> Capped<L> {
         stats.max.store(max, Relaxed);
-        Capped { inner, max, stats, refusals: Throttle::new(REFUSAL_LOG_EVERY) }
+        Capped { inner, admission: Admission { max, stats }, refusals: Throttle::new(REFUSAL_LOG_EVERY) }
+    }
+
+    /// Admits connections that did not come through `accept_one` (moved
+    /// here by an upgrade) against the same cap.
+    pub fn admission(&self) -> Admission {
+        self.admission.clone()
     }
 
     fn log_refusal(&self) {
@@ -107,9 +112,34 @@ impl<L> Capped<L> {
             tracing::warn!(
                 "public port: {} open connections reached server.max_connections; closed {refused} new \
                  connection(s) at once (hotswap_public_connections_refused_total)",
-                self.max,
+                self.admission.max,
             );
         }
+    }
+}
+
+/// The count of open public connections and its cap.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    max: usize,
+    stats: Arc<ConnectionStats>,
+}
+
+impl Admission {
+    /// `stream` counted among the open connections, or back if the cap is
+    /// reached (then counted as refused).
+    pub fn admit<S>(&self, stream: S) -> Result<Counted<S>, S> {
+        let admitted =
+            self.stats.open.fetch_update(Relaxed, Relaxed, |open| (open < self.max).then_some(open + 1));
+        if admitted.is_err() {
+            self.stats.refused.fetch_add(1, Relaxed);
+            return Err(stream);
+        }
+        Ok(Counted { stream, admitted: Admitted(self.stats.clone()) })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
     }
 }
 
@@ -119,14 +149,11 @@ impl<L: Listener> Listener for Capped<L> {
     async fn accept_one(&self) -> io::Result<Self::Stream> {
         loop {
             let stream = self.inner.accept_one().await?;
-            let admitted =
-                self.stats.open.fetch_update(Relaxed, Relaxed, |open| (open < self.max).then_some(open + 1));
-            if admitted.is_ok() {
-                return Ok(Counted { stream, admitted: Admitted(self.stats.clone()) });
+            match self.admission.admit(stream) {
+                Ok(counted) => return Ok(counted),
+                // Closed before a byte is read: the client sees the connection end.
+                Err(refused) => drop(refused),
             }
-            // Closed before a byte is read: the client sees the connection end.
-            drop(stream);
-            self.stats.refused.fetch_add(1, Relaxed);
             self.log_refusal();
         }
     }

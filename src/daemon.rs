@@ -90,6 +90,8 @@ pub struct Daemon {
     pub timers: crate::timers::Timers,
     /// WebSocket sessions: the registry the engine's pushes are routed by (`sockets.rs`).
     pub sockets: Arc<crate::sockets::Sockets>,
+    /// After an upgrade's commit: the open connections leaving for the new process.
+    pub outgoing: crate::upgrade::connections::Outgoing,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -111,6 +113,7 @@ impl Daemon {
             engine: Engine::new(engine_config),
             timers,
             sockets,
+            outgoing: crate::upgrade::connections::Outgoing::default(),
             calls: CallRunner::new(config.slow_call),
             config: RwLock::new(Arc::new(config)),
             module_store: ModuleStore::new(store.dir()),

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -15,12 +16,12 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::api;
 use crate::daemon::SwapFailure;
 use hotswap::SwapError;
-use parked::Ending;
+use parked::{Ending, Parked};
 
 pub mod parked;
 
@@ -245,21 +246,44 @@ pub enum Listening {
     Pause,
     /// Shut down: close the socket, let requests in flight finish, close.
     Stop,
-    /// Another process took over: close our copy of the socket, keep
-    /// serving open connections (each closes after its next request) until
-    /// they are gone or the drain deadline passes.
+    /// Another process took over: close our copy of the socket. Open
+    /// connections move to it if it takes them ([`Moves::out`]): each parks
+    /// at its next request boundary. Otherwise they are served on (each
+    /// closes after its next request) until they are gone or the drain
+    /// deadline passes.
     HandOver,
 }
 
-/// Accepts connections from `accept` and serves each with `handler`, as
-/// `mode` says; returns when it says `Stop` or `HandOver` and the open
-/// connections are done, or after `drain`.
+/// Where a parked connection goes at a hand-over.
+pub type ParkSink<S> = Arc<dyn Fn(Parked<S>) + Send + Sync>;
+
+/// How an accept loop's connections move between processes in an upgrade.
+pub struct Moves<S> {
+    /// Asked at [`Listening::HandOver`]: where connections go if the new
+    /// process takes them (`None`: they close as the drain says).
+    pub out: Option<Box<dyn FnOnce() -> Option<ParkSink<S>> + Send>>,
+    /// Connections the previous process moved here, served like accepted ones.
+    pub incoming: Option<mpsc::UnboundedReceiver<Parked<S>>>,
+}
+
+impl<S> Moves<S> {
+    /// Nothing moves: the admin sockets.
+    pub fn none() -> Moves<S> {
+        Moves { out: None, incoming: None }
+    }
+}
+
+/// Accepts connections from `accept` (and takes the ones `moves` brings)
+/// and serves each with `handler`, as `mode` says; returns when it says
+/// `Stop` or `HandOver` and the open connections are done (closed, or
+/// parked and given to `moves.out`), or after `drain`.
 pub async fn serve<S, A, AF, H, HF>(
     what: &str,
     mut accept: A,
     mut mode: watch::Receiver<Listening>,
     drain: Duration,
     handler: H,
+    moves: Moves<S>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A: FnMut() -> AF,
@@ -270,9 +294,12 @@ pub async fn serve<S, A, AF, H, HF>(
     // hyper-util's GracefulShutdown cannot watch a connection that allows
     // upgrades (a `[[socket]]` takes it over) without its HTTP/2 build, so
     // the open connections are counted here and told to finish by `stop`.
-    let open = std::sync::Arc::new(());
+    let open = Arc::new(());
     let (stop, _) = watch::channel(Ending::Serve);
-    let still_open = |open: &std::sync::Arc<()>| std::sync::Arc::strong_count(open) - 1;
+    let still_open = |open: &Arc<()>| Arc::strong_count(open) - 1;
+    // Set at a hand-over to a process that takes the connections.
+    let parked_to: Arc<OnceLock<ParkSink<S>>> = Arc::default();
+    let Moves { out, mut incoming } = moves;
     let ending = loop {
         let now = *mode.borrow_and_update();
         match now {
@@ -285,8 +312,29 @@ pub async fn serve<S, A, AF, H, HF>(
             }
             ending => break ending,
         }
-        let stream = tokio::select! {
-            accepted = accept() => accepted,
+        let moved_in = async {
+            match incoming.as_mut() {
+                Some(incoming) => incoming.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (stream, read_ahead) = tokio::select! {
+            accepted = accept() => match accepted {
+                Ok(stream) => (stream, Bytes::new()),
+                Err(err) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("{what}: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            moved = moved_in => match moved {
+                Some(Parked { stream, read_ahead }) => (stream, read_ahead),
+                None => {
+                    incoming = None;
+                    continue;
+                }
+            },
             changed = mode.changed() => {
                 if changed.is_err() {
                     break Listening::Stop;
@@ -294,26 +342,29 @@ pub async fn serve<S, A, AF, H, HF>(
                 continue;
             }
         };
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(err) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!("{what}: accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (counted, stopping, handler) = (open.clone(), stop.subscribe(), handler.clone());
+        let (counted, stopping, handler, parked_to) =
+            (open.clone(), stop.subscribe(), handler.clone(), parked_to.clone());
         tokio::spawn(async move {
             let _counted = counted;
-            // Only `Ending::Close` is sent here: nothing comes back parked.
-            let _served = parked::serve_connection(stream, Bytes::new(), handler, stopping).await;
+            let served = parked::serve_connection(stream, read_ahead, handler, stopping).await;
+            // Parked only when told to at a hand-over that takes it.
+            if let (parked::Served::Parked(parked), Some(to)) = (served, parked_to.get()) {
+                to(parked);
+            }
         });
     };
     // Close our copy of the socket now, not after the drain: on shutdown a
     // client must be refused at once rather than wait in the backlog.
     drop(accept);
+    drop(incoming);
     let deadline = tokio::time::Instant::now() + drain;
+    let moving = ending == Listening::HandOver
+        && out.and_then(|out| out()).is_some_and(|to| parked_to.set(to).is_ok());
+    if moving {
+        // Each connection parks at its next request boundary (an idle one
+        // at once) and goes to the new process.
+        stop.send_replace(Ending::Park);
+    }
     if ending == Listening::HandOver {
         // Closing an idle keep-alive connection races with a request the
         // client may be sending on it; instead each connection closes after
@@ -322,11 +373,17 @@ pub async fn serve<S, A, AF, H, HF>(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let left = still_open(&open);
     stop.send_replace(Ending::Close);
     while still_open(&open) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if still_open(&open) > 0 {
+    if moving && left > 0 {
+        tracing::warn!(
+            "{what}: {left} connection(s) did not reach a request boundary within {drain:?} \
+             (server.shutdown_timeout) to move to the new process; closing them"
+        );
+    } else if still_open(&open) > 0 {
         tracing::warn!("{what}: connections still open after {drain:?}; closing them");
     }
 }

@@ -42,8 +42,9 @@ pub async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response
     if !headers.contains_key(PID_HEADER) {
         headers.insert(PID_HEADER, HeaderValue::from(std::process::id()));
     }
-    if daemon.handed_over.get().is_some() {
-        // The client's next request belongs to the new process.
+    if daemon.handed_over.get().is_some() && !daemon.outgoing.moving() {
+        // The client's next request belongs to the new process, and its
+        // connection does not move there.
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response

@@ -207,20 +207,25 @@ async fn serve(
     };
     let max_connections = crate::connections::fit_to_descriptors(config.max_connections)?;
     let public = crate::connections::Capped::new(public, max_connections, daemon.metrics.connections.clone());
-    spawn_server(&mut servers, &daemon, "public port", public, handler(&daemon));
+    let admission = public.admission();
+    let (moved_in, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let moves = http::Moves { out: Some(park_to_new_process(&daemon)), incoming: Some(incoming) };
+    spawn_server(&mut servers, &daemon, "public port", public, handler(&daemon), moves);
     let admin_handler = |daemon: &Arc<Daemon>, token: Option<Token>| {
         let daemon = daemon.clone();
         move |request| admin::handle(daemon.clone(), token.clone(), request)
     };
-    spawn_server(&mut servers, &daemon, "admin socket", admin_socket, admin_handler(&daemon, None));
+    let admin = admin_handler(&daemon, None);
+    spawn_server(&mut servers, &daemon, "admin socket", admin_socket, admin, http::Moves::none());
     if let Some((listener, token)) = admin_tcp {
-        spawn_server(&mut servers, &daemon, "TCP admin", listener, admin_handler(&daemon, Some(token)));
+        let admin = admin_handler(&daemon, Some(token));
+        spawn_server(&mut servers, &daemon, "TCP admin", listener, admin, http::Moves::none());
     }
     match taken {
         Some(mut taken) => {
             pause_before_ready_for_tests().await;
             let moved = std::mem::take(&mut taken.sessions);
-            tokio::task::spawn_blocking(move || upgrade::ready_then_commit(taken))
+            let control = tokio::task::spawn_blocking(move || upgrade::ready_then_commit(taken))
                 .await
                 .map_err(|err| format!("saying ready failed: {err}"))??;
             // Committed: the sessions that moved here go on, before anything
@@ -231,6 +236,9 @@ async fn serve(
             }
             if count > 0 {
                 tracing::info!("took over {count} WebSocket session(s) with their connections");
+            }
+            if let Some(control) = control {
+                adopt_connections(control, admission, moved_in);
             }
             let _ = daemon.listening.send(Listening::Accept);
         }
@@ -274,6 +282,10 @@ async fn serve(
         // finish the connections still open here, and leave.
         daemon.draining.store(true, Relaxed);
         while servers.join_next().await.is_some() {}
+        // The public port's connections parked or closed: the last ones
+        // that parked go out to the new process.
+        let sending = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || sending.outgoing.wait_sent()).await;
         // Sessions got 1001 at the hand-over; let the close frames go out.
         daemon.sockets.wait_all_ended(tokio::time::Instant::now() + config.shutdown_timeout).await;
         tracing::info!("handed over; the last connection of this process closed, bye");
@@ -343,6 +355,73 @@ fn tcp_from(fd: OwnedFd, name: &str) -> Result<TcpListener, String> {
     TcpListener::from_std(socket).map_err(|err| format!("cannot use the inherited {name} socket: {err}"))
 }
 
+/// The public port's connections, parked at an upgrade's hand-over, leave
+/// for the new process if it takes them (`upgrade/connections.rs`).
+fn park_to_new_process(
+    daemon: &Arc<Daemon>,
+) -> Box<dyn FnOnce() -> Option<http::ParkSink<PublicStream>> + Send> {
+    let daemon = daemon.clone();
+    Box::new(move || {
+        let sink = daemon.outgoing.take_sink()?;
+        let to: http::ParkSink<PublicStream> = Arc::new(move |parked: http::parked::Parked<PublicStream>| {
+            // Its place in this process's count ends here.
+            let (stream, _place) = parked.stream.into_parts();
+            match stream.into_std() {
+                // A failed send means the sender gave up (the deadline): it closes.
+                Ok(stream) => drop(sink.send((stream, parked.read_ahead))),
+                Err(err) => tracing::warn!("cannot move a parked connection ({err}); closing it"),
+            }
+        });
+        Some(to)
+    })
+}
+
+/// A public connection: counted against `server.max_connections`.
+type PublicStream = crate::connections::Counted<tokio::net::TcpStream>;
+
+/// In the new process of an upgrade, after the commit: the connections the
+/// old process moved here join the public port's, counted against its cap
+/// like accepted ones (one past the cap is closed, and counted refused).
+fn adopt_connections(
+    control: std::os::unix::net::UnixStream,
+    admission: crate::connections::Admission,
+    moved_in: tokio::sync::mpsc::UnboundedSender<http::parked::Parked<PublicStream>>,
+) {
+    let (arriving, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let receiving = std::thread::Builder::new()
+        .name("hotswap-take-connections".into())
+        .spawn(move || upgrade::connections::receive_all(control, |moving| drop(arriving.send(moving))));
+    if let Err(err) = receiving {
+        tracing::error!("cannot take the open connections of the old process: {err}");
+        return;
+    }
+    tokio::spawn(async move {
+        let mut refused = 0usize;
+        while let Some((stream, read_ahead)) = arrived.recv().await {
+            let stream = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream));
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::warn!("cannot serve a connection moved here ({err}); closing it");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match admission.admit(stream) {
+                Ok(stream) => drop(moved_in.send(http::parked::Parked { stream, read_ahead })),
+                Err(_closed) => refused += 1,
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(
+                "closed {refused} connection(s) moved from the old process: {} were open already \
+                 (server.max_connections)",
+                admission.max()
+            );
+        }
+    });
+}
+
 /// Serves `listener` with `handler` as the daemon's accept mode says.
 fn spawn_server<L, H, F>(
     servers: &mut tokio::task::JoinSet<()>,
@@ -350,6 +429,7 @@ fn spawn_server<L, H, F>(
     what: &'static str,
     listener: L,
     handler: H,
+    moves: http::Moves<L::Stream>,
 ) where
     L: http::Listener,
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -361,7 +441,7 @@ fn spawn_server<L, H, F>(
         async move { listener.accept_one().await }
     };
     let drain = daemon.config().shutdown_timeout;
-    servers.spawn(http::serve(what, accept, daemon.listening.subscribe(), drain, handler));
+    servers.spawn(http::serve(what, accept, daemon.listening.subscribe(), drain, handler, moves));
 }
 
 /// SIGHUP: re-read the config; a bad one is reported and the running one stays.

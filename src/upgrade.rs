@@ -18,9 +18,12 @@
 //!    every request that would change state, naming the new pid) and sends
 //!    COMMIT. Only then does the new process accept connections.
 //! 6. Calls on the old process's open connections (the frozen ones
-//!    included) are forwarded to the new process and answered with
-//!    `Connection: close`: the state lives in one process only. The old
-//!    process drains its connections and exits.
+//!    included) are forwarded to the new process: the state lives in one
+//!    process only. Each keep-alive connection of the public port then
+//!    parks at its request boundary and moves to the new process with its
+//!    socket (`upgrade/connections.rs`; with a new process of an earlier
+//!    release, each is answered with `Connection: close` instead). The old
+//!    process exits once every connection moved or closed.
 //!
 //! Until the commit nothing is lost by failing, because the new process has
 //! served no one: a binary that cannot start, a new process that exits,
@@ -48,6 +51,8 @@ use crate::http::Listening;
 use crate::sockets::moving::{self, PausedSessions};
 use crate::state;
 
+pub mod connections;
+
 /// new -> old: modules loaded, ready for state (payload: pid).
 pub const HELLO: u16 = 1;
 /// old -> new: one module's snapshot, encoded as the body of a state file.
@@ -72,10 +77,23 @@ pub const COMMIT: u16 = 8;
 /// (SCM_RIGHTS, `hotswap_upgrade::pass`). Sent only to a new process whose
 /// HELLO says it takes them ([`TAKES_SESSIONS`]).
 pub const SESSIONS: u16 = 9;
-/// HELLO's payload: the pid (4 bytes), then this flag byte if the new
-/// process takes WebSocket sessions. An old process of an earlier release
-/// reads only the kind.
+/// old -> new, after COMMIT: one keep-alive HTTP connection of the public
+/// port, parked at a request boundary, its socket attached (payload:
+/// `ParkedRecord::to_bytes`). Sent only to a new process whose HELLO says
+/// it takes them ([`TAKES_CONNECTIONS`]); see `upgrade/connections.rs`.
+pub const CONNECTIONS: u16 = 10;
+/// old -> new: every connection parked and was sent, or closed.
+pub const CONNECTIONS_END: u16 = 11;
+/// HELLO's payload: the pid (4 bytes), then a byte of flags saying what
+/// else the new process takes. An old process of an earlier release reads
+/// only the kind, or only [`TAKES_SESSIONS`].
 pub const TAKES_SESSIONS: u8 = 1;
+/// HELLO flag: the new process takes the public port's open connections.
+pub const TAKES_CONNECTIONS: u8 = 2;
+
+/// What the old process's drain needs after the deadline to hand the last
+/// parked connections over.
+const MOVE_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the old process waits for its sessions to pause for a move.
 const PAUSE_WAIT: Duration = Duration::from_secs(2);
@@ -183,8 +201,8 @@ fn hand_over(
     });
 
     let spawned_at = Instant::now();
-    let takes_sessions = match read_until(&mut control, deadline, config.upgrade_timeout) {
-        Ok(frame::Frame { kind: HELLO, payload }) => payload.get(4) == Some(&TAKES_SESSIONS),
+    let takes = match read_until(&mut control, deadline, config.upgrade_timeout) {
+        Ok(frame::Frame { kind: HELLO, payload }) => payload.get(4).copied().unwrap_or(0),
         Ok(other) => return Err(child.fail(&format!("it sent frame kind {} instead of HELLO", other.kind))),
         Err(reason) => return Err(child.fail(&reason)),
     };
@@ -212,7 +230,8 @@ fn hand_over(
     // Nothing runs now: every serving session stops where it stands and
     // moves with the state (resumed here if the upgrade fails before its
     // commit). A new process of an earlier release takes none.
-    let paused = takes_sessions.then(|| runtime.block_on(daemon.sockets.moving.pause_all(PAUSE_WAIT)));
+    let paused =
+        (takes & TAKES_SESSIONS != 0).then(|| runtime.block_on(daemon.sockets.moving.pause_all(PAUSE_WAIT)));
     let answer = match send_state(daemon, &mut control, paused.as_ref()) {
         Ok(()) => read_until(&mut control, deadline, config.upgrade_timeout),
         // A new process that refuses a module says REJECT and exits while
@@ -259,6 +278,15 @@ fn hand_over(
     // The new process has the moved sessions: they end here without a close.
     if let Some(paused) = paused {
         paused.moved();
+    }
+    // The open connections of the public port move too, each at its next
+    // request boundary (`Listening::HandOver` parks them). Without that,
+    // they are forwarded and closed.
+    if takes & TAKES_CONNECTIONS != 0 {
+        let until = Instant::now() + config.shutdown_timeout + MOVE_GRACE;
+        if let Err(err) = daemon.outgoing.start(control, until) {
+            tracing::warn!("cannot move the open connections ({err}); they are forwarded and closed");
+        }
     }
     // Requests still arriving here are forwarded to the new process.
     let _ = daemon.handed_over.set((daemon.forward_address(), new_pid));
@@ -434,7 +462,7 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String>
     let mut control = UnixStream::from(control);
     let lost = |err: &dyn std::fmt::Display| format!("the old process went away during the upgrade: {err}");
     let mut hello = std::process::id().to_le_bytes().to_vec();
-    hello.push(TAKES_SESSIONS);
+    hello.push(TAKES_SESSIONS | TAKES_CONNECTIONS);
     frame::write(&mut control, HELLO, &hello).map_err(|err| lost(&err))?;
     // Reads take descriptors too: SESSIONS frames carry sockets.
     let mut channel = pass::Channel::from(control);
@@ -534,19 +562,22 @@ fn decode(payload: &[u8]) -> Result<hotswap::ModuleSnapshot, String> {
 /// In the new process, with the state adopted and nothing accepted yet:
 /// says READY, then waits for the old process to commit. `Err` means the
 /// old process serves on (it rolled back, or went away): this one must
-/// exit without accepting.
-pub fn ready_then_commit(taken: Taken) -> Result<(), String> {
+/// exit without accepting. After a commit, returns the control socket:
+/// the open connections come over it (`connections::receive_all`).
+pub fn ready_then_commit(taken: Taken) -> Result<Option<UnixStream>, String> {
     let Taken { mut control, commits, .. } = taken;
     frame::write(&mut control, READY, &std::process::id().to_le_bytes())
         .map_err(|err| format!("could not tell the old process that this one is ready: {err}"))?;
     if !commits {
-        return Ok(());
+        return Ok(None);
     }
     // No deadline of our own: the old process has one, and kills this
     // process when it passes. Until COMMIT this process has served no one.
-    match frame::read(&mut control) {
-        Ok(frame::Frame { kind: COMMIT, .. }) => Ok(()),
-        Ok(other) => Err(format!("the old process sent frame kind {} instead of COMMIT", other.kind)),
+    // Read as the channel does: the frames after it carry sockets.
+    let mut channel = pass::Channel::from(control);
+    match channel.read() {
+        Ok(pass::Received { frame: frame::Frame { kind: COMMIT, .. }, .. }) => Ok(Some(channel.into_inner())),
+        Ok(other) => Err(format!("the old process sent frame kind {} instead of COMMIT", other.frame.kind)),
         Err(err) => Err(format!("the old process did not commit the hand-over ({err}); it serves on")),
     }
 }

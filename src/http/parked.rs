@@ -66,10 +66,6 @@ pub enum Served<S> {
 /// written; `read_ahead` holds the bytes the client sent after the last
 /// request (none, or the start of the next one), to be read before the
 /// socket's.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the upgrade moves parked connections once issue 10 is integrated")
-)]
 #[derive(Debug)]
 pub struct Parked<S> {
     pub stream: S,
@@ -316,10 +312,6 @@ pub struct ParkedRecord {
     pub read_ahead: Bytes,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the upgrade moves parked connections once issue 10 is integrated")
-)]
 impl ParkedRecord {
     pub const VERSION: u8 = 1;
 
