@@ -159,3 +159,84 @@ pub fn receive_all(control: UnixStream, serve: impl Fn(Moving)) {
         tracing::info!("took over {taken} keep-alive connection(s) from the old process");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A loopback connection: (the client's end, the server's end).
+    fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    fn receive(control: UnixStream) -> Vec<Moving> {
+        let taken = Mutex::new(Vec::new());
+        receive_all(control, |moving| taken.lock().unwrap().push(moving));
+        taken.into_inner().unwrap()
+    }
+
+    #[test]
+    fn parked_connections_reach_the_new_process_with_their_read_ahead_then_the_end() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut client, server) = connection(&listener);
+        let (old, new) = UnixStream::pair().unwrap();
+        let outgoing = Outgoing::default();
+        outgoing.start(old, Instant::now() + Duration::from_secs(30)).unwrap();
+        assert!(outgoing.moving());
+        let sink = outgoing.take_sink().expect("a sink after start");
+        assert!(outgoing.take_sink().is_none(), "taken once");
+        sink.send((server, Bytes::from_static(b"GET / HT"))).unwrap();
+        // The public port is done: the sender says CONNECTIONS_END.
+        drop(sink);
+        outgoing.wait_sent();
+        let mut taken = receive(new);
+        assert_eq!(taken.len(), 1);
+        let (mut moved, read_ahead) = taken.pop().unwrap();
+        assert_eq!(read_ahead, Bytes::from_static(b"GET / HT"));
+        moved.write_all(b"served by the new process").unwrap();
+        drop(moved);
+        let mut seen = String::new();
+        client.read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, "served by the new process");
+    }
+
+    #[test]
+    fn a_damaged_record_or_a_missing_socket_closes_that_connection_and_the_rest_move() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut damaged_client, damaged) = connection(&listener);
+        let (mut good_client, good) = connection(&listener);
+        let (old, new) = UnixStream::pair().unwrap();
+        let mut channel = pass::Channel::from(old);
+        let mut unknown_version = ParkedRecord { read_ahead: Bytes::new() }.to_bytes();
+        unknown_version[0] = 99;
+        channel.write(CONNECTIONS, &unknown_version, &[damaged.as_fd()]).unwrap();
+        let record = ParkedRecord { read_ahead: Bytes::from_static(b"x") }.to_bytes();
+        channel.write(CONNECTIONS, &record, &[]).unwrap();
+        channel.write(CONNECTIONS, &record, &[good.as_fd()]).unwrap();
+        channel.write(CONNECTIONS_END, &[], &[]).unwrap();
+        drop((damaged, good));
+        let mut taken = receive(new);
+        assert_eq!(taken.len(), 1, "only the connection with a sound record and its socket");
+        let (mut moved, read_ahead) = taken.pop().unwrap();
+        assert_eq!(read_ahead, Bytes::from_static(b"x"));
+        moved.write_all(b"ok").unwrap();
+        let mut two = [0u8; 2];
+        good_client.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"ok");
+        // Every copy of the damaged one's socket is closed: its client reads the end.
+        assert_eq!(damaged_client.read(&mut [0u8; 8]).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_old_process_of_an_earlier_release_sends_no_connections() {
+        let (old, new) = UnixStream::pair().unwrap();
+        drop(old);
+        assert!(receive(new).is_empty());
+    }
+}

@@ -7,9 +7,9 @@
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::upgrade::{fd_targets, open_fds, upgrade_started};
+use crate::upgrade::{assert_fds_back_to, open_fds, upgrade_started};
 use crate::{COUNTER_CONFIG, Daemon, Setup, read_full, send};
 
 /// A 60 s drain deadline: an old process that waits for it instead of
@@ -41,6 +41,13 @@ fn add(client: &mut BufReader<TcpStream>, who: &str, instance: &str, daemon: &Da
 fn upgrade_and_wait_for_the_old_one(setup: &Setup, daemon: &mut Daemon) -> u32 {
     let old_pid = daemon.pid();
     let new_pid = upgrade_started(setup, daemon);
+    taken_over(daemon, old_pid, new_pid);
+    new_pid
+}
+
+/// Waits for `old_pid` to exit, well before its 60 s drain deadline, then
+/// points `daemon` at `new_pid`.
+fn taken_over(daemon: &mut Daemon, old_pid: u32, new_pid: u32) {
     let gone = hotswap_test_support::process::wait_gone(old_pid, OLD_PROCESS_GONE_WITHIN);
     assert!(
         gone.is_some(),
@@ -48,7 +55,6 @@ fn upgrade_and_wait_for_the_old_one(setup: &Setup, daemon: &mut Daemon) -> u32 {
         daemon.log()
     );
     daemon.taken_over_by(new_pid);
-    new_pid
 }
 
 #[test]
@@ -84,13 +90,7 @@ fn keep_alive_connections_stay_open_through_five_upgrades_and_each_request_runs_
             }
             running.join().unwrap()
         });
-        let gone = hotswap_test_support::process::wait_gone(old_pid, OLD_PROCESS_GONE_WITHIN);
-        assert!(
-            gone.is_some(),
-            "the old process {old_pid} still runs {OLD_PROCESS_GONE_WITHIN:?} after upgrade {upgrade} (drain deadline 60 s):\n{}",
-            daemon.log()
-        );
-        daemon.taken_over_by(new_pid);
+        taken_over(&mut daemon, old_pid, new_pid);
         for (number, client) in clients.iter_mut().enumerate() {
             let who = format!("client {number} after upgrade {upgrade}");
             assert_eq!(add(client, &who, &format!("room-{number}"), &daemon), new_pid, "{who}");
@@ -142,14 +142,52 @@ fn moved_connections_leave_no_descriptor_behind() {
         assert_eq!(add(client, &format!("client {number} after the upgrade"), "fds", &daemon), new_pid);
     }
     drop(clients);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_fds(new_pid) > baseline && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_fds_back_to(
+        new_pid,
+        baseline,
+        Duration::from_secs(10),
+        "in a process of an upgrade before any client",
+    );
+}
+
+/// A connection inside a request at the hand-over (its body never ends)
+/// cannot move: it is closed at the drain deadline, the old process says
+/// so and exits then, and the other connections still move.
+#[test]
+fn a_connection_stuck_inside_a_request_is_closed_at_the_drain_deadline_and_the_rest_move() {
+    let setup =
+        Setup::new(&COUNTER_CONFIG.replace("watch = true", "watch = false").replace("\"5s\"", "\"2s\""));
+    let mut daemon = setup.start();
+    let old_pid = daemon.pid();
+    let mut idle = connect(&daemon);
+    add(&mut idle, "the idle client", "stuck", &daemon);
+    let mut stuck = connect(&daemon);
+    stuck
+        .get_mut()
+        .write_all(
+            b"POST /call/counter/add?instance=stuck HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n1",
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let new_pid = upgrade_started(&setup, &daemon);
+    let gone = hotswap_test_support::process::wait_gone(old_pid, OLD_PROCESS_GONE_WITHIN);
+    assert!(gone.is_some(), "the old process {old_pid} outlived its 2 s drain deadline:\n{}", daemon.log());
+    let mut rest = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut stuck, &mut rest);
     assert!(
-        open_fds(new_pid) <= baseline,
-        "descriptors leaked: {} open in the new process, {baseline} in a process of an upgrade before any client: {:?}",
-        open_fds(new_pid),
-        fd_targets(new_pid)
+        ended.is_ok() && rest.is_empty(),
+        "the stuck connection ends without an answer: {ended:?} {rest:?}"
+    );
+    assert!(
+        daemon.log().contains("1 connection(s) did not reach a request boundary"),
+        "the old process says what it closed:\n{}",
+        daemon.log()
+    );
+    daemon.taken_over_by(new_pid);
+    assert_eq!(add(&mut idle, "the idle client after the upgrade", "stuck", &daemon), new_pid);
+    assert_eq!(
+        daemon.text("POST", "/call/counter/get?instance=stuck", ""),
+        "2",
+        "the stuck request never ran"
     );
 }

@@ -262,13 +262,19 @@ fn assert_untouched(daemon: &Daemon, pid: u32, fds: usize, total: &str) {
         .collect();
     assert!(children.is_empty(), "child processes were left: {children:?}");
     // Connections of the checks above close asynchronously: allow a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    assert_fds_back_to(pid, fds, Duration::from_secs(5), "before");
+}
+
+/// Waits up to `within` for `pid` to have at most `fds` descriptors open
+/// (`before` says where that count came from), and fails naming them if not.
+pub(crate) fn assert_fds_back_to(pid: u32, fds: usize, within: Duration, before: &str) {
+    let deadline = Instant::now() + within;
     while open_fds(pid) > fds && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
         open_fds(pid) <= fds,
-        "descriptors leaked: {} open, {fds} before: {:?}",
+        "descriptors leaked: {} open, {fds} {before}: {:?}",
         open_fds(pid),
         fd_targets(pid)
     );
