@@ -174,7 +174,7 @@ fn ten_upgrades_under_load_fail_no_request_and_lose_no_update() {
 fn a_request_in_flight_at_the_commit_is_forwarded_and_its_connection_moves() {
     let setup = Setup::new(&config());
     let mut daemon = setup
-        .start_env(&[], &[("HOTSWAP_TEST_PAUSE_BEFORE_READY_MS", "600")])
+        .start_env(&[], &[("HOTSWAP_TEST_PAUSE_BEFORE_READY_MS", "1500")])
         .unwrap_or_else(|log| panic!("the daemon did not start:\n{log}"));
     let old_pid = daemon.pid();
     daemon.text("POST", "/call/counter/add?instance=lobby", "5");
@@ -184,9 +184,9 @@ fn a_request_in_flight_at_the_commit_is_forwarded_and_its_connection_moves() {
 
     let new_pid = std::thread::scope(|scope| {
         let upgrading = scope.spawn(|| upgrade_started(&setup, &daemon));
-        // The new process waits 600 ms before READY, the old one frozen:
-        // this call waits in the old process for the commit.
-        std::thread::sleep(Duration::from_millis(200));
+        // The state went out and the new process waits 1.5 s before READY,
+        // the old one frozen: this call waits in the old process for the commit.
+        daemon.wait_for_status("the state to be sent", |status| status["upgrade"]["modules_sent"] == 1);
         send(held.get_mut(), "POST", "/call/counter/add?instance=lobby", b"1", &[]);
         upgrading.join().unwrap()
     });
