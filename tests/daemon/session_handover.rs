@@ -290,3 +290,31 @@ fn the_old_process_exits_once_sessions_moved_and_no_descriptor_leaks() {
         fd_targets(new_pid)
     );
 }
+
+#[test]
+fn a_new_binary_that_takes_no_sessions_gets_none_and_they_close_with_1001() {
+    let setup = setup("");
+    // As a new process of an earlier release: its HELLO does not say it
+    // takes sessions, so the old process must not send any.
+    let mut daemon = setup
+        .start_env(&[], &[("HOTSWAP_TEST_TAKE_NO_SESSIONS", "1")])
+        .unwrap_or_else(|log| panic!("the daemon did not start:\n{log}"));
+    let mut client = connect(&daemon, "/ws?instance=fallback");
+    joined_id(&mut client);
+    send(&mut client, "before");
+    until(&mut client, |text| text.starts_with("ack "));
+    upgrade(&setup, &mut daemon);
+    let closed = loop {
+        match client.read() {
+            Ok(Message::Close(frame)) => break frame.expect("a close frame with a code"),
+            Ok(_) => continue,
+            Err(err) => panic!("the connection ended without a close frame: {err}"),
+        }
+    };
+    assert_eq!(u16::from(closed.code), 1001, "{closed:?}");
+    // The state moved: a reconnected client goes on from it.
+    let mut again = connect(&daemon, "/ws?instance=fallback");
+    joined_id(&mut again);
+    send(&mut again, "after");
+    assert_eq!(until(&mut again, |text| text.starts_with("ack ")), "ack 2");
+}
