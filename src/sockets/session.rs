@@ -151,6 +151,9 @@ struct Connection {
     reader: WireReader<OwnedReadHalf>,
     /// Only the latest ping needs its pong (RFC 6455 section 5.5.3).
     pong: watch::Sender<Option<Bytes>>,
+    /// Tells the writer to stop for a move: only the session does, once it
+    /// paused itself (a session still joining does not move).
+    park: watch::Sender<bool>,
     writer: tokio::task::JoinHandle<Option<ParkedWriter>>,
 }
 
@@ -167,8 +170,9 @@ impl Connection {
         let reader = WireReader::resume(read_half, read_state, daemon.config().max_body);
         let (pong, pongs) = watch::channel(None);
         let writer = WireWriter::resume(write_half, unwritten);
-        let writer = tokio::spawn(write(daemon.clone(), handle.clone(), writer, outgoing, pongs, backlog));
-        Connection { reader, pong, writer }
+        let (park, parking) = watch::channel(false);
+        let writing = write(daemon.clone(), handle.clone(), writer, outgoing, pongs, parking, backlog);
+        Connection { reader, pong, park, writer: tokio::spawn(writing) }
     }
 }
 
@@ -307,7 +311,8 @@ async fn moving_session(
     connection: Connection,
     pending: Option<Bytes>,
 ) -> Resumed {
-    let Connection { reader, writer, .. } = connection;
+    let Connection { reader, writer, park, .. } = connection;
+    park.send_replace(true);
     let parked = match tokio::time::timeout(CLOSE_WAIT, writer).await {
         Ok(Ok(Some(parked))) => parked,
         // The writer ended (the session closes) or is stuck on a client
@@ -522,10 +527,10 @@ async fn write(
     mut writer: Writer,
     mut outgoing: mpsc::Receiver<Outgoing>,
     mut pongs: watch::Receiver<Option<Bytes>>,
+    mut pause: watch::Receiver<bool>,
     backlog: Vec<Outgoing>,
 ) -> Option<ParkedWriter> {
     let mut closing = handle.closing.subscribe();
-    let mut pause = daemon.sockets.moving.subscribe();
     let mut backlog = std::collections::VecDeque::from(backlog);
     let mut frames = Vec::with_capacity(WRITE_BATCH);
     let ending: Closing = loop {
@@ -540,7 +545,7 @@ async fn write(
                     });
                 }
                 // Between two frames: what is queued stays queued, to move.
-                _ = pause.wait_for(|paused| *paused) => {
+                Ok(_) = pause.wait_for(|paused| *paused) => {
                     return Some(ParkedWriter { writer, outgoing });
                 }
                 // `changed` marks the ping seen: `pinged` says it is due.
@@ -582,7 +587,7 @@ async fn write(
         let sent = tokio::select! {
             sent = writer.flush() => sent,
             _ = closing.wait_for(Option::is_some) => continue,
-            _ = pause.wait_for(|paused| *paused) => return Some(ParkedWriter { writer, outgoing }),
+            Ok(_) = pause.wait_for(|paused| *paused) => return Some(ParkedWriter { writer, outgoing }),
         };
         if sent.is_err() {
             handle.close(1006, "", CloseKind::Dropped);
