@@ -203,27 +203,36 @@ async fn run(
     }
 }
 
-/// A session an upgrade moved here from the old process: it goes on where
-/// it stopped there, with no `on_join`.
-pub fn resume_moved(daemon: &Arc<Daemon>, moved: MovedSession, stream: std::net::TcpStream) {
-    let room = Room { module: moved.module, instance: moved.instance };
-    let (handle, outgoing) = daemon.sockets.adopt(moved.id, &moved.endpoint, room, moved.queue);
-    let backlog = moved.backlog.into_iter().map(Queued::into_outgoing).collect();
-    let running = daemon.clone();
-    tokio::spawn(async move {
-        let _ = stream.set_nonblocking(true);
-        match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                let parked = (moved.read_state, moved.unwritten);
-                let connection = Connection::start(&running, &handle, stream, parked, outgoing, backlog);
-                serve(&running, &handle, connection, moved.pending).await;
+/// The sessions an upgrade moved here from the old process: each goes on
+/// where it stopped there, with no `on_join`. All are registered before
+/// any starts, so the first message one of them runs broadcasts to all.
+pub fn resume_moved(daemon: &Arc<Daemon>, moved: super::moving::Adopted) {
+    let registered: Vec<_> = moved
+        .into_iter()
+        .map(|(moved, stream)| {
+            let room = Room { module: moved.module.clone(), instance: moved.instance.clone() };
+            let (handle, outgoing) = daemon.sockets.adopt(moved.id, &moved.endpoint, room, moved.queue);
+            (handle, outgoing, moved, stream)
+        })
+        .collect();
+    for (handle, outgoing, moved, stream) in registered {
+        let backlog = moved.backlog.into_iter().map(Queued::into_outgoing).collect();
+        let running = daemon.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nonblocking(true);
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let parked = (moved.read_state, moved.unwritten);
+                    let connection = Connection::start(&running, &handle, stream, parked, outgoing, backlog);
+                    serve(&running, &handle, connection, moved.pending).await;
+                }
+                Err(err) => {
+                    tracing::warn!(session = handle.id, "a moved session's socket cannot be used: {err}");
+                    running.sockets.remove(&handle, CloseKind::Dropped);
+                }
             }
-            Err(err) => {
-                tracing::warn!(session = handle.id, "a moved session's socket cannot be used: {err}");
-                running.sockets.remove(&handle, CloseKind::Dropped);
-            }
-        }
-    });
+        });
+    }
 }
 
 /// Serves a joined session until it ends or moves: its messages (`pending`
