@@ -109,12 +109,7 @@ fn sessions_keep_their_connection_id_and_every_message_through_three_upgrades() 
     let after = sent_between(&seen, windows[2].1, Instant::now());
     assert!(after > 0, "no message after the last upgrade");
     assert_rooms_account_for(&daemon, &seen);
-    let status = daemon.status()["sessions"].clone();
-    assert_eq!(
-        (&status["open"], &status["closes"]),
-        (&CLIENTS.into(), &serde_json::json!({})),
-        "every session open in the last process, none closed: {status}"
-    );
+    assert_all_open_none_closed(&daemon, CLIENTS);
     let total: usize = seen.iter().map(|client| client.sent_at.len()).sum();
     eprintln!("{total} messages acked across {} processes", generations.len());
 }
@@ -147,10 +142,16 @@ fn sessions_keep_every_message_through_upgrades_and_swaps_interleaved() {
     stop.store(true, Ordering::Relaxed);
     let seen = session_traffic::finish(running, &daemon);
     assert_rooms_account_for(&daemon, &seen);
+    assert_all_open_none_closed(&daemon, CLIENTS);
+}
+
+/// Every one of `clients` sessions is open in the serving process, and none
+/// was closed there.
+fn assert_all_open_none_closed(daemon: &Daemon, clients: usize) {
     let status = daemon.status()["sessions"].clone();
     assert_eq!(
         (&status["open"], &status["closes"]),
-        (&CLIENTS.into(), &serde_json::json!({})),
+        (&clients.into(), &serde_json::json!({})),
         "every session open in the last process, none closed: {status}"
     );
 }
