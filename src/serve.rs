@@ -231,9 +231,7 @@ async fn serve(
             // Committed: the sessions that moved here go on, before anything
             // new is accepted.
             let count = moved.len();
-            for (session, socket) in moved {
-                crate::sockets::resume_moved(&daemon, session, socket);
-            }
+            crate::sockets::resume_moved(&daemon, moved);
             if count > 0 {
                 tracing::info!("took over {count} WebSocket session(s) with their connections");
             }

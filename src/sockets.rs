@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `sockets.rs` | the session registry, push routing, the counts |
 //! | `sockets/session.rs` | one connection: handshake, join, messages, leave |
+//! | `sockets/session/writer.rs` | one connection's writer: pushes out in order, parked for a move |
 //! | `sockets/inbox.rs` | a room's messages, run in batches on a call thread |
 //! | `sockets/moving.rs` | sessions moving with their connections to a new process |
 //! | `sockets/ticks.rs` | `tick`: periodic `on_tick` of instances with sessions |

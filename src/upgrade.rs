@@ -462,7 +462,11 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String>
     let mut control = UnixStream::from(control);
     let lost = |err: &dyn std::fmt::Display| format!("the old process went away during the upgrade: {err}");
     let mut hello = std::process::id().to_le_bytes().to_vec();
-    hello.push(TAKES_SESSIONS | TAKES_CONNECTIONS);
+    // Tests stand in for a new binary of an earlier release, which takes
+    // neither sessions nor connections.
+    if std::env::var_os("HOTSWAP_TEST_TAKE_NO_SESSIONS").is_none() {
+        hello.push(TAKES_SESSIONS | TAKES_CONNECTIONS);
+    }
     frame::write(&mut control, HELLO, &hello).map_err(|err| lost(&err))?;
     // Reads take descriptors too: SESSIONS frames carry sockets.
     let mut channel = pass::Channel::from(control);

@@ -23,20 +23,23 @@ use hyper::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
-use tungstenite::Message;
 use tungstenite::handshake::derive_accept_key;
 
 use super::moving::{MovedSession, Queued, Verdict};
 use super::wire::park::ReadState;
 use super::wire::{Received, WireError, WireReader, WireWriter};
-use super::{CloseKind, Closing, Full, Outgoing, Room, SessionHandle, close_frame, inbox};
+use super::{CloseKind, Full, Outgoing, Room, SessionHandle, close_frame, inbox};
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
 use crate::connections::Counted;
 use crate::daemon::Daemon;
+
+mod writer;
+
 use crate::http::parked::ConnectionIo;
 use crate::http::{self, Listening, Response};
+use writer::{ParkedWriter, write};
 
 /// How long a close frame may take to go out before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -151,6 +154,9 @@ struct Connection {
     reader: WireReader<OwnedReadHalf>,
     /// Only the latest ping needs its pong (RFC 6455 section 5.5.3).
     pong: watch::Sender<Option<Bytes>>,
+    /// Tells the writer to stop for a move: only the session does, once it
+    /// paused itself (a session still joining does not move).
+    park: watch::Sender<bool>,
     writer: tokio::task::JoinHandle<Option<ParkedWriter>>,
 }
 
@@ -167,8 +173,9 @@ impl Connection {
         let reader = WireReader::resume(read_half, read_state, daemon.config().max_body);
         let (pong, pongs) = watch::channel(None);
         let writer = WireWriter::resume(write_half, unwritten);
-        let writer = tokio::spawn(write(daemon.clone(), handle.clone(), writer, outgoing, pongs, backlog));
-        Connection { reader, pong, writer }
+        let (park, parking) = watch::channel(false);
+        let writing = write(daemon.clone(), handle.clone(), writer, outgoing, pongs, parking, backlog);
+        Connection { reader, pong, park, writer: tokio::spawn(writing) }
     }
 }
 
@@ -199,27 +206,36 @@ async fn run(
     }
 }
 
-/// A session an upgrade moved here from the old process: it goes on where
-/// it stopped there, with no `on_join`.
-pub fn resume_moved(daemon: &Arc<Daemon>, moved: MovedSession, stream: std::net::TcpStream) {
-    let room = Room { module: moved.module, instance: moved.instance };
-    let (handle, outgoing) = daemon.sockets.adopt(moved.id, &moved.endpoint, room, moved.queue);
-    let backlog = moved.backlog.into_iter().map(Queued::into_outgoing).collect();
-    let running = daemon.clone();
-    tokio::spawn(async move {
-        let _ = stream.set_nonblocking(true);
-        match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                let parked = (moved.read_state, moved.unwritten);
-                let connection = Connection::start(&running, &handle, stream, parked, outgoing, backlog);
-                serve(&running, &handle, connection, moved.pending).await;
+/// The sessions an upgrade moved here from the old process: each goes on
+/// where it stopped there, with no `on_join`. All are registered before
+/// any starts, so the first message one of them runs broadcasts to all.
+pub fn resume_moved(daemon: &Arc<Daemon>, moved: super::moving::Adopted) {
+    let registered: Vec<_> = moved
+        .into_iter()
+        .map(|(moved, stream)| {
+            let room = Room { module: moved.module.clone(), instance: moved.instance.clone() };
+            let (handle, outgoing) = daemon.sockets.adopt(moved.id, &moved.endpoint, room, moved.queue);
+            (handle, outgoing, moved, stream)
+        })
+        .collect();
+    for (handle, outgoing, moved, stream) in registered {
+        let backlog = moved.backlog.into_iter().map(Queued::into_outgoing).collect();
+        let running = daemon.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nonblocking(true);
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let parked = (moved.read_state, moved.unwritten);
+                    let connection = Connection::start(&running, &handle, stream, parked, outgoing, backlog);
+                    serve(&running, &handle, connection, moved.pending).await;
+                }
+                Err(err) => {
+                    tracing::warn!(session = handle.id, "a moved session's socket cannot be used: {err}");
+                    running.sockets.remove(&handle, CloseKind::Dropped);
+                }
             }
-            Err(err) => {
-                tracing::warn!(session = handle.id, "a moved session's socket cannot be used: {err}");
-                running.sockets.remove(&handle, CloseKind::Dropped);
-            }
-        }
-    });
+        });
+    }
 }
 
 /// Serves a joined session until it ends or moves: its messages (`pending`
@@ -307,7 +323,8 @@ async fn moving_session(
     connection: Connection,
     pending: Option<Bytes>,
 ) -> Resumed {
-    let Connection { reader, writer, .. } = connection;
+    let Connection { reader, writer, park, .. } = connection;
+    park.send_replace(true);
     let parked = match tokio::time::timeout(CLOSE_WAIT, writer).await {
         Ok(Ok(Some(parked))) => parked,
         // The writer ended (the session closes) or is stuck on a client
@@ -496,138 +513,4 @@ async fn hook(
         Some(result) => result.map_err(HookFailed::Call),
         None => Err(HookFailed::Thread(what)),
     }
-}
-
-/// The most queued frames the writer hands the socket in one write.
-const WRITE_BATCH: usize = 64;
-
-type Writer = WireWriter<OwnedWriteHalf>;
-
-/// Sends the queued frames in order, and a pong for the client's latest
-/// ping; ends with a close frame.
-///
-/// Frames that wait together go out in one write: under broadcast load
-/// most of the daemon's time was the kernel's, a send per frame.
-/// A writer stopped between two frames for a move, with what it had not sent.
-struct ParkedWriter {
-    writer: Writer,
-    outgoing: mpsc::Receiver<Outgoing>,
-}
-
-/// `backlog` goes out first (pushes a paused session had queued).
-/// Returns the writer when a pause stopped it, `None` when the session ended.
-async fn write(
-    daemon: Arc<Daemon>,
-    handle: Arc<SessionHandle>,
-    mut writer: Writer,
-    mut outgoing: mpsc::Receiver<Outgoing>,
-    mut pongs: watch::Receiver<Option<Bytes>>,
-    backlog: Vec<Outgoing>,
-) -> Option<ParkedWriter> {
-    let mut closing = handle.closing.subscribe();
-    let mut pause = daemon.sockets.moving.subscribe();
-    let mut backlog = std::collections::VecDeque::from(backlog);
-    let mut frames = Vec::with_capacity(WRITE_BATCH);
-    let ending: Closing = loop {
-        // What a parked writer had not written goes out first.
-        let (next, pinged) = match backlog.pop_front() {
-            Some(item) => (Some(item), false),
-            None => tokio::select! {
-                biased;
-                ending = closing.wait_for(Option::is_some) => {
-                    break ending.ok().and_then(|ending| ending.clone()).unwrap_or(Closing {
-                        code: 1000, reason: String::new(), kind: CloseKind::Dropped,
-                    });
-                }
-                // Between two frames: what is queued stays queued, to move.
-                _ = pause.wait_for(|paused| *paused) => {
-                    return Some(ParkedWriter { writer, outgoing });
-                }
-                // `changed` marks the ping seen: `pinged` says it is due.
-                Ok(()) = pongs.changed() => (None, true),
-                next = outgoing.recv() => (next, false),
-            },
-        };
-        // A pong goes out before what waits (control frames may come
-        // between any two frames), once per ping.
-        if (pinged || pongs.has_changed().unwrap_or(false))
-            && let Some(payload) = pongs.borrow_and_update().clone()
-        {
-            frames.push(Message::Pong(payload));
-        }
-        // The frames that wait now, up to a module's close (sent after them).
-        let mut closed_by_module = None;
-        let mut count = 0;
-        let mut next = next.or_else(|| backlog.pop_front().or_else(|| outgoing.try_recv().ok()));
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Frame(message) => {
-                    frames.push(message);
-                    count += 1;
-                }
-                Outgoing::Close(reason) => {
-                    closed_by_module = Some(reason);
-                    break;
-                }
-            }
-            if frames.len() < WRITE_BATCH {
-                next = backlog.pop_front().or_else(|| outgoing.try_recv().ok());
-            }
-        }
-        for frame in frames.drain(..) {
-            writer.queue(frame);
-        }
-        // A client that does not read must not keep the close from going
-        // out, nor a move from happening: what is not written yet moves.
-        let sent = tokio::select! {
-            sent = writer.flush() => sent,
-            _ = closing.wait_for(Option::is_some) => continue,
-            _ = pause.wait_for(|paused| *paused) => return Some(ParkedWriter { writer, outgoing }),
-        };
-        if sent.is_err() {
-            handle.close(1006, "", CloseKind::Dropped);
-            continue;
-        }
-        daemon.sockets.messages_out.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        if let Some(reason) = closed_by_module {
-            handle.close(1000, reason, CloseKind::Module);
-        }
-    };
-    if ending.kind != CloseKind::Dropped {
-        // What was queued before the close (what a refusing on_join pushed,
-        // the acks before a failed message or a hand-over) goes out first,
-        // unless the queue is why it closes, or the client closed or broke
-        // the protocol.
-        if !matches!(ending.kind, CloseKind::TooSlow | CloseKind::Client | CloseKind::Protocol) {
-            let queued = async {
-                loop {
-                    while frames.len() < WRITE_BATCH
-                        && let Some(Outgoing::Frame(message)) =
-                            backlog.pop_front().or_else(|| outgoing.try_recv().ok())
-                    {
-                        frames.push(message);
-                    }
-                    let count = frames.len() as u64;
-                    if count == 0 || send_all(&mut writer, &mut frames).await.is_err() {
-                        break;
-                    }
-                    daemon.sockets.messages_out.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-                }
-            };
-            let _ = tokio::time::timeout(CLOSE_WAIT, queued).await;
-        }
-        // After the rest of a frame a cancelled send left (never inside it).
-        writer.queue_close(close_frame(ending.code, &ending.reason));
-    }
-    let _ = tokio::time::timeout(CLOSE_WAIT, writer.flush()).await;
-    let _ = tokio::time::timeout(CLOSE_WAIT, writer.shutdown()).await;
-    None
-}
-
-/// Writes `frames` (emptying it) in one flush.
-async fn send_all(writer: &mut Writer, frames: &mut Vec<Message>) -> std::io::Result<()> {
-    for frame in frames.drain(..) {
-        writer.queue(frame);
-    }
-    writer.flush().await
 }

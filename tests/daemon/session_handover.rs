@@ -109,14 +109,51 @@ fn sessions_keep_their_connection_id_and_every_message_through_three_upgrades() 
     let after = sent_between(&seen, windows[2].1, Instant::now());
     assert!(after > 0, "no message after the last upgrade");
     assert_rooms_account_for(&daemon, &seen);
+    assert_all_open_none_closed(&daemon, CLIENTS);
+    let total: usize = seen.iter().map(|client| client.sent_at.len()).sum();
+    eprintln!("{total} messages acked across {} processes", generations.len());
+}
+
+/// The end-to-end attack, scaled to a test: 100 sessions in 10
+/// rooms sending continuously through 5 upgrades with 10 module swaps
+/// between them (room 1.0.0 <-> 2.0.0).
+#[test]
+fn sessions_keep_every_message_through_upgrades_and_swaps_interleaved() {
+    const CLIENTS: usize = 100;
+    const ROOMS: usize = 10;
+    let setup = setup("");
+    let versions = [setup.install(modules::ROOM_V2, "libroom-2.so"), setup.path("modules/libroom.so")];
+    let mut daemon = setup.start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = session_traffic::start(session_traffic::join(&daemon, CLIENTS, ROOMS), &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut swaps = 0;
+    for _ in 0..5 {
+        upgrade(&setup, &mut daemon);
+        for _ in 0..2 {
+            let body = format!("{{\"path\": {:?}}}", versions[swaps % 2].to_str().unwrap());
+            let (status, reply) = daemon.admin("POST", "/v1/modules/room/load", body.as_bytes()).unwrap();
+            assert_eq!(status, 200, "swap {swaps}: {}", String::from_utf8_lossy(&reply));
+            swaps += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = session_traffic::finish(running, &daemon);
+    assert_rooms_account_for(&daemon, &seen);
+    assert_all_open_none_closed(&daemon, CLIENTS);
+}
+
+/// Every one of `clients` sessions is open in the serving process, and none
+/// was closed there.
+fn assert_all_open_none_closed(daemon: &Daemon, clients: usize) {
     let status = daemon.status()["sessions"].clone();
     assert_eq!(
         (&status["open"], &status["closes"]),
-        (&CLIENTS.into(), &serde_json::json!({})),
+        (&clients.into(), &serde_json::json!({})),
         "every session open in the last process, none closed: {status}"
     );
-    let total: usize = seen.iter().map(|client| client.sent_at.len()).sum();
-    eprintln!("{total} messages acked across {} processes", generations.len());
 }
 
 /// Pushes queued in the old process for a client that does not read go
@@ -289,4 +326,32 @@ fn the_old_process_exits_once_sessions_moved_and_no_descriptor_leaks() {
         open_fds(new_pid),
         fd_targets(new_pid)
     );
+}
+
+#[test]
+fn a_new_binary_that_takes_no_sessions_gets_none_and_they_close_with_1001() {
+    let setup = setup("");
+    // As a new process of an earlier release: its HELLO does not say it
+    // takes sessions, so the old process must not send any.
+    let mut daemon = setup
+        .start_env(&[], &[("HOTSWAP_TEST_TAKE_NO_SESSIONS", "1")])
+        .unwrap_or_else(|log| panic!("the daemon did not start:\n{log}"));
+    let mut client = connect(&daemon, "/ws?instance=fallback");
+    joined_id(&mut client);
+    send(&mut client, "before");
+    until(&mut client, |text| text.starts_with("ack "));
+    upgrade(&setup, &mut daemon);
+    let closed = loop {
+        match client.read() {
+            Ok(Message::Close(frame)) => break frame.expect("a close frame with a code"),
+            Ok(_) => continue,
+            Err(err) => panic!("the connection ended without a close frame: {err}"),
+        }
+    };
+    assert_eq!(u16::from(closed.code), 1001, "{closed:?}");
+    // The state moved: a reconnected client goes on from it.
+    let mut again = connect(&daemon, "/ws?instance=fallback");
+    joined_id(&mut again);
+    send(&mut again, "after");
+    assert_eq!(until(&mut again, |text| text.starts_with("ack ")), "ack 2");
 }

@@ -247,6 +247,13 @@ fn a_broadcast_reaches_every_session_of_the_instance_and_no_other() {
     assert_eq!(call(&daemon, "sessions", "lobby"), format!("[{first_id},{second_id}]"));
 }
 
+/// A session at `path` of the daemon at `public`, for a client thread.
+fn client_at(public: std::net::SocketAddr, path: &str) -> Client {
+    let stream = TcpStream::connect(public).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tungstenite::client(format!("ws://{public}{path}").as_str(), stream).unwrap().0
+}
+
 #[test]
 fn messages_of_a_session_reach_the_module_in_order_through_ten_swaps() {
     let setup = setup();
@@ -260,11 +267,7 @@ fn messages_of_a_session_reach_the_module_in_order_through_ten_swaps() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             std::thread::spawn(move || {
-                let stream = TcpStream::connect(public).unwrap();
-                stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let (mut client, _) =
-                    tungstenite::client(format!("ws://{public}/order?instance=order").as_str(), stream)
-                        .unwrap();
+                let mut client = client_at(public, "/order?instance=order");
                 // Send everything at once: the daemon must keep the order.
                 for n in 0..MESSAGES {
                     send(&mut client, &format!("c{c}-{n}"));
@@ -344,11 +347,7 @@ fn a_message_that_fails_or_panics_closes_only_its_session_and_the_others_of_its_
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             std::thread::spawn(move || {
-                let stream = TcpStream::connect(public).unwrap();
-                stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let (mut client, _) =
-                    tungstenite::client(format!("ws://{public}/order?instance=batch").as_str(), stream)
-                        .unwrap();
+                let mut client = client_at(public, "/order?instance=batch");
                 for n in 0..MESSAGES {
                     match poison(c) {
                         Some(text) if n == MESSAGES / 2 => send(&mut client, text),

@@ -1,57 +1,40 @@
 //! The WebSocket clients: tokio tasks (not a thread each), one per session,
 //! on a runtime with one worker per core. Each joins `/ws?instance=room-K`,
 //! waits for the common start, sends `CLIENT:SEQ` (SEQ counting from 1) at
-//! its rate until the stop, and reads everything: its own acks (`ack N`,
-//! timed against its sends, in order) and the room's broadcasts
-//! (`SESSION:N:CLIENT:SEQ`), whose SEQ it checks per sender.
+//! its rate until the stop, and reads everything: its own acks and the
+//! room's broadcasts, checked as [`crate::received`] says. A close ends the
+//! session, except a 1001 "going away" when the load says to reconnect: then
+//! it joins the same room again and goes on.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::received::InFlight;
+pub use crate::received::SessionResult;
 
 /// How long after the stop a session waits for its acks and its room's
 /// last broadcasts: a server behind its load delivers late, which is not a loss.
 pub const DRAIN: Duration = Duration::from_secs(60);
 
-/// What one session saw. Times are seconds from the load's start.
-#[derive(Debug, Default)]
-pub struct SessionResult {
-    pub client: usize,
-    pub room: usize,
-    pub sent: u64,
-    pub acks: u64,
-    /// Acks whose room number was not above the previous ack's.
-    pub acks_out_of_order: u64,
-    /// Acks past the number of messages sent.
-    pub acks_extra: u64,
-    /// (send time, round trip ms) per acknowledged message.
-    pub round_trips: Vec<(f64, f64)>,
-    /// Per sender client: the next SEQ expected from it.
-    pub next_from: HashMap<usize, u64>,
-    /// Broadcasts whose SEQ was below the next expected (a repeat or a reorder).
-    pub repeated_or_reordered: u64,
-    /// Gaps: SEQs skipped over when a later one came first.
-    pub gaps: u64,
-    /// `Some(why)` if the session ended before the clients stopped.
-    pub closed_early: Option<String>,
-    /// Seconds from the stop until every ack was back (None: not within the drain).
-    pub drained_after_s: Option<f64>,
-    /// `Some(why)` if it could not join.
-    pub join_failed: Option<String>,
-}
-
 /// The load's shape.
+#[derive(Debug)]
 pub struct Load {
     pub sessions: usize,
     pub rooms: usize,
     pub rate_hz: f64,
     pub duration: Duration,
+    /// Whether a session closed with 1001 joins its room again and goes on
+    /// (else any close ends it).
+    pub reconnect: bool,
 }
 
 /// Opens every session (64 handshakes at a time), calls `ready` once all
@@ -80,9 +63,15 @@ pub fn run(
             .map(|client| {
                 let (start_rx, joined_tx, handshakes) =
                     (start_rx.clone(), joined_tx.clone(), handshakes.clone());
-                let room = client % load.rooms;
-                let duration = load.duration;
-                tokio::spawn(session(addr, client, room, period, duration, start_rx, joined_tx, handshakes))
+                let plan = Plan {
+                    addr,
+                    client,
+                    room: client % load.rooms,
+                    period,
+                    duration: load.duration,
+                    reconnect: load.reconnect,
+                };
+                tokio::spawn(session(plan, start_rx, joined_tx, handshakes))
             })
             .collect();
         drop(joined_tx);
@@ -101,40 +90,52 @@ pub fn run(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn session(
+/// One session's part of the load.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
     addr: SocketAddr,
     client: usize,
     room: usize,
+    /// Between two sends (`None`: it sends nothing).
     period: Option<Duration>,
     duration: Duration,
+    reconnect: bool,
+}
+
+type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+type Stream = SplitStream<WebSocketStream<TcpStream>>;
+
+/// How one connection of a session ended.
+enum Ended {
+    /// The load stopped and every ack came back (or the drain ran out).
+    Stopped,
+    /// The server closed it (`code` of its close frame) or it broke (`None`).
+    Closed { code: Option<u16>, what: String },
+}
+
+impl Ended {
+    fn closed_by(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Ended {
+        let code = frame.as_ref().map_or(CloseCode::Status, |frame| frame.code);
+        Ended::Closed { code: Some(u16::from(code)), what: format!("closed by the server: {frame:?}") }
+    }
+}
+
+async fn session(
+    plan: Plan,
     mut start_rx: watch::Receiver<Option<Instant>>,
     joined_tx: tokio::sync::mpsc::Sender<()>,
     handshakes: Arc<Semaphore>,
 ) -> SessionResult {
-    let mut result = SessionResult { client, room, ..SessionResult::default() };
-    let permit = handshakes.acquire().await.expect("the semaphore stays open");
-    let connected = async {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let url = format!("ws://{addr}/ws?instance=room-{room}");
-        tokio_tungstenite::client_async(url, stream).await.map_err(std::io::Error::other)
-    };
-    let ws = match tokio::time::timeout(Duration::from_secs(30), connected).await {
-        Ok(Ok((ws, _))) => Some(ws),
-        Ok(Err(err)) => {
-            result.join_failed = Some(err.to_string());
-            None
-        }
-        Err(_) => {
-            result.join_failed = Some("no handshake within 30 s".into());
-            None
-        }
-    };
-    drop(permit);
+    let mut result = SessionResult::new(plan.client, plan.room);
+    let joined = join(&plan, &handshakes).await;
     let _ = joined_tx.send(()).await;
-    let Some(ws) = ws else { return result };
-    let (mut sink, mut stream) = ws.split();
+    let mut ws = match joined {
+        Ok(ws) => ws,
+        Err(why) => {
+            result.join_failed = Some(why);
+            return result;
+        }
+    };
     let start = loop {
         if let Some(start) = *start_rx.borrow_and_update() {
             break start;
@@ -143,103 +144,167 @@ async fn session(
             return result;
         }
     };
-    // Spread the first sends of the clients over one period.
-    let sends = period.is_some();
-    let period = period.unwrap_or(Duration::from_secs(1));
-    let offset = period.mul_f64((client % 997) as f64 / 997.0);
-    let mut ticker = tokio::time::interval_at((start + offset).into(), period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = start + duration;
-    let mut in_flight: VecDeque<Instant> = VecDeque::new();
-    let mut last_ack = 0u64;
-    let mut last_heard = Instant::now();
+    let mut talk = Talk::new(&plan, start);
     loop {
-        let now = Instant::now();
-        let sending = now < stop;
-        if !sending {
-            if in_flight.is_empty() && result.drained_after_s.is_none() {
-                result.drained_after_s = Some(now.duration_since(stop).as_secs_f64());
+        let (mut sink, mut stream) = ws.split();
+        match talk.converse(&mut sink, &mut stream, &mut result).await {
+            Ended::Stopped => {
+                let _ = sink.send(Message::Close(None)).await;
+                let drained = async { while stream.next().await.is_some() {} };
+                let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+                return result;
             }
-            let drained = in_flight.is_empty() && now.duration_since(last_heard) > Duration::from_secs(1);
-            if drained || now > stop + DRAIN {
-                break;
-            }
-        }
-        tokio::select! {
-            _ = ticker.tick(), if sending && sends => {
-                result.sent += 1;
-                in_flight.push_back(Instant::now());
-                if let Err(err) = sink.send(Message::text(format!("{client}:{}", result.sent))).await {
-                    result.closed_early = Some(format!("send failed: {err}"));
+            Ended::Closed { code, what } => {
+                let at_s = start.elapsed().as_secs_f64();
+                result.closed(at_s, code, &mut talk.in_flight);
+                if !(plan.reconnect && code == Some(1001)) {
+                    result.closed_early = Some(what);
                     return result;
                 }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(200)), if !sending || !sends => {}
-            frame = stream.next() => {
-                last_heard = Instant::now();
-                match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        on_text(&text, start, &mut in_flight, &mut last_ack, &mut result);
+                let closed_at = Instant::now();
+                match rejoin(&plan, &handshakes, &mut result).await {
+                    Ok(again) => {
+                        ws = again;
+                        result.rejoined(closed_at.elapsed());
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        result.closed_early = Some(format!("closed by the server: {frame:?}"));
-                        return result;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => {
-                        result.closed_early = Some(format!("read failed: {err}"));
-                        return result;
-                    }
-                    None => {
-                        result.closed_early = Some("the connection ended".into());
+                    Err(why) => {
+                        result.closed_early = Some(format!("{what}; joining again failed: {why}"));
                         return result;
                     }
                 }
             }
         }
     }
-    let _ = sink.send(Message::Close(None)).await;
-    let _ =
-        tokio::time::timeout(Duration::from_secs(5), async { while stream.next().await.is_some() {} }).await;
-    result
 }
 
-fn on_text(
-    text: &str,
-    start: Instant,
-    in_flight: &mut VecDeque<Instant>,
-    last_ack: &mut u64,
-    result: &mut SessionResult,
-) {
-    if let Some(number) = text.strip_prefix("ack ") {
-        let number: u64 = number.parse().unwrap_or(0);
-        if number <= *last_ack {
-            result.acks_out_of_order += 1;
-        }
-        *last_ack = number;
-        match in_flight.pop_front() {
-            Some(sent) => {
-                result.acks += 1;
-                let rtt = sent.elapsed().as_secs_f64() * 1e3;
-                result.round_trips.push((sent.duration_since(start).as_secs_f64(), rtt));
-            }
-            None => result.acks_extra += 1,
-        }
-        return;
-    }
-    // SESSION:N:CLIENT:SEQ; `joined N` and `left N` are not messages.
-    let mut parts = text.splitn(4, ':');
-    let (Some(_session), Some(_n), Some(sender), Some(seq)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return;
+/// Opens the session's connection and joins its room (64 handshakes at a
+/// time, 30 s at most).
+async fn join(plan: &Plan, handshakes: &Semaphore) -> Result<WebSocketStream<TcpStream>, String> {
+    let _permit = handshakes.acquire().await.expect("the semaphore stays open");
+    let connected = async {
+        let stream = TcpStream::connect(plan.addr).await?;
+        stream.set_nodelay(true)?;
+        let url = format!("ws://{}/ws?instance=room-{}", plan.addr, plan.room);
+        tokio_tungstenite::client_async(url, stream).await.map_err(std::io::Error::other)
     };
-    let (Ok(sender), Ok(seq)) = (sender.parse::<usize>(), seq.parse::<u64>()) else { return };
-    let next = result.next_from.entry(sender).or_insert(1);
-    if seq < *next {
-        result.repeated_or_reordered += 1;
-    } else {
-        result.gaps += seq - *next;
-        *next = seq + 1;
+    match tokio::time::timeout(Duration::from_secs(30), connected).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no handshake within 30 s".into()),
+    }
+}
+
+/// Joins the room again after a 1001, as a client told to reconnect
+/// would: a refused attempt (an old process still draining may answer 503)
+/// is counted and tried again 100 ms later, for 30 s.
+async fn rejoin(
+    plan: &Plan,
+    handshakes: &Semaphore,
+    result: &mut SessionResult,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match join(plan, handshakes).await {
+            Ok(ws) => return Ok(ws),
+            Err(why) if Instant::now() >= deadline => return Err(why),
+            Err(_) => {
+                result.rejoins_refused += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What a session keeps across its connections: its sends' schedule, the
+/// messages waiting for an ack, the last ack's room number.
+struct Talk {
+    start: Instant,
+    stop: Instant,
+    sends: bool,
+    ticker: tokio::time::Interval,
+    in_flight: InFlight,
+    last_ack: u64,
+    last_heard: Instant,
+}
+
+impl Talk {
+    fn new(plan: &Plan, start: Instant) -> Talk {
+        // Spread the first sends of the clients over one period.
+        let period = plan.period.unwrap_or(Duration::from_secs(1));
+        let offset = period.mul_f64((plan.client % 997) as f64 / 997.0);
+        let mut ticker = tokio::time::interval_at((start + offset).into(), period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Talk {
+            start,
+            stop: start + plan.duration,
+            sends: plan.period.is_some(),
+            ticker,
+            in_flight: InFlight::new(),
+            last_ack: 0,
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// Sends and reads on one connection until the load is over and
+    /// drained, or the connection ends.
+    async fn converse(&mut self, sink: &mut Sink, stream: &mut Stream, result: &mut SessionResult) -> Ended {
+        loop {
+            let now = Instant::now();
+            let sending = now < self.stop;
+            if !sending {
+                if self.in_flight.is_empty() && result.drained_after_s.is_none() {
+                    result.drained_after_s = Some(now.duration_since(self.stop).as_secs_f64());
+                }
+                let quiet = now.duration_since(self.last_heard) > Duration::from_secs(1);
+                if (self.in_flight.is_empty() && quiet) || now > self.stop + DRAIN {
+                    return Ended::Stopped;
+                }
+            }
+            tokio::select! {
+                _ = self.ticker.tick(), if sending && self.sends => {
+                    result.sent += 1;
+                    self.in_flight.push_back((result.sent, Instant::now()));
+                    let text = Message::text(format!("{}:{}", result.client, result.sent));
+                    if let Err(err) = sink.send(text).await {
+                        return self.after_send_failed(stream, result, format!("send failed: {err}")).await;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)), if !sending || !self.sends => {}
+                frame = stream.next() => {
+                    self.last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            result.on_text(&text, self.start, &mut self.in_flight, &mut self.last_ack);
+                        }
+                        Some(Ok(Message::Close(frame))) => return Ended::closed_by(frame),
+                        Some(Ok(_)) => {}
+                        Some(Err(err)) => return Ended::Closed { code: None, what: format!("read failed: {err}") },
+                        None => return Ended::Closed { code: None, what: "the connection ended".into() },
+                    }
+                }
+            }
+        }
+    }
+
+    /// A send failed, most likely because the server closed the connection
+    /// while it was sent: reads what the server wrote before (up to 1 s),
+    /// to find its close frame.
+    async fn after_send_failed(
+        &mut self,
+        stream: &mut Stream,
+        result: &mut SessionResult,
+        what: String,
+    ) -> Ended {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    result.on_text(&text, self.start, &mut self.in_flight, &mut self.last_ack);
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => return Ended::closed_by(frame),
+                Ok(Some(Ok(_))) => {}
+                _ => return Ended::Closed { code: None, what },
+            }
+        }
     }
 }

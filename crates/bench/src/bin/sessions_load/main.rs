@@ -2,9 +2,9 @@
 //!
 //! ```sh
 //! cargo build --release -p hotswap-daemon
-//! cargo run --release -p hotswap-bench --bin sessions-load -- [--runs 3] [--part broadcast|plain|ticks|all]
+//! cargo run --release -p hotswap-bench --bin sessions-load -- [--runs 3] [--part broadcast|plain|ticks|upgrades|all]
 //!     [--sessions 2000] [--rooms 200] [--rate 5] [--tick-rooms 1000] [--tick-ms 50]
-//!     [--swaps 20] [--duration 30] [--daemon PATH]
+//!     [--swaps 20] [--upgrades 10] [--duration 30] [--daemon PATH]
 //! ```
 //!
 //! Each run starts a fresh release daemon (`target/release/hotswap`) in a
@@ -35,12 +35,29 @@
 //!   every 250 ms; at the end, with all sessions closed, the rooms' own tick
 //!   counts (method `ticks`) must add up to the daemon's `ran` (none missed
 //!   or doubled); `skipped` is reported.
+//! - `upgrades`: the load of `broadcast`, but `--upgrades` process upgrades
+//!   (`POST /v1/upgrade` on the admin socket, whose path stays the same)
+//!   instead of swaps, the first 8 s in, then one every 2 s (or once the
+//!   one before is over: its old process gone). Each re-executes the
+//!   daemon's own binary (checked in `/proc/NEW_PID/exe`). Sessions should
+//!   move with their connections: every close frame or dropped connection a
+//!   client sees is counted under the upgrade it followed; one closed with
+//!   1001 joins its room again and goes on (a daemon of before sessions
+//!   moved closes them all), its messages unanswered at the close set
+//!   aside and its checks of the room's broadcasts starting over (see
+//!   `received.rs`). Per upgrade: the time from the request until the old
+//!   process is gone from `/proc`, the answer's `took_ms` and `frozen_ms`;
+//!   round trips during upgrades (a request to 0.5 s after its answer) vs
+//!   steady.
 
 mod broadcast;
 mod clients;
 mod plain;
+mod received;
 mod server;
+mod tally;
 mod ticks;
+mod upgrades;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,7 +79,24 @@ pub struct Options {
     pub swaps: usize,
     pub first_swap: Duration,
     pub swap_every: Duration,
+    pub upgrades: usize,
+    pub first_upgrade: Duration,
+    pub upgrade_every: Duration,
     pub duration: Duration,
+}
+
+impl Options {
+    /// The load of `broadcast`, `plain` and `upgrades` (`reconnect`: a
+    /// session closed with 1001 joins again).
+    pub fn rooms_load(&self, reconnect: bool) -> clients::Load {
+        clients::Load {
+            sessions: self.sessions,
+            rooms: self.rooms,
+            rate_hz: self.rate_hz,
+            duration: self.duration,
+            reconnect,
+        }
+    }
 }
 
 fn parse_args() -> Options {
@@ -78,6 +112,9 @@ fn parse_args() -> Options {
         swaps: 20,
         first_swap: Duration::from_secs(8),
         swap_every: Duration::from_millis(750),
+        upgrades: 10,
+        first_upgrade: Duration::from_secs(8),
+        upgrade_every: Duration::from_secs(2),
         duration: Duration::from_secs(30),
     };
     let mut args = std::env::args().skip(1);
@@ -94,15 +131,16 @@ fn parse_args() -> Options {
             "--tick-rooms" => options.tick_rooms = number() as usize,
             "--tick-ms" => options.tick = Duration::from_millis(number() as u64),
             "--swaps" => options.swaps = number() as usize,
+            "--upgrades" => options.upgrades = number() as usize,
             "--duration" => options.duration = Duration::from_secs_f64(number()),
             other => panic!(
-                "unknown option {other}: expected --daemon, --runs, --part, --sessions, --rooms, --rate, --tick-rooms, --tick-ms, --swaps, --duration"
+                "unknown option {other}: expected --daemon, --runs, --part, --sessions, --rooms, --rate, --tick-rooms, --tick-ms, --swaps, --upgrades, --duration"
             ),
         }
     }
     assert!(
-        ["all", "broadcast", "plain", "ticks"].contains(&options.part.as_str()),
-        "--part {}: expected broadcast, plain, ticks or all",
+        ["all", "broadcast", "plain", "ticks", "upgrades"].contains(&options.part.as_str()),
+        "--part {}: expected broadcast, plain, ticks, upgrades or all",
         options.part
     );
     options
@@ -132,6 +170,7 @@ fn main() {
         (run.sent as f64 / seconds, run.acked_before_stop as f64 / seconds, run.server_cpu_us_per_message())
     };
     let (mut late_steady, mut late_swapping, mut tick_pass) = (vec![], vec![], 0);
+    let mut upgrade_runs = vec![];
     for n in 1..=options.runs {
         if options.part == "all" || options.part == "broadcast" {
             println!(
@@ -184,6 +223,21 @@ fn main() {
             late_swapping.push(medians(&run.swapping));
             tick_pass += usize::from(run.passed());
         }
+        if options.part == "all" || options.part == "upgrades" {
+            println!(
+                "\n=== upgrades run {n}: {} sessions, {} rooms, {}/s each, {} upgrades, {:?}, {} (load average {}) ===",
+                options.sessions,
+                options.rooms,
+                options.rate_hz,
+                options.upgrades,
+                options.duration,
+                options.daemon.display(),
+                load_average()
+            );
+            let run = upgrades::run(&options);
+            upgrades::print(&run, &options);
+            upgrade_runs.push(run);
+        }
     }
     println!("\n=== medians over {} run(s) ===", options.runs);
     let pick = |v: &[(f64, f64, f64, usize)], f: fn(&(f64, f64, f64, usize)) -> f64| {
@@ -215,6 +269,9 @@ fn main() {
             median(&plain_per_session)
         );
     }
+    if !upgrade_runs.is_empty() {
+        upgrades_medians(&upgrade_runs);
+    }
     if !late_steady.is_empty() {
         let pair = |v: &[(f64, f64)], i: usize| {
             median(&v.iter().map(|x| if i == 0 { x.0 } else { x.1 }).collect::<Vec<_>>())
@@ -228,4 +285,22 @@ fn main() {
             pair(&late_swapping, 1)
         );
     }
+}
+
+fn upgrades_medians(runs: &[upgrades::UpgradeRun]) {
+    let of = |f: &dyn Fn(&upgrades::UpgradeRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    println!(
+        "upgrades: {}/{} runs with 0 closed/lost/repeated/reordered; closes seen per upgrade {:.1}, reconnects per run {:.0}; old process gone {:.0} ms after the request, took_ms {:.0}, frozen_ms {:.0}; round trip steady p50 {:.2} ms p99 {:.2} ms, during upgrades p50 {:.2} ms p99 {:.2} ms",
+        runs.iter().filter(|r| r.passed()).count(),
+        runs.len(),
+        of(&|r| r.closes_per_upgrade()),
+        of(&|r| r.sessions.reconnects as f64),
+        of(&|r| r.medians_ms().0),
+        of(&|r| r.medians_ms().1),
+        of(&|r| r.medians_ms().2),
+        of(&|r| r.sessions.steady.0),
+        of(&|r| r.sessions.steady.1),
+        of(&|r| r.sessions.swapping.0),
+        of(&|r| r.sessions.swapping.1)
+    );
 }

@@ -1,12 +1,14 @@
 //! The server under test: a fresh daemon per run in a private folder with
 //! the room module behind a `[[socket]]`, the module swaps (v1 <-> v2
-//! through the admin API), its status and its resident memory.
+//! through the admin API), its process upgrades, its status and its
+//! resident memory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hotswap_test_modules::{ROOM_V1, ROOM_V2};
+use hotswap_test_support::process::{self, is_running, runs_binary};
 use hotswap_test_support::{Daemon, folder};
 use tempfile::TempDir;
 
@@ -14,6 +16,8 @@ use tempfile::TempDir;
 /// the daemon: fields drop in order).
 pub struct Server {
     pub daemon: Daemon,
+    /// The binary it was started from (and every upgrade re-executes).
+    binary: PathBuf,
     versions: [PathBuf; 2],
     _dir: TempDir,
 }
@@ -32,6 +36,7 @@ impl Server {
     /// Starts the daemon with room v1 at `/ws` (`?instance=room-K`), the
     /// socket's `tick` if given.
     pub fn start(daemon: &Path, tick: Option<&str>) -> Server {
+        let binary = daemon.to_path_buf();
         let dir = folder::private_dir("hotswap-sessions-");
         let root = dir.path();
         for sub in ["modules", "versions"] {
@@ -50,7 +55,7 @@ impl Server {
         let daemon = Daemon::start(daemon, root, &[], &[])
             .unwrap_or_else(|log| panic!("the daemon exited before serving:\n{log}"));
         let versions = [root.join("versions/room-1.so"), root.join("versions/room-2.so")];
-        Server { daemon, versions, _dir: dir }
+        Server { daemon, binary, versions, _dir: dir }
     }
 
     /// Swap number `n` (0-based): to v2 when `n` is even, back to v1 when odd.
@@ -85,6 +90,64 @@ impl Server {
             .collect()
     }
 
+    /// A process upgrade (`POST /v1/upgrade` on the admin socket, whose
+    /// path every process keeps), then the wait (at most 30 s) until the
+    /// old process is gone from `/proc`; times in seconds from `at`.
+    pub fn upgrade(&self, at: Instant) -> Upgrade {
+        // The pid serving now, should the answer not say it (or fail).
+        let serving = self.daemon.admin("GET", "/v1/status", b"").ok().filter(|(code, _)| *code == 200);
+        let serving: serde_json::Value =
+            serving.and_then(|(_, body)| serde_json::from_slice(&body).ok()).unwrap_or_default();
+        let start_s = at.elapsed().as_secs_f64();
+        let answer = self.daemon.admin("POST", "/v1/upgrade", b"");
+        let end_s = at.elapsed().as_secs_f64();
+        let mut upgrade = Upgrade {
+            start_s,
+            end_s,
+            old_pid: serving["pid"].as_u64().unwrap_or(0) as u32,
+            ..Upgrade::default()
+        };
+        match answer {
+            Ok((200, body)) => {
+                let done: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                upgrade.ok = true;
+                upgrade.old_pid = done["old_pid"].as_u64().map_or(upgrade.old_pid, |pid| pid as u32);
+                upgrade.new_pid = done["new_pid"].as_u64().unwrap_or(0) as u32;
+                upgrade.took_ms = done["took_ms"].as_f64().unwrap_or(f64::NAN);
+                upgrade.frozen_ms = done["frozen_ms"].as_f64().unwrap_or(f64::NAN);
+                upgrade.same_binary = runs_binary(upgrade.new_pid, &self.binary);
+            }
+            Ok((code, body)) => upgrade.detail = format!("{code} {}", String::from_utf8_lossy(&body)),
+            Err(err) => upgrade.detail = format!("admin request failed: {err}"),
+        }
+        if upgrade.ok && upgrade.old_pid != 0 {
+            // A zombie (the first process is our child, reaped later) is gone.
+            upgrade.gone_s = process::wait_gone(upgrade.old_pid, Duration::from_secs(30))
+                .map(|_| at.elapsed().as_secs_f64());
+        }
+        upgrade
+    }
+
+    /// Records the processes that took over in `upgrades` (in order), so
+    /// that the last one is stopped with the server; an old process still
+    /// running is stopped now by its pid (only if it runs our binary).
+    pub fn taken_over(&mut self, upgrades: &[Upgrade]) -> Vec<String> {
+        let mut notes = Vec::new();
+        for upgrade in upgrades.iter().filter(|u| u.ok && u.new_pid != 0) {
+            if is_running(upgrade.old_pid) {
+                if runs_binary(upgrade.old_pid, &self.binary) {
+                    let ended = process::terminate_pid(upgrade.old_pid, Duration::from_secs(10));
+                    notes.push(format!("old pid {} still ran after the run: {ended}", upgrade.old_pid));
+                } else {
+                    notes.push(format!("old pid {} runs another binary: left alone", upgrade.old_pid));
+                    continue;
+                }
+            }
+            self.daemon.taken_over_by(upgrade.new_pid);
+        }
+        notes
+    }
+
     /// `sessions` from `GET /v1/status`.
     pub fn sessions_status(&self) -> serde_json::Value {
         self.daemon.status()["sessions"].clone()
@@ -106,6 +169,24 @@ impl Server {
         }
         false
     }
+}
+
+/// One process upgrade: when it was asked for, answered and the old
+/// process was gone (seconds from the load's start), and what the answer said.
+#[derive(Debug, Clone, Default)]
+pub struct Upgrade {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// `None`: the old process still ran 30 s after the answer (or the upgrade failed).
+    pub gone_s: Option<f64>,
+    pub ok: bool,
+    pub old_pid: u32,
+    pub new_pid: u32,
+    pub took_ms: f64,
+    pub frozen_ms: f64,
+    /// Whether the new process runs the binary the run started.
+    pub same_binary: bool,
+    pub detail: String,
 }
 
 /// The resident memory (VmRSS) of process `pid`, in KiB (0 if unknown).

@@ -48,6 +48,7 @@ pub fn run(options: &Options) -> TickRun {
         rooms: options.tick_rooms,
         rate_hz: 0.0,
         duration: options.duration,
+        reconnect: false,
     };
     let mut run = TickRun::default();
     let (start_tx, start_rx) = std::sync::mpsc::channel::<Instant>();
