@@ -191,3 +191,36 @@ fn a_connection_stuck_inside_a_request_is_closed_at_the_drain_deadline_and_the_r
         "the stuck request never ran"
     );
 }
+
+/// A new process of an earlier release (HELLO without flags) gets no
+/// connections: what still reaches the old process is forwarded to it and
+/// answered with `Connection: close`, so each client moves over on its next
+/// request, as before issue 10.
+#[test]
+fn a_new_binary_that_takes_no_connections_gets_none_and_they_are_forwarded_then_closed() {
+    let setup = setup();
+    // HELLO without its flag byte: the stand-in for an earlier release.
+    let mut daemon = setup
+        .start_env(&[], &[("HOTSWAP_TEST_TAKE_NO_SESSIONS", "1")])
+        .unwrap_or_else(|log| panic!("the daemon did not start:\n{log}"));
+    let old_pid = daemon.pid();
+    let mut held = connect(&daemon);
+    assert_eq!(add(&mut held, "before the upgrade", "fallback", &daemon), old_pid);
+    let mut held_again = connect(&daemon);
+    send(held_again.get_mut(), "GET", "/healthz", b"", &[]);
+    assert_eq!(read_full(&mut held_again).unwrap().status, 200);
+    let new_pid = upgrade_started(&setup, &daemon);
+
+    send(held.get_mut(), "POST", "/call/counter/add?instance=fallback", b"1", &[]);
+    let forwarded = read_full(&mut held).unwrap();
+    assert_eq!(forwarded.status, 200);
+    assert_eq!(forwarded.body, b"2", "the new process's state answered");
+    assert_eq!(forwarded.header("hotswap-pid"), Some(new_pid.to_string().as_str()));
+    assert_eq!(forwarded.header("connection"), Some("close"));
+    send(held_again.get_mut(), "GET", "/healthz", b"", &[]);
+    let health = read_full(&mut held_again).unwrap();
+    assert_eq!(health.status, 503, "the old process is draining");
+    assert_eq!(health.header("connection"), Some("close"));
+    taken_over(&mut daemon, old_pid, new_pid);
+    assert_eq!(daemon.text("POST", "/call/counter/get?instance=fallback", ""), "2");
+}
