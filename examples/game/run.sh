@@ -74,8 +74,8 @@ state and every open WebSocket session (the page shows the new version):
   curl -w '\n' '127.0.0.1:8080/load?name=game2'
 
 Replace the daemon process itself, keeping the players, their state and every
-open WebSocket session on its connection (keep-alive HTTP connections are
-answered, then closed; those clients reconnect to the new process):
+open connection (WebSocket sessions and keep-alive HTTP connections move to the
+new process with their sockets):
 
   $hotswap --config $config upgrade
 
