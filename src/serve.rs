@@ -231,7 +231,7 @@ async fn serve(
             // Committed: the sessions that moved here go on, before anything
             // new is accepted.
             let count = moved.len();
-            crate::sockets::resume_moved(&daemon, moved);
+            crate::sockets::resume_moved(&daemon, moved, &admission);
             if count > 0 {
                 tracing::info!("took over {count} WebSocket session(s) with their connections");
             }

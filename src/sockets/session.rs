@@ -32,7 +32,7 @@ use super::wire::park::ReadState;
 use super::wire::{Received, WireError, WireReader, WireWriter};
 use super::{CloseKind, Full, Outgoing, Room, SessionHandle, close_frame, inbox};
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
-use crate::connections::Counted;
+use crate::connections::{Admission, Counted};
 use crate::daemon::Daemon;
 
 mod writer;
@@ -209,19 +209,36 @@ async fn run(
 /// The sessions an upgrade moved here from the old process: each goes on
 /// where it stopped there, with no `on_join`. All are registered before
 /// any starts, so the first message one of them runs broadcasts to all.
-pub fn resume_moved(daemon: &Arc<Daemon>, moved: super::moving::Adopted) {
+///
+/// Each takes a place in the public port's count of open connections, as an
+/// accepted one does; one past `server.max_connections` (a config that
+/// lowered it) is closed without a close frame and counted as refused.
+pub fn resume_moved(daemon: &Arc<Daemon>, moved: super::moving::Adopted, admission: &Admission) {
     let registered: Vec<_> = moved
         .into_iter()
-        .map(|(moved, stream)| {
+        .filter_map(|(moved, stream)| match admission.admit(stream) {
+            Ok(counted) => Some((moved, counted.into_parts())),
+            Err(refused) => {
+                tracing::warn!(
+                    session = moved.id,
+                    "a moved session is past server.max_connections ({}); closing it",
+                    admission.max()
+                );
+                drop(refused);
+                None
+            }
+        })
+        .map(|(moved, (stream, admitted))| {
             let room = Room { module: moved.module.clone(), instance: moved.instance.clone() };
             let (handle, outgoing) = daemon.sockets.adopt(moved.id, &moved.endpoint, room, moved.queue);
-            (handle, outgoing, moved, stream)
+            (handle, outgoing, moved, stream, admitted)
         })
         .collect();
-    for (handle, outgoing, moved, stream) in registered {
+    for (handle, outgoing, moved, stream, admitted) in registered {
         let backlog = moved.backlog.into_iter().map(Queued::into_outgoing).collect();
         let running = daemon.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             let _ = stream.set_nonblocking(true);
             match TcpStream::from_std(stream) {
                 Ok(stream) => {

@@ -355,3 +355,40 @@ fn a_new_binary_that_takes_no_sessions_gets_none_and_they_close_with_1001() {
     send(&mut again, "after");
     assert_eq!(until(&mut again, |text| text.starts_with("ack ")), "ack 2");
 }
+
+/// A new process whose config lowered `server.max_connections` below the
+/// sessions that move takes as many as fit; the others are closed (no close
+/// frame: the new process never spoke on them) and counted as refused.
+#[test]
+fn moved_sessions_count_against_the_new_processs_connection_cap() {
+    let setup = setup("");
+    let mut daemon = setup.start();
+    let mut clients: Vec<Client> = (0..3).map(|_| connect(&daemon, "/ws?instance=capped")).collect();
+    for client in &mut clients {
+        joined_id(client);
+    }
+    setup.write_config(
+        &CONFIG.replace("shutdown_timeout = \"60s\"", "shutdown_timeout = \"60s\"\nmax_connections = 2"),
+    );
+    upgrade(&setup, &mut daemon);
+    let status = daemon.status();
+    assert_eq!(status["sessions"]["open"], 2, "{status}");
+    let metrics = String::from_utf8(daemon.admin("GET", "/metrics", b"").unwrap().1).unwrap();
+    assert!(metrics.contains("hotswap_public_connections_refused_total 1"), "{metrics}");
+    // The two that fit go on; the third's connection ended.
+    let mut served = 0;
+    for client in &mut clients {
+        send(client, "still there?");
+        loop {
+            match client.read() {
+                Ok(Message::Text(text)) if text.starts_with("ack ") => {
+                    served += 1;
+                    break;
+                }
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+    assert_eq!(served, 2);
+}
