@@ -28,6 +28,7 @@ mod swap_status;
 mod timers;
 mod typed_ledger;
 mod upgrade;
+mod upgrade_everything;
 mod ws_client;
 
 use std::io::{BufRead, Write};
