@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use tungstenite::Message;
 
-use crate::session_traffic::{self, Joined, assert_rooms_account_for, sent_between};
+use crate::session_traffic::{
+    self, Joined, assert_all_open_none_closed, assert_rooms_account_for, sent_between,
+};
 use crate::upgrade::{fd_targets, open_fds, script, upgrade, upgrade_started};
 use crate::ws_client::{Client, call, connect, joined_id, masked_text_frame, next_text, send, until};
 use crate::{Daemon, Setup, modules, stderr};
@@ -112,48 +114,6 @@ fn sessions_keep_their_connection_id_and_every_message_through_three_upgrades() 
     assert_all_open_none_closed(&daemon, CLIENTS);
     let total: usize = seen.iter().map(|client| client.sent_at.len()).sum();
     eprintln!("{total} messages acked across {} processes", generations.len());
-}
-
-/// The end-to-end attack, scaled to a test: 100 sessions in 10
-/// rooms sending continuously through 5 upgrades with 10 module swaps
-/// between them (room 1.0.0 <-> 2.0.0).
-#[test]
-fn sessions_keep_every_message_through_upgrades_and_swaps_interleaved() {
-    const CLIENTS: usize = 100;
-    const ROOMS: usize = 10;
-    let setup = setup("");
-    let versions = [setup.install(modules::ROOM_V2, "libroom-2.so"), setup.path("modules/libroom.so")];
-    let mut daemon = setup.start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let running = session_traffic::start(session_traffic::join(&daemon, CLIENTS, ROOMS), &stop);
-    std::thread::sleep(Duration::from_millis(300));
-    let mut swaps = 0;
-    for _ in 0..5 {
-        upgrade(&setup, &mut daemon);
-        for _ in 0..2 {
-            let body = format!("{{\"path\": {:?}}}", versions[swaps % 2].to_str().unwrap());
-            let (status, reply) = daemon.admin("POST", "/v1/modules/room/load", body.as_bytes()).unwrap();
-            assert_eq!(status, 200, "swap {swaps}: {}", String::from_utf8_lossy(&reply));
-            swaps += 1;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let seen = session_traffic::finish(running, &daemon);
-    assert_rooms_account_for(&daemon, &seen);
-    assert_all_open_none_closed(&daemon, CLIENTS);
-}
-
-/// Every one of `clients` sessions is open in the serving process, and none
-/// was closed there.
-fn assert_all_open_none_closed(daemon: &Daemon, clients: usize) {
-    let status = daemon.status()["sessions"].clone();
-    assert_eq!(
-        (&status["open"], &status["closes"]),
-        (&clients.into(), &serde_json::json!({})),
-        "every session open in the last process, none closed: {status}"
-    );
 }
 
 /// Pushes queued in the old process for a client that does not read go

@@ -255,3 +255,14 @@ impl Flow {
         Ok(())
     }
 }
+
+/// Every one of `clients` sessions is open in the serving process, and none
+/// was closed there.
+pub fn assert_all_open_none_closed(daemon: &Daemon, clients: usize) {
+    let status = daemon.status()["sessions"].clone();
+    assert_eq!(
+        (&status["open"], &status["closes"]),
+        (&clients.into(), &serde_json::json!({})),
+        "every session open in the last process, none closed: {status}"
+    );
+}

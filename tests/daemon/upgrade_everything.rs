@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::session_traffic::{self, assert_rooms_account_for};
+use crate::session_traffic::{self, assert_all_open_none_closed, assert_rooms_account_for};
 use crate::upgrade::upgrade;
 use crate::{Daemon, Setup, modules, read_full, send};
 
@@ -107,10 +107,5 @@ fn sessions_and_keep_alive_connections_survive_ten_upgrades_and_twenty_swaps() {
         let total = daemon.text("POST", &format!("/call/counter/get?instance=http-{number}"), "");
         assert_eq!(total, answered.to_string(), "HTTP client {number}: every answered add counted once");
     }
-    let status = daemon.status()["sessions"].clone();
-    assert_eq!(
-        (&status["open"], &status["closes"]),
-        (&SESSIONS.into(), &serde_json::json!({})),
-        "every session open in the last process, none closed: {status}"
-    );
+    assert_all_open_none_closed(&daemon, SESSIONS);
 }
