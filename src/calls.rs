@@ -211,7 +211,7 @@ impl Drop for Claim {
 
 /// Locks a mutex that guards plain data: a panic elsewhere while it was
 /// held left nothing half-written, so the data is used as it is.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

@@ -10,9 +10,9 @@ use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use hotswap_upgrade::pass;
 use hyper::body::Bytes;
 
 use super::{CONNECTIONS, CONNECTIONS_END};
+use crate::calls::lock;
 use crate::http::parked::ParkedRecord;
 
 /// A connection on its way between processes: its socket and the bytes
@@ -72,10 +73,6 @@ impl Outgoing {
             let _ = sender.join();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Sends each parked connection as it comes, then CONNECTIONS_END. Our
