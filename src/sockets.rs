@@ -8,6 +8,7 @@
 //! | `sockets/session/writer.rs` | one connection's writer: pushes out in order, parked for a move |
 //! | `sockets/inbox.rs` | a room's messages, run in batches on a call thread |
 //! | `sockets/moving.rs` | sessions moving with their connections to a new process |
+//! | `sockets/record.rs` | the byte layout of what a moving session takes with it |
 //! | `sockets/ticks.rs` | `tick`: periodic `on_tick` of instances with sessions |
 //! | `sockets/wire.rs` | WebSocket framing over the raw stream; a reader can be parked and resumed |
 //!
@@ -29,7 +30,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use hotswap::Push;
 use tokio::sync::{mpsc, watch};
@@ -37,9 +38,11 @@ use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 
 use crate::api;
+use crate::calls::lock;
 
 mod inbox;
 pub mod moving;
+mod record;
 mod session;
 pub mod ticks;
 pub mod wire;
@@ -455,11 +458,6 @@ impl Sockets {
         }
         self.ticks.render(text);
     }
-}
-
-/// Locks a mutex that guards plain data (see `calls.rs`).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where a process started at `now` begins numbering sessions:
