@@ -284,7 +284,8 @@ async fn serve(
         // that parked go out to the new process.
         let sending = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || sending.outgoing.wait_sent()).await;
-        // Sessions got 1001 at the hand-over; let the close frames go out.
+        // Sessions that did not move got 1001 at the hand-over; let the
+        // close frames go out.
         daemon.sockets.wait_all_ended(tokio::time::Instant::now() + config.shutdown_timeout).await;
         tracing::info!("handed over; the last connection of this process closed, bye");
         return Ok(());

@@ -31,8 +31,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::record::{put_bytes, put_u64, take_sized};
 use super::wire::park::ReadState;
-use super::{Outgoing, lock};
+use super::{Outgoing, lock, record};
 
 /// What a session moving to a new process takes with it, besides its socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +75,8 @@ impl Queued {
 
     pub(super) fn into_outgoing(self) -> Outgoing {
         match self {
-            Queued::Text(bytes) => match String::from_utf8(bytes.to_vec()) {
-                Ok(text) => Outgoing::Frame(tungstenite::Message::text(text)),
+            Queued::Text(bytes) => match tungstenite::Utf8Bytes::try_from(bytes.clone()) {
+                Ok(text) => Outgoing::Frame(tungstenite::Message::Text(text)),
                 Err(_) => Outgoing::Frame(tungstenite::Message::binary(bytes)),
             },
             Queued::Binary(bytes) => Outgoing::Frame(tungstenite::Message::binary(bytes)),
@@ -241,40 +242,43 @@ pub fn encode(sessions: &[&MovedSession]) -> Vec<u8> {
 
 /// Reads what [`encode`] wrote; names what is wrong otherwise.
 pub fn decode(bytes: &[u8]) -> Result<Vec<MovedSession>, String> {
+    decode_records(bytes).map_err(|error| format!("the moved sessions' record {error}"))
+}
+
+fn decode_records(bytes: &[u8]) -> Result<Vec<MovedSession>, String> {
     let mut rest = bytes;
-    let version = take(&mut rest, 1, "the version")?[0];
+    let version = record::take(&mut rest, 1, "the version")?[0];
     if version != RECORDS_VERSION {
-        return Err(format!(
-            "the moved sessions have layout version {version}, this build reads {RECORDS_VERSION}"
-        ));
+        return Err(format!("has layout version {version}, this build reads {RECORDS_VERSION}"));
     }
-    let count = take_u64(&mut rest, "the count")?;
+    let count = record::take_u64(&mut rest, "the count")?;
     let mut sessions = Vec::new();
     for _ in 0..count {
-        let id = take_u64(&mut rest, "an id")?;
+        let id = record::take_u64(&mut rest, "an id")?;
         let text = |rest: &mut &[u8], what: &str| {
-            String::from_utf8(take_sized(rest, what)?.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+            String::from_utf8(take_sized(rest, what)?.to_vec())
+                .map_err(|_| format!("holds {what} that is not UTF-8"))
         };
         let module = text(&mut rest, "a module")?;
         let instance = text(&mut rest, "an instance")?;
         let endpoint = text(&mut rest, "an endpoint")?;
-        let queue = usize::try_from(take_u64(&mut rest, "a queue size")?).unwrap_or(usize::MAX);
-        let read_state =
-            ReadState::from_bytes(take_sized(&mut rest, "a read state")?).map_err(|e| e.to_string())?;
+        let queue = usize::try_from(record::take_u64(&mut rest, "a queue size")?).unwrap_or(usize::MAX);
+        let read_state = ReadState::from_bytes(take_sized(&mut rest, "a read state")?)
+            .map_err(|e| format!("holds a bad read state: {e}"))?;
         let unwritten = take_sized(&mut rest, "unwritten bytes")?.to_vec();
-        let pending = match take(&mut rest, 1, "a pending flag")?[0] {
+        let pending = match record::take(&mut rest, 1, "a pending flag")?[0] {
             0 => None,
             _ => Some(Bytes::copy_from_slice(take_sized(&mut rest, "a pending message")?)),
         };
         let mut backlog = Vec::new();
-        for _ in 0..take_u64(&mut rest, "a backlog count")? {
-            let kind = take(&mut rest, 1, "a push kind")?[0];
+        for _ in 0..record::take_u64(&mut rest, "a backlog count")? {
+            let kind = record::take(&mut rest, 1, "a push kind")?[0];
             let bytes = Bytes::copy_from_slice(take_sized(&mut rest, "a push")?);
             backlog.push(match kind {
                 1 => Queued::Text(bytes),
                 2 => Queued::Binary(bytes),
                 3 => Queued::Close(String::from_utf8_lossy(&bytes).into_owned()),
-                other => return Err(format!("a queued push of kind {other}; 1, 2 or 3 were expected")),
+                other => return Err(format!("holds a queued push of kind {other}; 1, 2 or 3 were expected")),
             });
         }
         sessions.push(MovedSession {
@@ -290,36 +294,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<MovedSession>, String> {
         });
     }
     if !rest.is_empty() {
-        return Err(format!("{} bytes are left over after the moved sessions", rest.len()));
+        return Err(format!("has {} bytes left over after its end", rest.len()));
     }
     Ok(sessions)
-}
-
-fn put_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_u64(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn take<'a>(rest: &mut &'a [u8], count: usize, what: &str) -> Result<&'a [u8], String> {
-    if rest.len() < count {
-        return Err(format!("the moved sessions end in {what}: {count} bytes expected, {} left", rest.len()));
-    }
-    let (taken, left) = rest.split_at(count);
-    *rest = left;
-    Ok(taken)
-}
-
-fn take_u64(rest: &mut &[u8], what: &str) -> Result<u64, String> {
-    Ok(u64::from_le_bytes(take(rest, 8, what)?.try_into().expect("eight bytes")))
-}
-
-fn take_sized<'a>(rest: &mut &'a [u8], what: &str) -> Result<&'a [u8], String> {
-    let length = usize::try_from(take_u64(rest, what)?).unwrap_or(usize::MAX);
-    take(rest, length, what)
 }
 
 /// The sessions a new process took over, waiting for the commit to start.
@@ -358,7 +335,7 @@ mod tests {
         let other = MovedSession { id: 43, pending: None, backlog: vec![], ..session.clone() };
         let bytes = encode(&[&session, &other]);
         assert_eq!(decode(&bytes).unwrap(), vec![session, other]);
-        assert!(decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("end in"));
+        assert!(decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("record ends in"));
         let mut newer = bytes.clone();
         newer[0] = 9;
         assert!(decode(&newer).unwrap_err().contains("version 9, this build reads 1"));

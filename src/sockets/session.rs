@@ -189,9 +189,8 @@ async fn run(
     read_ahead: Bytes,
     join_request: Vec<u8>,
 ) {
-    let read_state = ReadState { unparsed: read_ahead.as_ref().into(), partial: None };
-    let connection =
-        Connection::start(daemon, handle, stream, (read_state, Vec::new()), outgoing, Vec::new());
+    let parked = (ReadState::read_ahead(&read_ahead), Vec::new());
+    let connection = Connection::start(daemon, handle, stream, parked, outgoing, Vec::new());
     let id = handle.id;
     let joined = hook(daemon, handle, "on_join", move |engine, module, instance| {
         engine.session_join(module, instance, id, &join_request)

@@ -103,8 +103,7 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
     /// past the upgrade request). No frame or message may exceed `max_message`.
     #[cfg(test)]
     pub fn new(io: R, read_ahead: Bytes, max_message: usize) -> WireReader<R> {
-        let state = ReadState { unparsed: BytesMut::from(&read_ahead[..]), partial: None };
-        WireReader::resume(io, state, max_message)
+        WireReader::resume(io, ReadState::read_ahead(&read_ahead), max_message)
     }
 
     /// A reader that goes on where a parked one stopped, on the same stream.

@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 
 use super::{Partial, WireReader, WireWriter};
+use crate::sockets::record;
 
 /// What a parked reader had read but not handed out.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -14,6 +15,14 @@ pub struct ReadState {
     pub unparsed: BytesMut,
     /// The fragmented message assembled so far.
     pub partial: Option<Partial>,
+}
+
+impl ReadState {
+    /// The state of a reader that has parsed nothing yet: `read_ahead` (what
+    /// hyper read past the upgrade request) comes first.
+    pub fn read_ahead(read_ahead: &[u8]) -> ReadState {
+        ReadState { unparsed: BytesMut::from(read_ahead), partial: None }
+    }
 }
 
 impl<R> WireReader<R> {
@@ -67,12 +76,10 @@ impl ReadState {
             None => out.push(0),
             Some(partial) => {
                 out.push(if partial.text { 1 } else { 2 });
-                out.extend_from_slice(&(partial.bytes.len() as u64).to_le_bytes());
-                out.extend_from_slice(&partial.bytes);
+                record::put_bytes(&mut out, &partial.bytes);
             }
         }
-        out.extend_from_slice(&(self.unparsed.len() as u64).to_le_bytes());
-        out.extend_from_slice(&self.unparsed);
+        record::put_bytes(&mut out, &self.unparsed);
         out
     }
 
@@ -80,17 +87,17 @@ impl ReadState {
     /// and anything cut short or with bytes left over.
     pub fn from_bytes(bytes: &[u8]) -> Result<ReadState, ReadStateError> {
         let mut rest = bytes;
-        let version = take(&mut rest, 1, "the version byte")?[0];
+        let version = record::take(&mut rest, 1, "the version byte").map_err(cut_short)?[0];
         if version != READ_STATE_VERSION {
             return Err(ReadStateError(format!(
                 "it has layout version {version}, this build reads version {READ_STATE_VERSION}; \
                  hand over between builds that share it"
             )));
         }
-        let partial = match take(&mut rest, 1, "the partial message's kind")?[0] {
+        let partial = match record::take(&mut rest, 1, "the partial message's kind").map_err(cut_short)?[0] {
             0 => None,
             kind @ (1 | 2) => {
-                let bytes = take_sized(&mut rest, "the partial message")?;
+                let bytes = record::take_sized(&mut rest, "the partial message").map_err(cut_short)?;
                 Some(Partial { text: kind == 1, bytes: BytesMut::from(bytes) })
             }
             other => {
@@ -99,7 +106,8 @@ impl ReadState {
                 )));
             }
         };
-        let unparsed = BytesMut::from(take_sized(&mut rest, "the unparsed bytes")?);
+        let unparsed =
+            BytesMut::from(record::take_sized(&mut rest, "the unparsed bytes").map_err(cut_short)?);
         if !rest.is_empty() {
             return Err(ReadStateError(format!("{} bytes are left over after its end", rest.len())));
         }
@@ -107,23 +115,7 @@ impl ReadState {
     }
 }
 
-/// The next `count` bytes of `rest`.
-fn take<'a>(rest: &mut &'a [u8], count: usize, what: &str) -> Result<&'a [u8], ReadStateError> {
-    if rest.len() < count {
-        return Err(ReadStateError(format!(
-            "it ends in {what}: {count} bytes were expected, {} are left",
-            rest.len()
-        )));
-    }
-    let (taken, left) = rest.split_at(count);
-    *rest = left;
-    Ok(taken)
-}
-
-/// A u64 length, then that many bytes.
-fn take_sized<'a>(rest: &mut &'a [u8], what: &str) -> Result<&'a [u8], ReadStateError> {
-    let length = take(rest, 8, what)?;
-    let length = u64::from_le_bytes(length.try_into().expect("eight bytes"));
-    let length = usize::try_from(length).unwrap_or(usize::MAX);
-    take(rest, length, what)
+/// What [`record`] says is wrong, said of the read state.
+fn cut_short(error: String) -> ReadStateError {
+    ReadStateError(format!("it {error}"))
 }
