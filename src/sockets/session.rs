@@ -12,6 +12,7 @@
 //! After the 101 the session takes the raw TCP stream back from hyper and
 //! frames it itself (`wire.rs`), so what it read ahead can be handed over.
 
+use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -347,14 +348,14 @@ async fn moving_session(
         // that does not read: this one does not move.
         _ => return Resumed::Closed(None),
     };
-    let ParkedWriter { writer, mut outgoing, .. } = parked;
+    let ParkedWriter { writer, taken, mut outgoing } = parked;
     let (read_half, read_state) = reader.park();
     let (write_half, unwritten) = writer.park();
     let stream = match read_half.reunite(write_half) {
         Ok(stream) => stream,
         Err(_) => return Resumed::Closed(None),
     };
-    let mut backlog = Vec::new();
+    let mut backlog = Vec::from(taken);
     while let Ok(queued) = outgoing.try_recv() {
         backlog.push(queued);
     }
@@ -384,7 +385,8 @@ async fn moving_session(
         Ok(Verdict::Close) | Err(_) => {
             let (read_half, write_half) = stream.into_split();
             drop(read_half);
-            let writer = ParkedWriter { writer: WireWriter::resume(write_half, unwritten), outgoing };
+            let writer = WireWriter::resume(write_half, unwritten);
+            let writer = ParkedWriter { writer, taken: VecDeque::new(), outgoing };
             Resumed::Closed(Some(writer))
         }
     }

@@ -2,6 +2,7 @@
 //! when its session moves (keeping what it had not written), and ends with
 //! a close frame.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,6 +23,9 @@ pub(super) type Writer = WireWriter<OwnedWriteHalf>;
 /// A writer its session stopped for a move, with what it had not written.
 pub(super) struct ParkedWriter {
     pub(super) writer: Writer,
+    /// What it had taken to send and not queued on `writer` yet, in order:
+    /// it goes before what still waits in `outgoing`.
+    pub(super) taken: VecDeque<Outgoing>,
     pub(super) outgoing: mpsc::Receiver<Outgoing>,
 }
 
@@ -42,7 +46,7 @@ pub(super) async fn write(
     backlog: Vec<Outgoing>,
 ) -> Option<ParkedWriter> {
     let mut closing = handle.closing.subscribe();
-    let mut backlog = std::collections::VecDeque::from(backlog);
+    let mut backlog = VecDeque::from(backlog);
     let mut frames = Vec::with_capacity(WRITE_BATCH);
     let ending: Closing = loop {
         // What a parked writer had not written goes out first.
@@ -57,7 +61,7 @@ pub(super) async fn write(
                 }
                 // Between two frames: what is queued stays queued, to move.
                 Ok(_) = pause.wait_for(|paused| *paused) => {
-                    return Some(ParkedWriter { writer, outgoing });
+                    return Some(ParkedWriter { writer, taken: backlog, outgoing });
                 }
                 // `changed` marks the ping seen: `pinged` says it is due.
                 Ok(()) = pongs.changed() => (None, true),
@@ -98,7 +102,14 @@ pub(super) async fn write(
         let sent = tokio::select! {
             sent = writer.flush() => sent,
             _ = closing.wait_for(Option::is_some) => continue,
-            Ok(_) = pause.wait_for(|paused| *paused) => return Some(ParkedWriter { writer, outgoing }),
+            Ok(_) = pause.wait_for(|paused| *paused) => {
+                // A module's close taken after these frames, and a backlog
+                // longer than one batch, move with the rest.
+                if let Some(reason) = closed_by_module {
+                    backlog.push_front(Outgoing::Close(reason));
+                }
+                return Some(ParkedWriter { writer, taken: backlog, outgoing });
+            }
         };
         if sent.is_err() {
             handle.close(1006, "", CloseKind::Dropped);
