@@ -1,133 +1,15 @@
 //! The chat server end to end: its binary on an ephemeral loopback port,
 //! WebSocket clients of the `room` test module (see its hooks in
-//! crates/test-modules/modules/room), and a swap from ROOM_V1 to ROOM_V2 by
+//! crates/test-modules/modules/room; the harness is tests/common), and a swap from ROOM_V1 to ROOM_V2 by
 //! SIGHUP while they talk.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier, mpsc};
+mod common;
+
+use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
 
-use tungstenite::{Message, WebSocket};
-
-/// Generous: the machine may be loaded; nothing here waits this long when it works.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The server binary, killed (by its own pid) when dropped.
-struct Server {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    address: String,
-    /// The server's `loaded MODULE VERSION ..` line.
-    loaded: String,
-}
-
-impl Server {
-    fn start(module_file: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["room".as_ref(), module_file.as_os_str(), "0".as_ref()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start chat-server");
-        let (lines, stdout) = mpsc::channel();
-        let pipe = BufReader::new(child.stdout.take().expect("piped stdout"));
-        thread::spawn(move || pipe.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
-        let mut server = Server { child, stdout, address: String::new(), loaded: String::new() };
-        server.loaded = server.line_starting("loaded ");
-        let listening = server.line_starting("listening on ");
-        server.address = listening.trim_start_matches("listening on ").to_owned();
-        server
-    }
-
-    /// The next stdout line that starts with `prefix`, skipping others.
-    fn line_starting(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line =
-                self.stdout.recv_timeout(left).unwrap_or_else(|_| panic!("no line {prefix:?} on stdout"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    }
-
-    fn hang_up(&self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet waited for.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP to the server");
-    }
-
-    fn connect(&self, path_and_query: &str) -> WebSocket<TcpStream> {
-        let tcp = TcpStream::connect(&self.address).expect("connect to the server");
-        tcp.set_read_timeout(Some(DEADLINE)).expect("read timeout");
-        let url = format!("ws://{}/{path_and_query}", self.address);
-        tungstenite::client(url, tcp).expect("WebSocket handshake").0
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The next text message; anything else (a close above all) fails the test.
-fn next_text(socket: &mut WebSocket<TcpStream>) -> String {
-    match socket.read().expect("the session stays open") {
-        Message::Text(text) => text.to_string(),
-        other => panic!("expected a text message, got {other:?}"),
-    }
-}
-
-/// One client: its session id (from the room's `joined ID`) and every
-/// message it received, in order.
-struct Client {
-    socket: WebSocket<TcpStream>,
-    id: u64,
-    seen: Vec<String>,
-}
-
-impl Client {
-    fn join(server: &Server, room: &str) -> Client {
-        let mut socket = server.connect(room);
-        let joined = next_text(&mut socket);
-        let id = joined.strip_prefix("joined ").and_then(|id| id.parse().ok()).expect("`joined ID` first");
-        Client { socket, id, seen: vec![joined] }
-    }
-
-    /// Sends `text` and reads up to the room's `ack SEQ` for it.
-    fn say(&mut self, text: &str) -> u64 {
-        self.socket.send(Message::text(text)).expect("send");
-        loop {
-            let message = next_text(&mut self.socket);
-            let ack = message.strip_prefix("ack ").map(|seq| seq.parse().expect("ack SEQ"));
-            self.seen.push(message);
-            if let Some(seq) = ack {
-                return seq;
-            }
-        }
-    }
-
-    /// Reads until the room's message number `last` arrived.
-    fn read_through(&mut self, last: u64) {
-        while !self.seen.iter().any(|message| numbered(message).is_some_and(|(_, seq, _)| seq == last)) {
-            let message = next_text(&mut self.socket);
-            self.seen.push(message);
-        }
-    }
-}
-
-/// A room broadcast `SENDER:SEQ:TEXT`.
-fn numbered(message: &str) -> Option<(u64, u64, &str)> {
-    let mut parts = message.splitn(3, ':');
-    let sender = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    Some((sender, seq, parts.next()?))
-}
+use common::{Client, Server, next_text, numbered};
+use tungstenite::Message;
 
 #[test]
 fn sessions_stay_open_and_in_order_through_a_swap_and_the_new_version_serves() {
