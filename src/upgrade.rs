@@ -49,7 +49,6 @@ use crate::api;
 use crate::daemon::Daemon;
 use crate::http::Listening;
 use crate::sockets::moving::{self, PausedSessions};
-use crate::state;
 
 pub mod connections;
 
@@ -345,7 +344,7 @@ fn send_state(
                 instances: vec![(key, state)],
                 timers: its_timers,
             };
-            let encoded = state::encode_body(&one);
+            let encoded = one.to_bytes();
             frame::write(control, INSTANCE, &encoded).map_err(|err| {
                 format!("cannot send instance '{}' of {module}: {}", one.instances[0].0, lost(err))
             })?;
@@ -560,7 +559,8 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String>
 }
 
 fn decode(payload: &[u8]) -> Result<hotswap::ModuleSnapshot, String> {
-    state::decode_body(payload).map_err(|reason| format!("a module's state arrived damaged: {reason}"))
+    hotswap::ModuleSnapshot::from_bytes(payload)
+        .map_err(|reason| format!("a module's state arrived damaged: {reason}"))
 }
 
 /// In the new process, with the state adopted and nothing accepted yet:

@@ -23,14 +23,14 @@ const MAGIC_PREFIX: &[u8] = b"HSSTATE";
 pub enum SnapshotBytesError {
     /// The bytes do not start with `HSSTATE`.
     #[error(
-        "they do not start like a hotswap state (\"HSSTATE\\x01\" or \"HSSTATE\\x02\"); \
-         they may be cut short or come from elsewhere"
+        "not a hotswap state (it does not start with \"HSSTATE\\x01\" or \"HSSTATE\\x02\"); \
+         it may be cut short or come from elsewhere"
     )]
     NotASnapshot,
     /// A format this release does not know, written by a newer one.
     #[error(
-        "they are in state format {format}, which this release cannot read (it reads formats 1 and 2); \
-         load them with the release that wrote them or a newer one"
+        "written in state format {format}, which this release cannot read (it reads formats 1 and 2); \
+         read it with the release that wrote it or a newer one"
     )]
     UnknownFormat { format: u8 },
     /// A field is longer than what is left: the bytes were cut short.
@@ -108,14 +108,15 @@ impl ModuleSnapshot {
     /// bytes changed inside a state are read as they are; check a checksum
     /// first where they can be damaged.
     pub fn from_bytes(bytes: &[u8]) -> Result<ModuleSnapshot, SnapshotBytesError> {
-        let (fields, has_timers) = match (bytes.strip_prefix(MAGIC.as_slice()), bytes.strip_prefix(MAGIC_TIMERS)) {
-            (Some(fields), _) => (fields, false),
-            (_, Some(fields)) => (fields, true),
-            _ => match bytes.strip_prefix(MAGIC_PREFIX) {
-                Some(&[format, ..]) => return Err(SnapshotBytesError::UnknownFormat { format }),
-                _ => return Err(SnapshotBytesError::NotASnapshot),
-            },
-        };
+        let (fields, has_timers) =
+            match (bytes.strip_prefix(MAGIC.as_slice()), bytes.strip_prefix(MAGIC_TIMERS)) {
+                (Some(fields), _) => (fields, false),
+                (_, Some(fields)) => (fields, true),
+                _ => match bytes.strip_prefix(MAGIC_PREFIX) {
+                    Some(&[format, ..]) => return Err(SnapshotBytesError::UnknownFormat { format }),
+                    _ => return Err(SnapshotBytesError::NotASnapshot),
+                },
+            };
         let mut reader = Reader { rest: fields };
         let module = reader.text("the module name")?;
         let version = reader.text("the module version")?;
@@ -136,8 +137,9 @@ impl ModuleSnapshot {
                 let (seconds, nanos) = (reader.u64("a timer's due time")?, reader.u32("a timer's due time")?);
                 // Checked before `Duration::new`, which panics when nanoseconds
                 // carry past the largest number of seconds.
-                let Some(due) =
-                    (nanos < 1_000_000_000).then(|| UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))).flatten()
+                let Some(due) = (nanos < 1_000_000_000)
+                    .then(|| UNIX_EPOCH.checked_add(Duration::new(seconds, nanos)))
+                    .flatten()
                 else {
                     return Err(SnapshotBytesError::ImpossibleDueTime { instance, seconds, nanos });
                 };
@@ -239,7 +241,8 @@ mod tests {
             out.extend_from_slice(&(text.len() as u32).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         };
-        let mut out = if snapshot.timers.is_empty() { b"HSSTATE\x01".to_vec() } else { b"HSSTATE\x02".to_vec() };
+        let mut out =
+            if snapshot.timers.is_empty() { b"HSSTATE\x01".to_vec() } else { b"HSSTATE\x02".to_vec() };
         text(&mut out, &snapshot.module);
         text(&mut out, &snapshot.version);
         out.extend_from_slice(&written_ms.to_le_bytes());
@@ -293,14 +296,20 @@ mod tests {
             assert_eq!(ModuleSnapshot::from_bytes(&bytes).as_ref(), Ok(&snapshot));
             for at in 0..bytes.len() {
                 match ModuleSnapshot::from_bytes(&bytes[..at]) {
-                    Err(SnapshotBytesError::CutShort { left, .. }) => assert!(at >= 8 && left < 8 + 3, "{at}"),
+                    Err(SnapshotBytesError::CutShort { left, .. }) => {
+                        assert!(at >= 8 && left < 8 + 3, "{at}")
+                    }
                     Err(SnapshotBytesError::NotASnapshot) => assert!(at < 8, "cut at {at}"),
                     other => panic!("cut at {at} of {}: {other:?}", bytes.len()),
                 }
             }
         }
         let error = ModuleSnapshot::from_bytes(&sample().to_bytes()[..53]).unwrap_err().to_string();
-        assert!(error.contains("an instance's state (10 bytes) runs past the end (5 bytes left)") && error.contains("cut short"), "{error}");
+        assert!(
+            error.contains("an instance's state (10 bytes) runs past the end (5 bytes left)")
+                && error.contains("cut short"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -339,7 +348,10 @@ mod tests {
             bad[nanos_at..nanos_at + 4].copy_from_slice(&nanos.to_le_bytes());
             bad[nanos_at - 8..nanos_at].copy_from_slice(&seconds.to_le_bytes());
             let error = ModuleSnapshot::from_bytes(&bad).unwrap_err();
-            assert_eq!(error, SnapshotBytesError::ImpossibleDueTime { instance: "room-1".into(), seconds, nanos });
+            assert_eq!(
+                error,
+                SnapshotBytesError::ImpossibleDueTime { instance: "room-1".into(), seconds, nanos }
+            );
             assert!(error.to_string().contains("room-1"), "{error}");
         }
     }
@@ -356,7 +368,11 @@ mod tests {
                     let mut changed = bytes.clone();
                     changed[at] = value;
                     if let Ok(read) = ModuleSnapshot::from_bytes(&changed) {
-                        assert_eq!(ModuleSnapshot::from_bytes(&read.to_bytes()), Ok(read), "byte {at} = {value}");
+                        assert_eq!(
+                            ModuleSnapshot::from_bytes(&read.to_bytes()),
+                            Ok(read),
+                            "byte {at} = {value}"
+                        );
                     }
                 }
             }
