@@ -52,7 +52,6 @@ use crate::api;
 use crate::daemon::Daemon;
 use crate::http::Listening;
 use crate::sockets::moving::{self, PausedSessions};
-use crate::state;
 
 pub mod connections;
 
@@ -315,7 +314,7 @@ fn send_state(
                 instances: vec![(key, state)],
                 timers: its_timers,
             };
-            let encoded = state::encode_body(&one);
+            let encoded = one.to_bytes();
             out.send(INSTANCE, &encoded, &[]).map_err(|err| {
                 format!("cannot send instance '{}' of {module}: {}", one.instances[0].0, lost(err))
             })?;
@@ -441,7 +440,8 @@ pub fn receive_state(daemon: &Daemon, control: OwnedFd) -> Result<Taken, String>
 }
 
 fn decode(payload: &[u8]) -> Result<hotswap::ModuleSnapshot, String> {
-    state::decode_body(payload).map_err(|reason| format!("a module's state arrived damaged: {reason}"))
+    hotswap::ModuleSnapshot::from_bytes(payload)
+        .map_err(|reason| format!("a module's state arrived damaged: {reason}"))
 }
 
 /// In the new process, with the state adopted and nothing accepted yet:
