@@ -52,7 +52,7 @@ pub fn run(options: &ServeOptions) -> Result<(), String> {
         .thread_name("hotswap-worker")
         .build()
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
-    let control = inherited.remove(upgrade::CONTROL);
+    let control = inherited.remove(hotswap_upgrade::protocol::CONTROL);
     let served = runtime.block_on(async {
         // Before anything slow (restoring a large state can take seconds):
         // from here on SIGHUP, SIGUSR2 and SIGTERM wait until the daemon
@@ -235,9 +235,7 @@ async fn serve(
             if count > 0 {
                 tracing::info!("took over {count} WebSocket session(s) with their connections");
             }
-            if let Some(control) = control {
-                adopt_connections(control, admission, moved_in);
-            }
+            adopt_connections(control, admission, moved_in);
             let _ = daemon.listening.send(Listening::Accept);
         }
         None => {
@@ -382,7 +380,7 @@ type PublicStream = crate::connections::Counted<tokio::net::TcpStream>;
 /// old process moved here join the public port's, counted against its cap
 /// like accepted ones (one past the cap is closed, and counted refused).
 fn adopt_connections(
-    control: std::os::unix::net::UnixStream,
+    control: hotswap_upgrade::takeover::Arrivals,
     admission: crate::connections::Admission,
     moved_in: tokio::sync::mpsc::UnboundedSender<http::parked::Parked<PublicStream>>,
 ) {

@@ -4,40 +4,26 @@
 //! torn one. Each file ends with the SHA-256 of everything before it, which
 //! is checked before anything in it is believed.
 //!
-//! The frame is written by hand rather than with a serde format: states can
-//! be many megabytes, and a length-prefixed byte copy is both the fastest
-//! encoding and a few lines to read back with every length bounds-checked.
-//!
-//! ```text
-//! "HSSTATE\x01" or "HSSTATE\x02"
-//! u32 len, module name | u32 len, module version | u64 written (unix ms) | u32 instance count
-//! per instance: u32 len, key | u64 len, state bytes
-//! only in "\x02": u32 timer count, per timer (`ctx.after`, pending):
-//!   u32 len, instance key | u64 due (unix s) | u32 due (ns) | u32 len, method | u64 len, payload
-//! 32 bytes: SHA-256 of all of the above
-//! ```
-//!
-//! A state without timers is written as "\x01", as before timers existed:
-//! files written before them load unchanged, and a release that knows no
-//! timers still reads a state that has none (an upgrade to it, or a start
-//! of it after a downgrade). One with timers is refused by such a release
-//! rather than read without them.
+//! The bytes before the checksum are [`ModuleSnapshot::to_bytes`] (its doc
+//! has the format); a file is those bytes and then 32 bytes of SHA-256 of
+//! them.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use hotswap::{ModuleSnapshot, SavedTimer};
+use hotswap::ModuleSnapshot;
 
 use crate::durable;
 use sha2::{Digest, Sha256};
 
-const MAGIC: &[u8; 8] = b"HSSTATE\x01";
-/// The same, followed by the pending timers.
-const MAGIC_TIMERS: &[u8; 8] = b"HSSTATE\x02";
+/// How every snapshot's bytes start (a format byte follows, checked by
+/// [`ModuleSnapshot::from_bytes`]): a file without it is not a state file,
+/// whatever its checksum says.
+const HEADER: &[u8] = b"HSSTATE";
 const SUFFIX: &str = "state";
 
 /// Why a state file could not be written or used.
@@ -178,56 +164,18 @@ fn is_running(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The bytes of a state file for `snapshot`: its [`encode_body`] and the
-/// SHA-256 of it.
+/// The bytes of a state file for `snapshot`: [`ModuleSnapshot::to_bytes`]
+/// and the SHA-256 of them.
 pub fn encode(snapshot: &ModuleSnapshot) -> Vec<u8> {
-    let mut out = encode_body(snapshot);
+    let mut out = snapshot.to_bytes();
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
     out
 }
 
-/// `snapshot` as the framed body of a state file, without the checksum: how
-/// state travels in an upgrade, over a local socket whose frames are
-/// length-checked and which cannot corrupt bytes the way a disk can.
-pub fn encode_body(snapshot: &ModuleSnapshot) -> Vec<u8> {
-    let state_bytes: usize = snapshot.instances.iter().map(|(key, state)| key.len() + state.len() + 12).sum();
-    let mut out = Vec::with_capacity(64 + snapshot.module.len() + snapshot.version.len() + state_bytes);
-    out.extend_from_slice(if snapshot.timers.is_empty() { MAGIC } else { MAGIC_TIMERS });
-    put_text(&mut out, &snapshot.module);
-    put_text(&mut out, &snapshot.version);
-    let written = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-    out.extend_from_slice(&written.to_le_bytes());
-    out.extend_from_slice(&(snapshot.instances.len() as u32).to_le_bytes());
-    for (key, state) in &snapshot.instances {
-        put_text(&mut out, key);
-        out.extend_from_slice(&(state.len() as u64).to_le_bytes());
-        out.extend_from_slice(state);
-    }
-    if !snapshot.timers.is_empty() {
-        out.extend_from_slice(&(snapshot.timers.len() as u32).to_le_bytes());
-        for timer in &snapshot.timers {
-            put_text(&mut out, &timer.instance);
-            // Due times are now plus a delay, never before 1970.
-            let due = timer.due.duration_since(UNIX_EPOCH).unwrap_or_default();
-            out.extend_from_slice(&due.as_secs().to_le_bytes());
-            out.extend_from_slice(&due.subsec_nanos().to_le_bytes());
-            put_text(&mut out, &timer.method);
-            out.extend_from_slice(&(timer.payload.len() as u64).to_le_bytes());
-            out.extend_from_slice(&timer.payload);
-        }
-    }
-    out
-}
-
-fn put_text(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
-}
-
 /// Reads what [`encode`] wrote, checking its SHA-256 first.
 pub fn decode(bytes: &[u8]) -> Result<ModuleSnapshot, String> {
-    if bytes.len() < MAGIC.len() + 32 || ![&MAGIC[..], &MAGIC_TIMERS[..]].contains(&&bytes[..MAGIC.len()]) {
+    if bytes.len() < HEADER.len() + 1 + 32 || !bytes.starts_with(HEADER) {
         return Err(
             "it is not a hotswap state file (bad header); it may be truncated or from elsewhere".into()
         );
@@ -236,83 +184,14 @@ pub fn decode(bytes: &[u8]) -> Result<ModuleSnapshot, String> {
     if Sha256::digest(body).as_slice() != digest {
         return Err("its checksum does not match: the file is corrupt".into());
     }
-    decode_body(body)
-}
-
-/// Reads what [`encode_body`] wrote; every length is checked against what is there.
-pub fn decode_body(body: &[u8]) -> Result<ModuleSnapshot, String> {
-    let (fields, has_timers) = match (body.strip_prefix(MAGIC.as_slice()), body.strip_prefix(MAGIC_TIMERS)) {
-        (Some(fields), _) => (fields, false),
-        (_, Some(fields)) => (fields, true),
-        _ => return Err("it does not start like a hotswap state".into()),
-    };
-    let mut reader = Reader { rest: fields };
-    let module = reader.text()?;
-    let version = reader.text()?;
-    let _written = reader.u64()?;
-    let count = reader.u32()?;
-    let mut instances = Vec::with_capacity((count as usize).min(4096));
-    for _ in 0..count {
-        let key = reader.text()?;
-        let len = usize::try_from(reader.u64()?).map_err(|_| "a state is too large".to_owned())?;
-        instances.push((key, reader.take(len)?.to_vec()));
-    }
-    let mut timers = Vec::new();
-    if has_timers {
-        let count = reader.u32()?;
-        timers.reserve((count as usize).min(4096));
-        for _ in 0..count {
-            let instance = reader.text()?;
-            let (secs, nanos) = (reader.u64()?, reader.u32()?);
-            // Checked before `Duration::new`, which panics when nanoseconds
-            // carry past the largest number of seconds.
-            let due = (nanos < 1_000_000_000)
-                .then(|| UNIX_EPOCH.checked_add(Duration::new(secs, nanos)))
-                .flatten()
-                .ok_or_else(|| format!("a timer of instance '{instance}' has an impossible due time"))?;
-            let method = reader.text()?;
-            let len =
-                usize::try_from(reader.u64()?).map_err(|_| "a timer's payload is too large".to_owned())?;
-            timers.push(SavedTimer { instance, due, method, payload: reader.take(len)?.to_vec() });
-        }
-    }
-    if !reader.rest.is_empty() {
-        return Err(format!("{} unexpected bytes after the last instance", reader.rest.len()));
-    }
-    Ok(ModuleSnapshot { module, version, instances, timers })
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
-        if len > self.rest.len() {
-            return Err(format!("a field of {len} bytes runs past the end of the file"));
-        }
-        let (taken, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Ok(taken)
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-
-    fn text(&mut self) -> Result<String, String> {
-        let len = self.u32()? as usize;
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "a name is not valid UTF-8".to_owned())
-    }
+    ModuleSnapshot::from_bytes(body).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hotswap::SavedTimer;
+    use std::time::Duration;
 
     fn sample() -> ModuleSnapshot {
         ModuleSnapshot {
@@ -340,56 +219,34 @@ mod tests {
         }
     }
 
-    /// The bytes of a state file as releases before timers wrote it, made
-    /// here by hand from the format they documented.
-    fn written_before_timers(snapshot: &ModuleSnapshot) -> Vec<u8> {
-        let mut body = b"HSSTATE\x01".to_vec();
-        let text = |body: &mut Vec<u8>, text: &str| {
-            body.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            body.extend_from_slice(text.as_bytes());
-        };
-        text(&mut body, &snapshot.module);
-        text(&mut body, &snapshot.version);
-        body.extend_from_slice(&1_600_000_000_000u64.to_le_bytes());
-        body.extend_from_slice(&(snapshot.instances.len() as u32).to_le_bytes());
-        for (key, state) in &snapshot.instances {
-            text(&mut body, key);
-            body.extend_from_slice(&(state.len() as u64).to_le_bytes());
-            body.extend_from_slice(state);
-        }
-        let digest = Sha256::digest(&body);
-        body.extend_from_slice(&digest);
-        body
-    }
-
+    /// A state file is the snapshot's bytes and their SHA-256. (That those
+    /// bytes keep their format, and that bytes written before timers still
+    /// read, is tested where they are made: the engine's `snapshot_bytes.rs`.)
     #[test]
-    fn timers_round_trip_and_files_from_before_timers_still_load() {
+    fn a_file_is_the_snapshot_bytes_and_their_sha256_with_or_without_timers() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         store.write(&with_timers()).unwrap();
         assert_eq!(store.read("game").unwrap(), Some(with_timers()));
 
-        fs::write(store.file("game"), written_before_timers(&sample())).unwrap();
-        assert_eq!(store.read("game").unwrap(), Some(sample()), "an old file loads, with no timers");
-        // And a state without timers is written as before, for older releases.
-        assert_eq!(encode_body(&sample())[..8], *MAGIC);
-        assert_eq!(encode_body(&with_timers())[..8], *MAGIC_TIMERS);
+        let mut by_hand = sample().to_bytes();
+        let digest = Sha256::digest(&by_hand);
+        by_hand.extend_from_slice(&digest);
+        fs::write(store.file("game"), by_hand).unwrap();
+        assert_eq!(store.read("game").unwrap(), Some(sample()));
     }
 
     #[test]
-    fn timers_cut_or_damaged_are_refused_never_misread() {
-        let body = encode_body(&with_timers());
-        assert_eq!(decode_body(&body).unwrap(), with_timers());
-        for at in 0..body.len() {
-            assert!(decode_body(&body[..at]).is_err(), "cut at {at} went unnoticed");
-        }
-        // A due time whose nanoseconds are out of range: refused, not a panic.
-        let mut bad = body.clone();
-        let nanos_at = body.len() - (4 + "remind".len() + 8 + 3) - 4;
-        bad[nanos_at..nanos_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        bad[nanos_at - 8..nanos_at].copy_from_slice(&u64::MAX.to_le_bytes());
-        let error = decode_body(&bad).unwrap_err();
-        assert!(error.contains("impossible due time") && error.contains("room-1"), "{error}");
+    fn a_file_from_a_newer_release_is_refused_naming_its_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut body = sample().to_bytes();
+        body[HEADER.len()] = 3;
+        let digest = Sha256::digest(&body);
+        body.extend_from_slice(&digest);
+        fs::write(store.file("game"), body).unwrap();
+        let error = store.read("game").unwrap_err().to_string();
+        assert!(error.contains("game.state") && error.contains("state format 3"), "{error}");
     }
 
     #[test]
@@ -426,15 +283,6 @@ mod tests {
         fs::write(&file, b"").unwrap();
         let error = store.read("game").unwrap_err();
         assert!(error.to_string().contains("game.state"), "{error}");
-    }
-
-    #[test]
-    fn bodies_round_trip_and_refuse_what_is_cut() {
-        let body = encode_body(&sample());
-        assert_eq!(decode_body(&body).unwrap(), sample());
-        for at in 0..body.len() {
-            assert!(decode_body(&body[..at]).is_err(), "cut at {at} went unnoticed");
-        }
     }
 
     #[test]

@@ -2,25 +2,25 @@
 //! process with their sockets (issue 10). After COMMIT the old process parks
 //! each connection at a request boundary (`http::serve`, `http/parked.rs`)
 //! and sends it as one CONNECTIONS frame: the socket attached (SCM_RIGHTS),
-//! the bytes read ahead of the boundary as its record. CONNECTIONS_END says
+//! the bytes read ahead of the boundary as its record. The library's end says
 //! every connection parked or closed. The new process serves each one like
 //! an accepted connection, starting with those bytes.
 
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hotswap_upgrade::frame::FrameError;
+use hotswap_upgrade::handover::AfterCommit;
 use hotswap_upgrade::pass;
+use hotswap_upgrade::takeover::Arrivals;
 use hyper::body::Bytes;
 
-use super::{CONNECTIONS, CONNECTIONS_END};
+use super::CONNECTIONS;
 use crate::calls::lock;
 use crate::http::parked::ParkedRecord;
 
@@ -49,7 +49,7 @@ impl Outgoing {
     /// At the commit, to a new process that takes connections: from now on
     /// parked connections go over `control`, until every one has parked or
     /// closed, or `deadline` passed.
-    pub fn start(&self, control: UnixStream, deadline: Instant) -> io::Result<()> {
+    pub fn start(&self, control: AfterCommit, deadline: Instant) -> io::Result<()> {
         let (sink, parked) = mpsc::channel();
         let sender = std::thread::Builder::new()
             .name("hotswap-move-connections".into())
@@ -75,11 +75,10 @@ impl Outgoing {
     }
 }
 
-/// Sends each parked connection as it comes, then CONNECTIONS_END. Our
-/// copy of each socket closes once sent; the new process holds its own.
-fn send_all(control: UnixStream, parked: &mpsc::Receiver<Moving>, deadline: Instant) {
-    let _ = control.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut channel = pass::Channel::from(control);
+/// Sends each parked connection as it comes, then the end. Our copy of
+/// each socket closes once sent; the new process holds its own.
+fn send_all(mut channel: AfterCommit, parked: &mpsc::Receiver<Moving>, deadline: Instant) {
+    let _ = channel.set_write_timeout(WRITE_TIMEOUT);
     let (mut sent, mut lost) = (0usize, 0usize);
     let mut failure = None;
     loop {
@@ -97,7 +96,7 @@ fn send_all(control: UnixStream, parked: &mpsc::Receiver<Moving>, deadline: Inst
             continue;
         }
         let record = ParkedRecord { read_ahead }.to_bytes();
-        match channel.write(CONNECTIONS, &record, &[stream.as_fd()]) {
+        match channel.send(CONNECTIONS, &record, &[stream.as_fd()]) {
             Ok(()) => sent += 1,
             Err(err) => {
                 lost += 1;
@@ -106,7 +105,7 @@ fn send_all(control: UnixStream, parked: &mpsc::Receiver<Moving>, deadline: Inst
         }
     }
     if failure.is_none() {
-        failure = channel.write(CONNECTIONS_END, &[], &[]).err();
+        failure = channel.finish().err();
     }
     match failure {
         None => tracing::info!("moved {sent} keep-alive connection(s) to the new process"),
@@ -118,22 +117,20 @@ fn send_all(control: UnixStream, parked: &mpsc::Receiver<Moving>, deadline: Inst
 }
 
 /// In the new process, after the commit: takes the connections the old one
-/// sends until CONNECTIONS_END (or until it goes away: an old process of an
+/// sends until the end (or until it goes away: an old process of an
 /// earlier release sends none), giving each to `serve`.
-pub fn receive_all(control: UnixStream, serve: impl Fn(Moving)) {
-    let mut channel = pass::Channel::from(control);
+pub fn receive_all(mut arriving: Arrivals, serve: impl Fn(Moving)) {
     let mut taken = 0usize;
     loop {
-        let pass::Received { frame, fds } = match channel.read() {
-            Ok(received) => received,
-            Err(FrameError::Closed) => break,
+        let pass::Received { frame, fds } = match arriving.receive() {
+            Ok(Some(received)) => received,
+            Ok(None) => break,
             Err(err) => {
                 tracing::warn!("the control socket failed while connections moved here: {err}");
                 break;
             }
         };
         match frame.kind {
-            CONNECTIONS_END => break,
             CONNECTIONS => match ParkedRecord::from_bytes(&frame.payload) {
                 Ok(record) if fds.len() == 1 => {
                     let socket = fds.into_iter().next().expect("one descriptor");
@@ -161,6 +158,7 @@ pub fn receive_all(control: UnixStream, serve: impl Fn(Moving)) {
 mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::os::unix::net::UnixStream;
     use std::sync::Mutex;
 
     use super::*;
@@ -174,7 +172,9 @@ mod tests {
 
     fn receive(control: UnixStream) -> Vec<Moving> {
         let taken = Mutex::new(Vec::new());
-        receive_all(control, |moving| taken.lock().unwrap().push(moving));
+        receive_all(Arrivals::from(pass::Channel::from(control)), |moving| {
+            taken.lock().unwrap().push(moving)
+        });
         taken.into_inner().unwrap()
     }
 
@@ -184,12 +184,14 @@ mod tests {
         let (mut client, server) = connection(&listener);
         let (old, new) = UnixStream::pair().unwrap();
         let outgoing = Outgoing::default();
-        outgoing.start(old, Instant::now() + Duration::from_secs(30)).unwrap();
+        outgoing
+            .start(AfterCommit::from(pass::Channel::from(old)), Instant::now() + Duration::from_secs(30))
+            .unwrap();
         assert!(outgoing.moving());
         let sink = outgoing.take_sink().expect("a sink after start");
         assert!(outgoing.take_sink().is_none(), "taken once");
         sink.send((server, Bytes::from_static(b"GET / HT"))).unwrap();
-        // The public port is done: the sender says CONNECTIONS_END.
+        // The public port is done: the sender says that was all.
         drop(sink);
         outgoing.wait_sent();
         let mut taken = receive(new);
@@ -216,7 +218,7 @@ mod tests {
         let record = ParkedRecord { read_ahead: Bytes::from_static(b"x") }.to_bytes();
         channel.write(CONNECTIONS, &record, &[]).unwrap();
         channel.write(CONNECTIONS, &record, &[good.as_fd()]).unwrap();
-        channel.write(CONNECTIONS_END, &[], &[]).unwrap();
+        channel.write(hotswap_upgrade::protocol::MOVED_END, &[], &[]).unwrap();
         drop((damaged, good));
         let mut taken = receive(new);
         assert_eq!(taken.len(), 1, "only the connection with a sound record and its socket");

@@ -122,6 +122,7 @@ mod error;
 mod host;
 mod maps;
 mod private_dir;
+mod snapshot_bytes;
 mod status;
 mod sync;
 #[cfg(feature = "serde")]
@@ -137,6 +138,7 @@ pub use dry_run::{DryRunReport, TrialInstance, TrialOutcome};
 pub use engine::{Engine, InstanceHandle};
 pub use error::{CallError, Fault, SnapshotError, SwapError};
 pub use host::Push;
+pub use snapshot_bytes::SnapshotBytesError;
 pub use status::{
     DueTimer, EngineStatus, InstanceStatus, ModuleSnapshot, ModuleStatus, PartialSnapshot, RetiredVersion,
     SavedTimer, SwapInProgress, SwapReport, VersionCalls,

@@ -82,6 +82,9 @@ pub struct Hello {
 pub struct Options {
     /// From the call to READY; the new process is killed when it passes.
     pub ready_timeout: Duration,
+    /// Gives up at this instant instead (a host whose timeout started
+    /// earlier, while it waited for its own work to finish).
+    pub deadline: Option<Instant>,
     /// What a timeout message names as the setting to raise, e.g.
     /// `"upgrade.ready_timeout"`.
     pub timeout_setting: Option<String>,
@@ -89,7 +92,7 @@ pub struct Options {
 
 impl Options {
     pub fn new(ready_timeout: Duration) -> Options {
-        Options { ready_timeout, timeout_setting: None }
+        Options { ready_timeout, deadline: None, timeout_setting: None }
     }
 }
 
@@ -153,6 +156,14 @@ impl AfterCommit {
     }
 }
 
+/// A control channel already past COMMIT: for a host that drives the
+/// protocol's first steps itself, and for tests.
+impl From<pass::Channel> for AfterCommit {
+    fn from(channel: pass::Channel) -> Self {
+        AfterCommit { channel: Some(channel) }
+    }
+}
+
 impl Drop for AfterCommit {
     fn drop(&mut self) {
         let _ = self.end();
@@ -186,7 +197,7 @@ pub fn upgrade(
     options: &Options,
 ) -> Result<Upgraded, String> {
     let started = Instant::now();
-    let deadline = started + options.ready_timeout;
+    let deadline = options.deadline.unwrap_or(started + options.ready_timeout);
     let mut child = Spawned { child: None };
     let outcome = drive(&mut command, listeners, host, options, deadline, &mut child);
     match outcome {
@@ -253,7 +264,7 @@ fn drive(
         // the rest is still being sent: its reason says more than our broken
         // pipe, and is already waiting to be read.
         Err(lost) => {
-            let soon = Options { ready_timeout: REASON_WAIT, timeout_setting: None };
+            let soon = Options::new(REASON_WAIT);
             match read_until(&mut channel, deadline.min(Instant::now() + REASON_WAIT), &soon) {
                 Ok(rejected @ Frame { kind: REJECT, .. }) => rejected,
                 _ => return Err(lost),

@@ -133,6 +133,14 @@ pub struct Arrivals {
     channel: Option<pass::Channel>,
 }
 
+/// A control channel already past COMMIT: for a host that drives the
+/// protocol's first steps itself, and for tests.
+impl From<pass::Channel> for Arrivals {
+    fn from(channel: pass::Channel) -> Self {
+        Arrivals { channel: Some(channel) }
+    }
+}
+
 impl Arrivals {
     /// The next frame of the host's kinds, with its descriptors; `None` once
     /// the old process sent all (or had none to send: it went away, or is of
