@@ -1,6 +1,5 @@
-//! The chat server end to end: its binary on an ephemeral loopback port,
-//! WebSocket clients of the `room` test module (see its hooks in
-//! crates/test-modules/modules/room; the harness is tests/common), and a swap from ROOM_V1 to ROOM_V2 by
+//! The chat server end to end (the harness is tests/common): WebSocket
+//! clients of the `room` test module, and a swap from ROOM_V1 to ROOM_V2 by
 //! SIGHUP while they talk.
 
 mod common;
@@ -44,12 +43,7 @@ fn sessions_stay_open_and_in_order_through_a_swap_and_the_new_version_serves() {
 
     // Under way while the clients talk: a new build over the file, then SIGHUP.
     started.wait();
-    let staged = dir.path().join("libroom.so.new");
-    std::fs::copy(hotswap_test_modules::ROOM_V2, &staged).expect("copy ROOM_V2");
-    std::fs::rename(&staged, &file).expect("replace the module file");
-    server.hang_up();
-    let swap = server.line_starting("swap");
-    assert!(swap.starts_with("swapped room 1.0.0 -> 2.0.0"), "{swap}");
+    server.swap_to_v2(&file);
     swapped.wait();
 
     let mut done: Vec<(Client, Vec<u64>)> =
@@ -135,4 +129,22 @@ fn a_client_that_stops_reading_is_closed_and_does_not_stall_its_room() {
     };
     assert!(!ended.contains("timed out") && !ended.contains("would block"), "{ended}");
     assert!(received < FLOOD, "the slow client got all {received} messages: nothing was cut off");
+}
+
+#[test]
+fn a_frame_over_the_message_limit_is_closed_with_1009() {
+    let server = Server::start(std::path::Path::new(hotswap_test_modules::ROOM_V1));
+    let mut client = Client::join(&server, "big");
+    client.socket.send(Message::text("x".repeat(65 << 10))).expect("send");
+    loop {
+        match client.socket.read() {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1009, "{frame:?}");
+                assert!(frame.reason.contains("over this server's limit"), "{}", frame.reason);
+                break;
+            }
+            Ok(Message::Text(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }

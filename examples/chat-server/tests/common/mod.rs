@@ -73,8 +73,15 @@ impl Server {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal} to the server (pid {pid})");
     }
 
-    pub fn hang_up(&self) {
+    /// A new build (ROOM_V2) over the module's `file`, then SIGHUP: the
+    /// server says it swapped 1.0.0 for 2.0.0.
+    pub fn swap_to_v2(&self, file: &std::path::Path) {
+        let staged = file.with_extension("so.new");
+        std::fs::copy(hotswap_test_modules::ROOM_V2, &staged).expect("copy ROOM_V2");
+        std::fs::rename(&staged, file).expect("replace the module file");
         self.signal(libc::SIGHUP);
+        let swap = self.line_starting("swap");
+        assert!(swap.starts_with("swapped room 1.0.0 -> 2.0.0"), "{swap}");
     }
 
     /// `kill -USR2`, then its `upgraded to pid N (moved K sessions)` line,
@@ -83,11 +90,20 @@ impl Server {
     pub fn upgrade(&mut self) -> usize {
         let old = self.pid;
         self.signal(libc::SIGUSR2);
-        let upgraded = self.line_starting("upgrade");
-        let (pid, moved) = parse_upgraded(&upgraded).unwrap_or_else(|| panic!("not upgraded: {upgraded}"));
-        let took = self.line_starting("took over from pid ");
-        assert_eq!(took, format!("took over from pid {old}: {moved} sessions"));
-        self.pid = pid;
+        // The two processes print in either order.
+        let (mut upgraded, mut took) = (None, None);
+        while upgraded.is_none() || took.is_none() {
+            let line = self.line_starting("");
+            if line.starts_with("upgrade") {
+                let parsed = parse_upgraded(&line).unwrap_or_else(|| panic!("not upgraded: {line}"));
+                self.pid = parsed.0;
+                upgraded = Some(parsed);
+            } else if line.starts_with("took over from pid ") {
+                took = Some(line);
+            }
+        }
+        let (_, moved) = upgraded.expect("upgraded");
+        assert_eq!(took.expect("took over"), format!("took over from pid {old}: {moved} sessions"));
         self.wait_gone(old);
         moved
     }
