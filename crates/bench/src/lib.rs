@@ -20,6 +20,8 @@
 //! The results and the machine they were measured on are in `BENCHMARKS.md`
 //! at the root of the repository.
 
+pub mod nginx;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
