@@ -90,7 +90,9 @@ fn main() {
     fs::create_dir_all(&options.out).expect("create the output folder");
     println!("machine: {}", machine_description());
     match &options.nginx {
-        Some(nginx) => println!("target: nginx {} ({})", nginx.display(), nginx::version(nginx)),
+        Some(nginx) => {
+            println!("target: nginx {} ({})", nginx.display(), hotswap_bench::nginx::version(nginx))
+        }
         None => println!(
             "target: hotswap {}",
             fs::canonicalize(&options.daemon).unwrap_or(options.daemon.clone()).display()
