@@ -19,6 +19,7 @@ mod reload;
 mod restart;
 mod saves;
 mod session_handover;
+mod session_joining;
 mod session_traffic;
 mod sockets;
 mod state;
