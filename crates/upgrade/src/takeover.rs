@@ -30,6 +30,7 @@
 //!
 //! Every call blocks: run them where blocking is allowed.
 
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
@@ -54,6 +55,8 @@ pub struct Takeover {
     /// The old process commits (it sent STATE_BEGIN): wait for COMMIT after
     /// READY. One of an earlier release does not: READY hands over.
     commits: bool,
+    /// A frame arrived: STATE_BEGIN is in place only as the first.
+    started: bool,
     ended: bool,
 }
 
@@ -65,7 +68,7 @@ impl Takeover {
         let mut hello = std::process::id().to_le_bytes().to_vec();
         hello.extend_from_slice(takes);
         frame::write(&mut control, HELLO, &hello).map_err(|err| went_away(&err))?;
-        Ok(Takeover { channel: pass::Channel::from(control), commits: false, ended: false })
+        Ok(Takeover { channel: pass::Channel::from(control), commits: false, started: false, ended: false })
     }
 
     /// The next frame of the host's kinds, with its descriptors; `None` once
@@ -76,8 +79,9 @@ impl Takeover {
                 return Ok(None);
             }
             let received = self.channel.read().map_err(|err| went_away(&err))?;
+            let first = !std::mem::replace(&mut self.started, true);
             match received.frame.kind {
-                STATE_BEGIN => self.commits = true,
+                STATE_BEGIN if first => self.commits = true,
                 STATE_END => self.ended = true,
                 kind if is_protocol_kind(kind) => {
                     return Err(format!("the old process sent frame kind {kind} during the state transfer"));
@@ -154,6 +158,13 @@ impl Arrivals {
             MOVED_END => {
                 self.channel = None;
                 Ok(None)
+            }
+            kind if is_protocol_kind(kind) => {
+                self.channel = None;
+                Err(FrameError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the old process sent frame kind {kind} after the commit, where only its host's come"),
+                )))
             }
             _ => Ok(Some(received)),
         }
