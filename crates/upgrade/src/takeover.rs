@@ -29,6 +29,23 @@
 //! ```
 //!
 //! Every call blocks: run them where blocking is allowed.
+//!
+//! Guarantees, and the tests in `tests/takeover.rs` (the old process played
+//! by hand over a socket pair) that attack them, beside the whole path in
+//! `tests/handover.rs`:
+//!
+//! * A protocol frame out of place is refused with its kind named: any but
+//!   STATE_BEGIN (first) and STATE_END during the state, any but MOVED_END
+//!   after the commit — `a_protocol_frame_during_the_state_is_refused`,
+//!   `a_protocol_frame_after_the_commit_is_refused`.
+//! * [`Takeover::ready`] before [`Takeover::receive`] returned `None` is
+//!   refused and sends nothing —
+//!   `ready_before_the_whole_state_arrived_is_refused_and_not_sent`.
+//! * From an old process of an earlier release (no STATE_BEGIN) `ready`
+//!   returns at once and [`Arrivals`] yields nothing —
+//!   `an_old_process_of_an_earlier_release_hands_over_at_ready`.
+//! * An old process that goes away after READY is no commit: `ready`
+//!   returns `Err` — `an_old_process_that_goes_away_after_ready_is_no_commit`.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -163,7 +180,9 @@ impl Arrivals {
                 self.channel = None;
                 Err(FrameError::Io(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("the old process sent frame kind {kind} after the commit, where only its host's come"),
+                    format!(
+                        "the old process sent frame kind {kind} after the commit, where only its host's come"
+                    ),
                 )))
             }
             _ => Ok(Some(received)),

@@ -41,7 +41,8 @@ fn upgrade_once(behaviour: &str) -> Result<u32, String> {
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     client.write_all(b"x").unwrap();
     let (accepted, _) = listener.accept().unwrap();
-    let mut host = Recorder::new(|out| out.send(16, b"state", &[accepted.as_fd()]).map_err(|err| err.to_string()));
+    let mut host =
+        Recorder::new(|out| out.send(16, b"state", &[accepted.as_fd()]).map_err(|err| err.to_string()));
     host.after = Box::new(|after| after.send(17, b"after", &[accepted.as_fd()]).unwrap());
     let run = common::upgrade(behaviour, &[("public", listener.as_fd())], &mut host, &Options::new(PATIENCE));
     drop(host);

@@ -9,9 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hotswap_upgrade::frame::{self, Frame, FrameError};
-use hotswap_upgrade::protocol::{
-    COMMIT, HELLO, MOVED_END, READY, REJECT, STATE_BEGIN, STATE_END,
-};
+use hotswap_upgrade::protocol::{COMMIT, HELLO, MOVED_END, READY, REJECT, STATE_BEGIN, STATE_END};
 use hotswap_upgrade::takeover::Takeover;
 
 const PATIENCE: Duration = Duration::from_secs(60);
