@@ -276,6 +276,9 @@ fn drive(
             pid: u32::from_le_bytes(payload[..4].try_into().expect("4 bytes")),
             takes: payload[4..].to_vec(),
         },
+        Frame { kind: HELLO, payload } => {
+            return Err(format!("its HELLO carried {} bytes, not its pid (4 bytes)", payload.len()));
+        }
         other => return Err(format!("it sent frame kind {} instead of HELLO", other.kind)),
     };
     let startup = spawned_at.elapsed();
