@@ -55,15 +55,15 @@
 //! any event, after a 1 s warm-up), failures, the upgrades' `took_ms`,
 //! `startup_ms` and the rest, and the keep-alive connections the server
 //! closed ([`closes`]: said `Connection: close`, ended between requests, ended
-//! mid-answer; in the upgrades' windows and steady). At the end the rooms' totals must add up to
-//! the acknowledged adds. Every process it started is stopped by its pid: the
-//! daemon that serves at the end (`GET /v1/status`) with SIGTERM, after
-//! checking that every replaced one has exited.
+//! mid-answer; in the upgrades' windows and steady). At the end the rooms'
+//! totals must add up to the acknowledged adds. Every process it started is
+//! stopped by its pid: the daemon that serves at the end (`GET /v1/status`)
+//! with SIGTERM, after checking that every replaced one has exited.
 //!
 //! The parts: [`options`] (the command line), [`plan`] (what happens when),
 //! [`load`] (the client threads), [`hotswap`] and [`nginx`] (the server under
-//! test, its upgrades and its processes), [`report`], [`closes`] and [`csv`] (the
-//! figures). The HTTP client and the daemon process come from
+//! test, its upgrades and its processes), [`report`], [`closes`] and [`csv`]
+//! (the figures). The HTTP client and the daemon process come from
 //! `hotswap-test-support`, shared with the end-to-end tests.
 
 mod closes;
