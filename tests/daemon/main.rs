@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod cli;
 mod connection_handover;
+mod crash_after_commit;
 mod dry_run;
 mod game;
 mod game_sessions;
