@@ -285,7 +285,15 @@ async fn serve(
         // Sessions that did not move got 1001 at the hand-over; let the
         // close frames go out.
         daemon.sockets.wait_all_ended(tokio::time::Instant::now() + config.shutdown_timeout).await;
-        tracing::info!("handed over; the last connection of this process closed, bye");
+        // Once this process is gone its status cannot be asked: say how its
+        // sessions ended (moved, or closed with 1001 as `going_away`).
+        let closes = daemon.sockets.status().closes;
+        let closes: Vec<String> = closes.iter().map(|(why, count)| format!("{why}={count}")).collect();
+        tracing::info!(
+            "handed over; the last connection of this process (pid {}) closed, bye; sessions ended here: [{}]",
+            std::process::id(),
+            closes.join(" ")
+        );
         return Ok(());
     }
     let drain = config.shutdown_timeout;

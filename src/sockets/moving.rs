@@ -25,7 +25,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -109,11 +109,19 @@ pub struct Moving {
     /// Sessions in their message loop: the ones a pause waits for.
     serving: AtomicUsize,
     reports: Mutex<Option<mpsc::UnboundedSender<Paused>>>,
+    /// Whether the last pause ended in a move: the fate of a session that
+    /// reports after it ended.
+    last_moved: AtomicBool,
 }
 
 impl Default for Moving {
     fn default() -> Moving {
-        Moving { pause: watch::Sender::new(false), serving: AtomicUsize::new(0), reports: Mutex::new(None) }
+        Moving {
+            pause: watch::Sender::new(false),
+            serving: AtomicUsize::new(0),
+            reports: Mutex::new(None),
+            last_moved: AtomicBool::new(false),
+        }
     }
 }
 
@@ -137,8 +145,9 @@ impl Moving {
         self.pause.subscribe()
     }
 
-    /// A paused session reports; its verdict comes back on the receiver
-    /// (`Close` at once if the pause is over).
+    /// A paused session reports; its verdict comes back on the receiver.
+    /// One that reports after the pause ended gets that pause's fate at
+    /// once: closed if the others moved, resumed if the upgrade failed.
     pub(super) fn report(&self, session: MovedSession, socket: OwnedFd) -> oneshot::Receiver<Verdict> {
         let (verdict, receiver) = oneshot::channel();
         let paused = Paused { session, socket, verdict };
@@ -147,9 +156,14 @@ impl Moving {
             None => Some(paused),
         };
         if let Some(paused) = refused {
-            let _ = paused.verdict.send(Verdict::Close);
+            let _ = paused.verdict.send(self.unsent_fate());
         }
         receiver
+    }
+
+    /// The verdict of a session that was not sent with the last pause.
+    fn unsent_fate(&self) -> Verdict {
+        if self.last_moved.load(SeqCst) { Verdict::Close } else { Verdict::Resume }
     }
 
     /// Pauses every serving session and collects their reports, waiting at
@@ -167,12 +181,9 @@ impl Moving {
                 Ok(None) | Err(_) => break,
             }
         }
-        // Late reports are closed: they were not sent.
-        lock(&self.reports).take();
-        while let Ok(late) = received.try_recv() {
-            let _ = late.verdict.send(Verdict::Close);
-        }
-        PausedSessions { moving: self, sessions, moved: false }
+        // Reports from now on are late: they are not sent, and learn their
+        // fate when the pause ends (`PausedSessions`'s drop).
+        PausedSessions { moving: self, sessions, late: received, moved: false }
     }
 }
 
@@ -182,6 +193,9 @@ impl Moving {
 pub struct PausedSessions<'a> {
     moving: &'a Moving,
     pub sessions: Vec<Paused>,
+    /// Sessions that reported after the count: a join that ran just before
+    /// the freeze, say. Not sent: closed if the others moved, else resumed.
+    late: mpsc::UnboundedReceiver<Paused>,
     moved: bool,
 }
 
@@ -195,10 +209,17 @@ impl PausedSessions<'_> {
 impl Drop for PausedSessions<'_> {
     fn drop(&mut self) {
         let verdict = if self.moved { Verdict::Moved } else { Verdict::Resume };
+        // The fate of any later report, set before reports stop being taken.
+        self.moving.last_moved.store(self.moved, SeqCst);
+        lock(&self.moving.reports).take();
+        let unsent = self.moving.unsent_fate();
         // Unpaused first, so a resumed session does not pause again.
         self.moving.pause.send_replace(false);
         for paused in self.sessions.drain(..) {
             let _ = paused.verdict.send(verdict);
+        }
+        while let Ok(late) = self.late.try_recv() {
+            let _ = late.verdict.send(unsent);
         }
     }
 }
@@ -314,6 +335,49 @@ pub fn adopt(records: &[u8], sockets: Vec<OwnedFd>) -> Result<Adopted, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(id: u64) -> MovedSession {
+        MovedSession {
+            id,
+            module: "room".into(),
+            instance: "a".into(),
+            endpoint: "/ws".into(),
+            queue: 8,
+            read_state: ReadState::default(),
+            unwritten: vec![],
+            pending: None,
+            backlog: vec![],
+        }
+    }
+
+    fn socket() -> OwnedFd {
+        OwnedFd::from(std::os::unix::net::UnixStream::pair().unwrap().0)
+    }
+
+    /// A session that starts serving just after a pause counted the serving
+    /// ones (its join ran right before the freeze) reports late. Its fate is
+    /// the upgrade's: it resumes when the upgrade rolls back (it used to be
+    /// closed with 1001 even then), and is closed when the others moved
+    /// without it — also when it reports after the pause ended.
+    #[tokio::test]
+    async fn a_session_that_reports_after_the_pause_counted_shares_the_upgrades_fate() {
+        let moving = Moving::default();
+        for moved in [false, true] {
+            let paused = moving.pause_all(Duration::from_millis(10)).await;
+            assert!(paused.sessions.is_empty(), "none was serving when it counted");
+            let late = moving.report(session(7), socket());
+            let fate = if moved {
+                paused.moved();
+                Verdict::Close
+            } else {
+                drop(paused);
+                Verdict::Resume
+            };
+            assert_eq!(late.await.unwrap(), fate, "reported during the pause, moved: {moved}");
+            let after = moving.report(session(8), socket());
+            assert_eq!(after.await.unwrap(), fate, "reported after the pause, moved: {moved}");
+        }
+    }
 
     #[test]
     fn moved_sessions_read_back_as_written_and_damage_is_named() {

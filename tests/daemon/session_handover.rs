@@ -41,13 +41,13 @@ queue = 4096
 /// one frozen meanwhile: the clients' messages of that time wait for it.
 const FROZEN_MS: &str = "300";
 
-fn setup(extra: &str) -> Setup {
+pub(crate) fn setup(extra: &str) -> Setup {
     let setup = Setup::new(&format!("{CONFIG}{extra}"));
     setup.install(modules::ROOM_V1, "libroom.so");
     setup
 }
 
-fn start_frozen_upgrades(setup: &Setup, pause_ms: &str) -> Daemon {
+pub(crate) fn start_frozen_upgrades(setup: &Setup, pause_ms: &str) -> Daemon {
     setup
         .start_env(&[], &[("HOTSWAP_TEST_PAUSE_BEFORE_READY_MS", pause_ms)])
         .unwrap_or_else(|log| panic!("the daemon did not start:\n{log}"))

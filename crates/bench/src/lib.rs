@@ -13,12 +13,14 @@
 //! | `src/bin/watch_latency.rs` | the daemon: from a completed write of a watched module file to the new version serving | `cargo build --release -p hotswap-daemon`, then `cargo run --release -p hotswap-bench --bin watch-latency` |
 //! | `scripts/http_load.sh` (+ `http_load.lua`, `src/bin/module_paths.rs`) | the daemon: requests/s through the HTTP front with wrk, steady and while swapping | `crates/bench/scripts/http_load.sh` |
 //! | `src/bin/upgrade_load/` | the daemon: requests/s, failures by class, latency and serving pid per 100 ms while the process is upgraded and modules swapped; the frozen window against state size (`--plan state`); nginx's binary upgrade under the same load (`--nginx`) | `cargo build --release -p hotswap-daemon`, then `cargo run --release -p hotswap-bench --bin upgrade-load -- --runs 3` |
-//! | `src/bin/sessions_load/` (+ `src/bin/room_server.rs`) | the daemon's WebSocket sessions: 2,000 sessions in 200 rooms through 20 swaps (none closed, lost, repeated or reordered; round trips), 1,000 rooms ticking (lateness, none missed or doubled), memory per idle session; the same load on the room in plain tokio (`--part plain`) | `cargo build --release -p hotswap-daemon`, then `cargo build --release -p hotswap-bench --bin sessions-load --bin room-server` and `target/release/sessions-load --runs 3` |
+//! | `src/bin/sessions_load/` (+ `src/bin/room_server.rs`) | the daemon's WebSocket sessions: 2,000 sessions in 200 rooms through 20 swaps (none closed, lost, repeated or reordered; round trips), 1,000 rooms ticking (lateness, none missed or doubled), memory per idle session; the same load on the room in plain tokio (`--part plain`); through 10 process upgrades (`--part upgrades`), beside nginx's binary upgrade proxying the same sessions to `room-server` (`--nginx PATH`) | `cargo build --release -p hotswap-daemon`, then `cargo build --release -p hotswap-bench --bin sessions-load --bin room-server` and `target/release/sessions-load --runs 3` |
 //! | `src/bin/upgrade_plot.rs` | the SVG timeline (`docs/upgrade-timeline.svg`) from `upgrade-load`'s CSV files | `cargo run --release -p hotswap-bench --bin upgrade-plot -- --run target/upgrade-load/run1` |
 //! | `scripts/upgrade_load.sh` (+ `http_load.lua`) | the daemon: requests/s with wrk, steady and while upgrading about once a second | `crates/bench/scripts/upgrade_load.sh` |
 //!
 //! The results and the machine they were measured on are in `BENCHMARKS.md`
 //! at the root of the repository.
+
+pub mod nginx;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,39 @@
 //!
 //! The calls block: run them on a thread that may (tokio's
 //! `spawn_blocking`, say).
+//!
+//! Guarantees, and the tests in `tests/handover.rs` (the new process is the
+//! test binary re-run) and `tests/no_leaks.rs` that attack them:
+//!
+//! * The hooks run in order `spawned`, `freeze`, `send_state`,
+//!   `before_commit`, `committed`; HELLO's pid and `takes` reach `freeze`
+//!   intact and [`Upgraded::new_pid`] is the child's; a connection sent with
+//!   the state keeps the bytes its client sent before the pass, one sent
+//!   through [`AfterCommit`] arrives after COMMIT, dropping it ends the new
+//!   side's arrivals, and a connection queued on a lent listener is accepted
+//!   by the new process —
+//!   `the_whole_path_moves_connections_before_and_after_the_commit`.
+//! * A new process that exits before HELLO or in the middle of the state,
+//!   says nothing past [`Options::ready_timeout`] (it is killed; the reason
+//!   names the timeout and [`Options::timeout_setting`]) or REJECTs while a
+//!   large state is still being sent (the reason is its words) ends in
+//!   `Err`, [`Handover::rolled_back`] once with that reason, never
+//!   `committed`, and the process no longer runs —
+//!   `a_new_process_that_exits_before_hello_is_rolled_back`,
+//!   `a_new_process_that_exits_in_the_middle_of_the_state_is_rolled_back`,
+//!   `a_silent_new_process_is_killed_at_the_ready_timeout`,
+//!   `a_reject_while_a_large_state_is_sent_gives_the_new_sides_words`.
+//! * `freeze` or `before_commit` returning `Err` rolls back; the new
+//!   process's `receive` or `ready` returns `Err`, so it never serves —
+//!   `a_failing_freeze_rolls_back_and_the_new_process_never_serves`,
+//!   `a_failing_before_commit_rolls_back_and_ready_returns_err`.
+//! * [`Sender::send`] and [`AfterCommit::send`] refuse every protocol kind,
+//!   with or without descriptors, as [`ErrorKind::InvalidInput`], and nothing
+//!   of it reaches the new process —
+//!   `a_host_may_not_send_a_protocol_kind_and_none_reaches_the_new_side`.
+//! * No descriptor stays open in the old process after a failed or a
+//!   committed upgrade —
+//!   `an_upgrade_failed_or_committed_leaves_no_descriptor_open`.
 
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -243,6 +276,9 @@ fn drive(
             pid: u32::from_le_bytes(payload[..4].try_into().expect("4 bytes")),
             takes: payload[4..].to_vec(),
         },
+        Frame { kind: HELLO, payload } => {
+            return Err(format!("its HELLO carried {} bytes, not its pid (4 bytes)", payload.len()));
+        }
         other => return Err(format!("it sent frame kind {} instead of HELLO", other.kind)),
     };
     let startup = spawned_at.elapsed();

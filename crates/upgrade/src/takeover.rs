@@ -29,7 +29,25 @@
 //! ```
 //!
 //! Every call blocks: run them where blocking is allowed.
+//!
+//! Guarantees, and the tests in `tests/takeover.rs` (the old process played
+//! by hand over a socket pair) that attack them, beside the whole path in
+//! `tests/handover.rs`:
+//!
+//! * A protocol frame out of place is refused with its kind named: any but
+//!   STATE_BEGIN (first) and STATE_END during the state, any but MOVED_END
+//!   after the commit — `a_protocol_frame_during_the_state_is_refused`,
+//!   `a_protocol_frame_after_the_commit_is_refused`.
+//! * [`Takeover::ready`] before [`Takeover::receive`] returned `None` is
+//!   refused and sends nothing —
+//!   `ready_before_the_whole_state_arrived_is_refused_and_not_sent`.
+//! * From an old process of an earlier release (no STATE_BEGIN) `ready`
+//!   returns at once and [`Arrivals`] yields nothing —
+//!   `an_old_process_of_an_earlier_release_hands_over_at_ready`.
+//! * An old process that goes away after READY is no commit: `ready`
+//!   returns `Err` — `an_old_process_that_goes_away_after_ready_is_no_commit`.
 
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
@@ -54,6 +72,8 @@ pub struct Takeover {
     /// The old process commits (it sent STATE_BEGIN): wait for COMMIT after
     /// READY. One of an earlier release does not: READY hands over.
     commits: bool,
+    /// A frame arrived: STATE_BEGIN is in place only as the first.
+    started: bool,
     ended: bool,
 }
 
@@ -65,7 +85,7 @@ impl Takeover {
         let mut hello = std::process::id().to_le_bytes().to_vec();
         hello.extend_from_slice(takes);
         frame::write(&mut control, HELLO, &hello).map_err(|err| went_away(&err))?;
-        Ok(Takeover { channel: pass::Channel::from(control), commits: false, ended: false })
+        Ok(Takeover { channel: pass::Channel::from(control), commits: false, started: false, ended: false })
     }
 
     /// The next frame of the host's kinds, with its descriptors; `None` once
@@ -76,8 +96,9 @@ impl Takeover {
                 return Ok(None);
             }
             let received = self.channel.read().map_err(|err| went_away(&err))?;
+            let first = !std::mem::replace(&mut self.started, true);
             match received.frame.kind {
-                STATE_BEGIN => self.commits = true,
+                STATE_BEGIN if first => self.commits = true,
                 STATE_END => self.ended = true,
                 kind if is_protocol_kind(kind) => {
                     return Err(format!("the old process sent frame kind {kind} during the state transfer"));
@@ -162,6 +183,15 @@ impl Arrivals {
             MOVED_END => {
                 self.channel = None;
                 Ok(None)
+            }
+            kind if is_protocol_kind(kind) => {
+                self.channel = None;
+                Err(FrameError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the old process sent frame kind {kind} after the commit, where only its host's come"
+                    ),
+                )))
             }
             _ => Ok(Some(received)),
         }

@@ -10,7 +10,7 @@ use crate::clients;
 use crate::plain::PlainServer;
 use crate::server::{Server, cpu_during, median};
 pub use crate::tally::BroadcastRun;
-use crate::tally::{round_trips_text, tally};
+use crate::tally::{print_sessions_ended, round_trips_text, tally};
 
 /// Against the daemon (with the swaps), or with `plain` against
 /// `room-server` (no hotswap, no swaps).
@@ -61,12 +61,7 @@ pub fn run(options: &Options, plain: bool) -> BroadcastRun {
     run.swaps_ok = swaps.iter().filter(|s| s.ok).count();
     let took: Vec<f64> = swaps.iter().map(|s| (s.end_s - s.start_s) * 1e3).collect();
     run.swap_ms_median = median(&took);
-    for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
-        println!(
-            "  session {} (room {}): {:?} {:?}",
-            result.client, result.room, result.join_failed, result.closed_early
-        );
-    }
+    print_sessions_ended(&results);
     for swap in swaps.iter().filter(|s| !s.ok) {
         println!("  swap at {:.2} s failed: {}", swap.start_s, swap.detail);
     }
@@ -88,12 +83,7 @@ fn run_plain(options: &Options) -> BroadcastRun {
     });
     run.server_cpu_s = cpu.map_or(0.0, |cpu| cpu.join().expect("the CPU thread"));
     tally(&mut run, &results, &[], options);
-    for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
-        println!(
-            "  session {} (room {}): {:?} {:?}",
-            result.client, result.room, result.join_failed, result.closed_early
-        );
-    }
+    print_sessions_ended(&results);
     run
 }
 

@@ -3,8 +3,9 @@
 //! waits for the common start, sends `CLIENT:SEQ` (SEQ counting from 1) at
 //! its rate until the stop, and reads everything: its own acks and the
 //! room's broadcasts, checked as [`crate::received`] says. A close ends the
-//! session, except a 1001 "going away" when the load says to reconnect: then
-//! it joins the same room again and goes on.
+//! session, unless the load says to reconnect: then any close (a close
+//! frame of any code, or a dropped connection) is followed by a join of the
+//! same room again, and the session goes on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +33,8 @@ pub struct Load {
     pub rooms: usize,
     pub rate_hz: f64,
     pub duration: Duration,
-    /// Whether a session closed with 1001 joins its room again and goes on
-    /// (else any close ends it).
+    /// Whether a closed session (any code, or dropped) joins its room again
+    /// and goes on (else any close ends it).
     pub reconnect: bool,
 }
 
@@ -157,7 +158,7 @@ async fn session(
             Ended::Closed { code, what } => {
                 let at_s = start.elapsed().as_secs_f64();
                 result.closed(at_s, code, &mut talk.in_flight);
-                if !(plan.reconnect && code == Some(1001)) {
+                if !plan.reconnect {
                     result.closed_early = Some(what);
                     return result;
                 }
@@ -194,7 +195,7 @@ async fn join(plan: &Plan, handshakes: &Semaphore) -> Result<WebSocketStream<Tcp
     }
 }
 
-/// Joins the room again after a 1001, as a client told to reconnect
+/// Joins the room again after a close, as a client that reconnects
 /// would: a refused attempt (an old process still draining may answer 503)
 /// is counted and tried again 100 ms later, for 30 s.
 async fn rejoin(

@@ -5,6 +5,7 @@
 //! cargo run --release -p hotswap-bench --bin sessions-load -- [--runs 3] [--part broadcast|plain|ticks|upgrades|all]
 //!     [--sessions 2000] [--rooms 200] [--rate 5] [--tick-rooms 1000] [--tick-ms 50]
 //!     [--swaps 20] [--upgrades 10] [--duration 30] [--daemon PATH]
+//!     [--nginx /usr/sbin/nginx [--nginx-shutdown-timeout SECONDS]]
 //! ```
 //!
 //! Each run starts a fresh release daemon (`target/release/hotswap`) in a
@@ -41,17 +42,25 @@
 //!   one before is over: its old process gone). Each re-executes the
 //!   daemon's own binary (checked in `/proc/NEW_PID/exe`). Sessions should
 //!   move with their connections: every close frame or dropped connection a
-//!   client sees is counted under the upgrade it followed; one closed with
-//!   1001 joins its room again and goes on (a daemon of before sessions
-//!   moved closes them all), its messages unanswered at the close set
+//!   client sees is counted under the upgrade it followed; a closed session
+//!   joins its room again and goes on (a daemon of before sessions moved
+//!   closes them all with 1001), its messages unanswered at the close set
 //!   aside and its checks of the room's broadcasts starting over (see
 //!   `received.rs`). Per upgrade: the time from the request until the old
 //!   process is gone from `/proc`, the answer's `took_ms` and `frozen_ms`;
 //!   round trips during upgrades (a request to 0.5 s after its answer) vs
 //!   steady.
+//! - the anchor of `upgrades`, with `--nginx PATH` (Debian's nginx,
+//!   `apt-get install -y nginx`; nothing else needs it): after each run of
+//!   the daemon, the same clients and load through nginx proxying the
+//!   WebSocket upgrade to `room-server`, with nginx's binary upgrade (USR2,
+//!   WINCH, QUIT) at the same times, counted the same way (see `nginx.rs`):
+//!   once with nginx's defaults (no `worker_shutdown_timeout`), and with
+//!   `--nginx-shutdown-timeout S` once more with `worker_shutdown_timeout S`.
 
 mod broadcast;
 mod clients;
+mod nginx;
 mod plain;
 mod received;
 mod server;
@@ -83,11 +92,16 @@ pub struct Options {
     pub first_upgrade: Duration,
     pub upgrade_every: Duration,
     pub duration: Duration,
+    /// The nginx binary of the `upgrades` anchor, if it runs.
+    pub nginx: Option<PathBuf>,
+    /// nginx's `worker_shutdown_timeout` of each run of the anchor (`None`:
+    /// unset, nginx's default).
+    pub nginx_shutdown_timeouts: Vec<Option<Duration>>,
 }
 
 impl Options {
     /// The load of `broadcast`, `plain` and `upgrades` (`reconnect`: a
-    /// session closed with 1001 joins again).
+    /// closed session joins again).
     pub fn rooms_load(&self, reconnect: bool) -> clients::Load {
         clients::Load {
             sessions: self.sessions,
@@ -116,9 +130,15 @@ fn parse_args() -> Options {
         first_upgrade: Duration::from_secs(8),
         upgrade_every: Duration::from_secs(2),
         duration: Duration::from_secs(30),
+        nginx: None,
+        nginx_shutdown_timeouts: vec![None],
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         let number = || value.parse::<f64>().unwrap_or_else(|_| panic!("{flag}: {value:?} is not a number"));
         match flag.as_str() {
@@ -133,10 +153,15 @@ fn parse_args() -> Options {
             "--swaps" => options.swaps = number() as usize,
             "--upgrades" => options.upgrades = number() as usize,
             "--duration" => options.duration = Duration::from_secs_f64(number()),
-            other => panic!(
-                "unknown option {other}: expected --daemon, --runs, --part, --sessions, --rooms, --rate, --tick-rooms, --tick-ms, --swaps, --upgrades, --duration"
-            ),
+            "--nginx" => options.nginx = Some(PathBuf::from(&value)),
+            "--nginx-shutdown-timeout" => {
+                options.nginx_shutdown_timeouts.push(Some(Duration::from_secs_f64(number())));
+            }
+            other => panic!("unknown option {other}\n{USAGE}"),
         }
+    }
+    if let Some(nginx) = &options.nginx {
+        assert!(nginx.is_file(), "--nginx {}: no such file (apt-get install -y nginx)", nginx.display());
     }
     assert!(
         ["all", "broadcast", "plain", "ticks", "upgrades"].contains(&options.part.as_str()),
@@ -145,6 +170,17 @@ fn parse_args() -> Options {
     );
     options
 }
+
+const USAGE: &str = "usage: sessions-load [--runs 3] [--part broadcast|plain|ticks|upgrades|all] \
+[--sessions 2000] [--rooms 200] [--rate 5] [--tick-rooms 1000] [--tick-ms 50] [--swaps 20] [--upgrades 10] \
+[--duration 30] [--daemon PATH] [--nginx PATH [--nginx-shutdown-timeout SECONDS]]
+
+The anchors of --part upgrades (each run after the daemon's, same load, same upgrade times):
+  --nginx PATH                      nginx's binary upgrade (USR2, WINCH, QUIT) proxying the
+                                    WebSockets to room-server, with nginx's defaults (no
+                                    worker_shutdown_timeout); apt-get install -y nginx
+  --nginx-shutdown-timeout SECONDS  and once more with worker_shutdown_timeout SECONDS
+  --daemon PATH                     another hotswap binary (say the daemon before sessions moved)";
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -171,6 +207,8 @@ fn main() {
     };
     let (mut late_steady, mut late_swapping, mut tick_pass) = (vec![], vec![], 0);
     let mut upgrade_runs = vec![];
+    let mut nginx_runs: Vec<Vec<upgrades::UpgradeRun>> =
+        options.nginx_shutdown_timeouts.iter().map(|_| vec![]).collect();
     for n in 1..=options.runs {
         if options.part == "all" || options.part == "broadcast" {
             println!(
@@ -237,6 +275,20 @@ fn main() {
             let run = upgrades::run(&options);
             upgrades::print(&run, &options);
             upgrade_runs.push(run);
+            if let Some(binary) = &options.nginx {
+                for (runs, timeout) in nginx_runs.iter_mut().zip(&options.nginx_shutdown_timeouts) {
+                    println!(
+                        "\n=== upgrades run {n}, the anchor: {} ({}), {} (load average {}) ===",
+                        nginx::name(*timeout),
+                        binary.display(),
+                        hotswap_bench::nginx::version(binary),
+                        load_average()
+                    );
+                    let run = nginx::run(&options, binary, *timeout);
+                    upgrades::print(&run, &options);
+                    runs.push(run);
+                }
+            }
         }
     }
     println!("\n=== medians over {} run(s) ===", options.runs);
@@ -270,7 +322,12 @@ fn main() {
         );
     }
     if !upgrade_runs.is_empty() {
-        upgrades_medians(&upgrade_runs);
+        upgrades_medians("upgrades", &upgrade_runs, &options);
+    }
+    for (runs, timeout) in nginx_runs.iter().zip(&options.nginx_shutdown_timeouts) {
+        if !runs.is_empty() {
+            upgrades_medians(&format!("upgrades, the anchor {}", nginx::name(*timeout)), runs, &options);
+        }
     }
     if !late_steady.is_empty() {
         let pair = |v: &[(f64, f64)], i: usize| {
@@ -287,17 +344,19 @@ fn main() {
     }
 }
 
-fn upgrades_medians(runs: &[upgrades::UpgradeRun]) {
+fn upgrades_medians(label: &str, runs: &[upgrades::UpgradeRun], options: &Options) {
     let of = |f: &dyn Fn(&upgrades::UpgradeRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     println!(
-        "upgrades: {}/{} runs with 0 closed/lost/repeated/reordered; closes seen per upgrade {:.1}, reconnects per run {:.0}; old process gone {:.0} ms after the request, took_ms {:.0}, frozen_ms {:.0}; round trip steady p50 {:.2} ms p99 {:.2} ms, during upgrades p50 {:.2} ms p99 {:.2} ms",
+        "{label}: {}/{} runs with 0 closed/lost/repeated/reordered; upgrades done {:.0}/{}; closes seen per upgrade {:.1}, reconnects per run {:.0}; old process gone {:.0} ms after the request, took_ms {:.0}, frozen_ms {}; round trip steady p50 {:.2} ms p99 {:.2} ms, during upgrades p50 {:.2} ms p99 {:.2} ms",
         runs.iter().filter(|r| r.passed()).count(),
         runs.len(),
+        of(&|r| r.upgrades.iter().filter(|u| u.ok).count() as f64),
+        options.upgrades,
         of(&|r| r.closes_per_upgrade()),
         of(&|r| r.sessions.reconnects as f64),
         of(&|r| r.medians_ms().0),
         of(&|r| r.medians_ms().1),
-        of(&|r| r.medians_ms().2),
+        upgrades::ms_text(of(&|r| r.medians_ms().2)),
         of(&|r| r.sessions.steady.0),
         of(&|r| r.sessions.steady.1),
         of(&|r| r.sessions.swapping.0),

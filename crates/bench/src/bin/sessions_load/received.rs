@@ -3,8 +3,8 @@
 //! broadcasts (`SESSION:N:CLIENT:SEQ`), whose SEQ it checks per sender.
 //!
 //! A client numbers its messages `CLIENT:SEQ` from 1 over the whole run,
-//! across reconnects, so every message has one name. A session closed with
-//! 1001 that reconnects (the `upgrades` part) starts a new sequence of
+//! across reconnects, so every message has one name. A closed session that
+//! reconnects (the `upgrades` part) starts a new sequence of
 //! checks on the new connection: its messages still waiting for an ack at
 //! the close are set aside as unanswered (`unacked_at_close`), and the first
 //! broadcast it hears from each sender after rejoining sets where that
@@ -52,7 +52,7 @@ pub struct SessionResult {
     pub gaps: Vec<Gap>,
     /// Every close frame or dropped connection the session saw.
     pub closes: Vec<Close>,
-    /// Times it joined its room again after a 1001 close.
+    /// Times it joined its room again after a close.
     pub reconnects: u64,
     /// Attempts to join again that failed (and were tried again).
     pub rejoins_refused: u64,

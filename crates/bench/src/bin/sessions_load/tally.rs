@@ -18,7 +18,7 @@ pub struct BroadcastRun {
     /// Close frames and dropped connections the sessions saw, by code
     /// (`None`: dropped without a close frame).
     pub closes_seen: HashMap<Option<u16>, u64>,
-    /// Times a session joined its room again after a 1001.
+    /// Times a session joined its room again after a close.
     pub reconnects: u64,
     /// Attempts to join again that failed (and were tried again).
     pub rejoins_refused: u64,
@@ -192,4 +192,14 @@ pub fn tally(run: &mut BroadcastRun, results: &[SessionResult], events: &[(f64, 
 /// Round-trip order statistics as text.
 pub fn round_trips_text((p50, p99, max, n): (f64, f64, f64, usize)) -> String {
     format!("p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms ({n} messages)")
+}
+
+/// The first few sessions that could not join or ended early, and why.
+pub fn print_sessions_ended(results: &[SessionResult]) {
+    for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
+        println!(
+            "  session {} (room {}): {:?} {:?}",
+            result.client, result.room, result.join_failed, result.closed_early
+        );
+    }
 }

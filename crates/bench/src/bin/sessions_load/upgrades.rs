@@ -1,15 +1,16 @@
 //! Part 4: the load of `broadcast` through process upgrades instead of
 //! module swaps. Every session should move with its connection (no close);
-//! a session the server closes with 1001 "going away" (a daemon of before
-//! sessions moved closes them all) joins its room again and goes on, and is
-//! counted, so a run against such a daemon completes and shows what it costs.
+//! a closed session (a daemon of before sessions moved closes them all with
+//! 1001 "going away"; nginx's anchor drops them, see `nginx.rs`) joins its
+//! room again and goes on, and is counted, so a run against such a server
+//! completes and shows what it costs.
 
 use std::time::Instant;
 
 use crate::Options;
 use crate::clients::{self, SessionResult};
 use crate::server::{Server, Upgrade, median};
-use crate::tally::{BroadcastRun, round_trips_text, tally};
+use crate::tally::{BroadcastRun, print_sessions_ended, round_trips_text, tally};
 
 /// The figures of one run.
 #[derive(Debug, Default)]
@@ -34,10 +35,10 @@ impl UpgradeRun {
             && self.closes_before == 0
     }
 
-    /// Closes the sessions saw per upgrade (the mean over the run's upgrades).
+    /// Closes the sessions saw per upgrade (the mean over the upgrades done).
     pub fn closes_per_upgrade(&self) -> f64 {
         let total: u64 = self.closes_per_upgrade.iter().map(|(a, b, c)| a + b + c).sum();
-        total as f64 / self.upgrades.len().max(1) as f64
+        total as f64 / self.upgrades.iter().filter(|u| u.ok).count().max(1) as f64
     }
 
     /// Medians over the upgrades that answered 200: ms from the request to
@@ -92,19 +93,14 @@ pub fn run(options: &Options) -> UpgradeRun {
     let windows: Vec<(f64, f64)> = upgrades.iter().map(|u| (u.start_s, u.end_s)).collect();
     tally(&mut run.sessions, &results, &windows, options);
     count_closes(&mut run, &results, &upgrades);
-    for result in results.iter().filter(|r| r.closed_early.is_some() || r.join_failed.is_some()).take(5) {
-        println!(
-            "  session {} (room {}): {:?} {:?}",
-            result.client, result.room, result.join_failed, result.closed_early
-        );
-    }
+    print_sessions_ended(&results);
     run.upgrades = upgrades;
     run
 }
 
 /// Puts every close a session saw under the upgrade whose request it
 /// followed (the last one before it).
-fn count_closes(run: &mut UpgradeRun, results: &[SessionResult], upgrades: &[Upgrade]) {
+pub fn count_closes(run: &mut UpgradeRun, results: &[SessionResult], upgrades: &[Upgrade]) {
     run.closes_per_upgrade = vec![(0, 0, 0); upgrades.len()];
     for close in results.iter().flat_map(|r| &r.closes) {
         let Some(n) = upgrades.iter().rposition(|u| u.start_s <= close.at_s) else {
@@ -165,7 +161,7 @@ pub fn print(run: &UpgradeRun, options: &Options) {
             format!("gone {:.0} ms after the request", (gone - upgrade.start_s) * 1e3)
         });
         println!(
-            "  upgrade {} at {:.2} s: pid {} -> {}{}, answered in {:.0} ms (took_ms {}, frozen_ms {}); old process {gone}; closes seen: {} with 1001, {} other, {} dropped",
+            "  upgrade {} at {:.2} s: pid {} -> {}{}, answered in {:.0} ms (took_ms {:.0}, frozen_ms {}); old process {gone}; closes seen: {} with 1001, {} other, {} dropped",
             n + 1,
             upgrade.start_s,
             upgrade.old_pid,
@@ -173,21 +169,31 @@ pub fn print(run: &UpgradeRun, options: &Options) {
             if upgrade.same_binary { "" } else { " (NOT THE SAME BINARY)" },
             (upgrade.end_s - upgrade.start_s) * 1e3,
             upgrade.took_ms,
-            upgrade.frozen_ms,
+            ms_text(upgrade.frozen_ms),
             closes.0,
             closes.1,
             closes.2
         );
     }
     let (gone, took, frozen) = run.medians_ms();
+    // nginx has no status to ask (and freezes nothing).
+    let serving = if sessions.closes.is_null() {
+        String::new()
+    } else {
+        format!("; serving process: closes {}, pushes_dropped {}", sessions.closes, sessions.pushes_dropped)
+    };
     println!(
-        "  upgrades: {}/{} answered 200, medians: old process gone {gone:.0} ms after the request, took_ms {took:.0}, frozen_ms {frozen:.0}; serving process: closes {}, pushes_dropped {}",
+        "  upgrades: {}/{} done, medians: old process gone {gone:.0} ms after the request, took_ms {took:.0}, frozen_ms {}{serving}",
         run.upgrades.iter().filter(|u| u.ok).count(),
         options.upgrades,
-        sessions.closes,
-        sessions.pushes_dropped
+        ms_text(frozen)
     );
     for note in &run.notes {
         println!("  {note}");
     }
+}
+
+/// Milliseconds, or `-` for none (NaN).
+pub fn ms_text(ms: f64) -> String {
+    if ms.is_nan() { "-".into() } else { format!("{ms:.0}") }
 }

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::closes::KINDS;
 use crate::load::{Failure, Outcome};
 use crate::plan::Event;
 use crate::report::{BUCKET_US, Bucket, percentile};
@@ -17,13 +18,16 @@ pub fn write(
     events: &[Event],
     failures: &[&Failure],
 ) -> (PathBuf, PathBuf) {
-    let mut csv =
-        String::from("t_s,responses,refused,reset,eof,timeout,non2xx,other,p50_ms,p99_ms,max_ms,pids\n");
+    let mut csv = String::from(
+        "t_s,responses,refused,reset,eof,timeout,non2xx,other,p50_ms,p99_ms,max_ms,pids,\
+                      closed_said,closed_between_requests,closed_mid_answer\n",
+    );
     for (i, bucket) in buckets.iter().enumerate() {
         let failed = |class: Outcome| bucket.failures.get(&class).copied().unwrap_or(0);
         let pids: Vec<String> = bucket.pids.iter().map(|(pid, n)| format!("{pid}:{n}")).collect();
+        let closed: Vec<String> = KINDS.iter().map(|&how| bucket.closed.get(how).to_string()).collect();
         csv.push_str(&format!(
-            "{:.1},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{}\n",
+            "{:.1},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{}\n",
             i as f64 * BUCKET_US as f64 / 1e6,
             bucket.ok,
             failed(Outcome::Refused),
@@ -35,7 +39,8 @@ pub fn write(
             percentile(&bucket.latencies, 0.5) / 1e3,
             percentile(&bucket.latencies, 0.99) / 1e3,
             percentile(&bucket.latencies, 1.0) / 1e3,
-            pids.join(";")
+            pids.join(";"),
+            closed.join(",")
         ));
     }
     let write = |suffix: &str, text: &str| {

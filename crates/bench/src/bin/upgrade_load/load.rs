@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hotswap_test_support::http::{self, CLOSE, Response};
 
+use crate::closes::{Closed, ServerClose};
 use crate::options::Options;
 use crate::plan::{Action, Event};
 
@@ -69,6 +70,8 @@ pub struct ClientResult {
     pub records: Vec<Record>,
     pub failures: Vec<Failure>,
     pub acked: u64,
+    /// Keep-alive clients only (see [`crate::closes`]).
+    pub server_closes: Vec<ServerClose>,
 }
 
 /// Runs the clients for `options.duration` and the plan's events meanwhile.
@@ -156,7 +159,7 @@ fn client(
         sent += 1;
         let path = format!("/call/counter/add?instance=room-{room}");
         let begin = Instant::now();
-        let outcome: Result<Response, (Outcome, String)> = (|| {
+        let outcome: Result<Response, (Outcome, String, Option<Closed>)> = (|| {
             if connection.is_none() {
                 let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|err| {
                     let class = if err.kind() == ErrorKind::ConnectionRefused {
@@ -164,7 +167,7 @@ fn client(
                     } else {
                         Outcome::Other
                     };
-                    (class, format!("connect: {err}"))
+                    (class, format!("connect: {err}"), None)
                 })?;
                 let _ = stream.set_nodelay(true);
                 let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
@@ -183,7 +186,7 @@ fn client(
                         ErrorKind::WouldBlock | ErrorKind::TimedOut => Outcome::Timeout,
                         _ => Outcome::Other,
                     };
-                    (class, err.to_string())
+                    (class, err.to_string(), Closed::of_error(&err))
                 },
             )
         })();
@@ -216,11 +219,17 @@ fn client(
                     outcome,
                 });
                 connection_pid = response.pid().unwrap_or(0);
+                if keep_alive && response.closes() {
+                    result.server_closes.push(ServerClose { t_us: t_us as u32, how: Closed::Said });
+                }
                 if response.closes() || !keep_alive {
                     connection = None;
                 }
             }
-            Err((class, detail)) => {
+            Err((class, detail, closed)) => {
+                if let Some(how) = closed.filter(|_| keep_alive) {
+                    result.server_closes.push(ServerClose { t_us: t_us as u32, how });
+                }
                 result.failures.push(Failure {
                     t_us,
                     thread: id,

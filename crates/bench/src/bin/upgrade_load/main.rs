@@ -47,22 +47,26 @@
 //! Each upgrade spawns the same binary again (the daemon re-executes the
 //! binary it was started from). Per run it writes to `--out` (default
 //! `target/upgrade-load`) `<name>-buckets.csv` (per 100 ms: responses,
-//! failures by class, latency p50/p99/max, which pids served),
+//! failures by class, latency p50/p99/max, which pids served, keep-alive
+//! connections the server closed by how),
 //! `<name>-events.csv`, `<name>-failures.csv` and the daemon's log, and
 //! prints a summary: requests/s in the 1 s windows around the upgrades
 //! (trigger ± 0.5 s) against the steady windows (buckets at least 1 s from
-//! any event, after a 1 s warm-up), failures, and the upgrades' `took_ms`,
-//! `startup_ms` and the rest. At the end the rooms' totals must add up to
-//! the acknowledged adds. Every process it started is stopped by its pid: the
-//! daemon that serves at the end (`GET /v1/status`) with SIGTERM, after
-//! checking that every replaced one has exited.
+//! any event, after a 1 s warm-up), failures, the upgrades' `took_ms`,
+//! `startup_ms` and the rest, and the keep-alive connections the server
+//! closed ([`closes`]: said `Connection: close`, ended between requests, ended
+//! mid-answer; in the upgrades' windows and steady). At the end the rooms'
+//! totals must add up to the acknowledged adds. Every process it started is
+//! stopped by its pid: the daemon that serves at the end (`GET /v1/status`)
+//! with SIGTERM, after checking that every replaced one has exited.
 //!
 //! The parts: [`options`] (the command line), [`plan`] (what happens when),
 //! [`load`] (the client threads), [`hotswap`] and [`nginx`] (the server under
-//! test, its upgrades and its processes), [`report`] and [`csv`] (the
-//! figures). The HTTP client and the daemon process come from
+//! test, its upgrades and its processes), [`report`], [`closes`] and [`csv`]
+//! (the figures). The HTTP client and the daemon process come from
 //! `hotswap-test-support`, shared with the end-to-end tests.
 
+mod closes;
 mod csv;
 mod hotswap;
 mod load;
@@ -90,7 +94,9 @@ fn main() {
     fs::create_dir_all(&options.out).expect("create the output folder");
     println!("machine: {}", machine_description());
     match &options.nginx {
-        Some(nginx) => println!("target: nginx {} ({})", nginx.display(), nginx::version(nginx)),
+        Some(nginx) => {
+            println!("target: nginx {} ({})", nginx.display(), hotswap_bench::nginx::version(nginx))
+        }
         None => println!(
             "target: hotswap {}",
             fs::canonicalize(&options.daemon).unwrap_or(options.daemon.clone()).display()

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::closes::{self, PerKind};
 use crate::csv;
 use crate::load::{ClientResult, FAILURE_CLASSES, Failure, Outcome};
 use crate::options::{Options, Plan};
@@ -15,7 +16,7 @@ const WARM_UP_S: f64 = 1.0;
 /// A steady bucket is at least this far from every event.
 const QUIET_S: f64 = 1.0;
 /// The window counted as "during an upgrade": the trigger ± this.
-const HALF_WINDOW_S: f64 = 0.5;
+pub const HALF_WINDOW_S: f64 = 0.5;
 
 #[derive(Debug, Default, Clone)]
 pub struct Bucket {
@@ -25,6 +26,8 @@ pub struct Bucket {
     pub latencies: Vec<u32>,
     /// Ok responses per pid that answered.
     pub pids: BTreeMap<u32, u64>,
+    /// Keep-alive connections the server closed.
+    pub closed: PerKind,
 }
 
 /// The figures of one run.
@@ -45,6 +48,8 @@ pub struct RunSummary {
     client_ms: f64,
     steady_p99_ms: f64,
     upgrade_p99_ms: f64,
+    closed_in_upgrades: u64,
+    closed_steady: u64,
 }
 
 pub fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -84,6 +89,9 @@ fn sort_into_buckets<'a>(options: &Options, results: &'a [ClientResult]) -> (Vec
             } else {
                 *bucket.failures.entry(record.outcome).or_default() += 1;
             }
+        }
+        for close in &result.server_closes {
+            buckets[(u64::from(close.t_us) / BUCKET_US).min(count as u64 - 1) as usize].closed.add(close.how);
         }
         failures.extend(&result.failures);
     }
@@ -153,6 +161,7 @@ pub fn report(
     let rest = ms(|e| e.took_ms - e.startup_ms);
     let frozen = ms(|e| e.frozen_ms);
     let client_ms = ms(|e| (e.end_s - e.start_s) * 1e3);
+    let closed = closes::count(&results, &upgrades);
     let summary = RunSummary {
         steady_rps,
         upgrade_rps,
@@ -169,6 +178,8 @@ pub fn report(
         client_ms: median(&client_ms),
         steady_p99_ms: p99(&steady),
         upgrade_p99_ms: p99(&all_windows),
+        closed_in_upgrades: closed.upgrade.total(),
+        closed_steady: closed.steady.total(),
     };
 
     println!("\n{name}: {} ok responses ({} in full buckets), {failed} failed", ok_all, ok);
@@ -219,6 +230,7 @@ pub fn report(
             summary.client_ms
         );
     }
+    println!("  {}", closes::line(&closed, options.keepalive, upgrades.len()));
     let mut pids: BTreeSet<u32> = BTreeSet::new();
     for bucket in &buckets {
         pids.extend(bucket.pids.keys());
@@ -270,7 +282,7 @@ pub fn print_medians(summaries: &[RunSummary]) {
         (median(&values), each.join(", "))
     };
     println!("\n=== medians of {} runs (each run's value in brackets) ===", summaries.len());
-    let rows: [(&str, Pick); 13] = [
+    let rows: [(&str, Pick); 15] = [
         ("steady req/s", |s| s.steady_rps),
         ("req/s during upgrades", |s| s.upgrade_rps),
         ("during / steady (%)", |s| 100.0 * s.ratio),
@@ -279,6 +291,8 @@ pub fn print_medians(summaries: &[RunSummary]) {
         ("p99 during upgrades (ms)", |s| s.upgrade_p99_ms),
         ("ok responses", |s| s.ok as f64),
         ("failed requests", |s| s.failures as f64),
+        ("keep-alive closed, upgrades", |s| s.closed_in_upgrades as f64),
+        ("keep-alive closed, steady", |s| s.closed_steady as f64),
         ("upgrades ok", |s| s.upgrades as f64),
         ("took_ms (median)", |s| s.took_ms),
         ("startup_ms (median)", |s| s.startup_ms),
