@@ -29,7 +29,9 @@
 //! Binary frame otherwise.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex};
 
 use hotswap::Push;
@@ -99,6 +101,10 @@ pub struct SessionHandle {
     outgoing: mpsc::Sender<Outgoing>,
     /// Set once, by whoever ends the session first.
     closing: watch::Sender<Option<Closing>>,
+    /// A member of its room: broadcasts reach it. From its `on_join` on
+    /// (set on the room's turn, so the broadcasts of calls that ran before
+    /// it never arrive); from the start for a session an upgrade moved here.
+    member: AtomicBool,
 }
 
 /// What the writer of a session sends, in order.
@@ -165,6 +171,12 @@ pub struct Full {
 }
 
 impl SessionHandle {
+    /// Its `on_join` runs now: from here on it is a member of its room.
+    /// Call it on the room's turn, before the engine's `session_join`.
+    pub fn joins(&self) {
+        self.member.store(true, Release);
+    }
+
     /// Ends the session with this close frame, unless something ended it first.
     pub fn close(&self, code: u16, reason: impl Into<String>, kind: CloseKind) {
         let closing = Closing { code, reason: reason.into(), kind };
@@ -268,7 +280,8 @@ impl Sockets {
                     let room = Room { module: module.to_owned(), instance: instance.to_owned() };
                     let Some(ids) = registry.rooms.get(&room) else { continue };
                     let message = frame(bytes);
-                    for handle in ids.iter().filter_map(|id| registry.sessions.get(id)) {
+                    let members = ids.iter().filter_map(|id| registry.sessions.get(id));
+                    for handle in members.filter(|handle| handle.member.load(Acquire)) {
                         handle.push(Outgoing::Frame(message.clone()), self);
                     }
                 }
@@ -296,7 +309,7 @@ impl Sockets {
         }
         *open += 1;
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
-        Ok(Self::register(&mut registry, id, endpoint, room, queue))
+        Ok(Self::register(&mut registry, id, endpoint, room, queue, false))
     }
 
     /// Registers a session that an earlier process opened, under its id
@@ -310,7 +323,7 @@ impl Sockets {
     ) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
         let mut registry = lock(&self.registry);
         *registry.per_endpoint.entry(endpoint.to_owned()).or_default() += 1;
-        Self::register(&mut registry, id, endpoint, room, queue)
+        Self::register(&mut registry, id, endpoint, room, queue, true)
     }
 
     fn register(
@@ -319,6 +332,7 @@ impl Sockets {
         endpoint: &str,
         room: Room,
         queue: usize,
+        member: bool,
     ) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
         let (outgoing, receiver) = mpsc::channel(queue.max(1));
         let inbox = registry.inboxes.entry(room.clone()).or_default().clone();
@@ -329,6 +343,7 @@ impl Sockets {
             inbox,
             outgoing,
             closing: watch::Sender::new(None),
+            member: AtomicBool::new(member),
         });
         registry.rooms.entry(room).or_default().insert(id);
         registry.sessions.insert(id, handle.clone());
@@ -480,6 +495,17 @@ mod tests {
         Room { module: "room".into(), instance: instance.into() }
     }
 
+    /// A session of `instance` that joined (its `on_join` ran).
+    fn joined(
+        sockets: &Sockets,
+        instance: &str,
+        queue: usize,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
+        let (handle, outgoing) = sockets.open("/ws", 10, room(instance), queue).unwrap();
+        handle.joins();
+        (handle, outgoing)
+    }
+
     #[test]
     fn close_reasons_are_cut_to_fit_a_close_frame_at_a_character_boundary() {
         let frame = close_frame(1008, &"é".repeat(100));
@@ -513,9 +539,9 @@ mod tests {
     #[test]
     fn a_full_queue_closes_only_that_session_and_broadcasts_reach_only_its_room() {
         let sockets = Sockets::default();
-        let (slow, _slow_rx) = sockets.open("/ws", 10, room("a"), 2).unwrap();
-        let (_fast, mut fast_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
-        let (_other, mut other_rx) = sockets.open("/ws", 10, room("b"), 8).unwrap();
+        let (slow, _slow_rx) = joined(&sockets, "a", 2);
+        let (_fast, mut fast_rx) = joined(&sockets, "a", 8);
+        let (_other, mut other_rx) = joined(&sockets, "b", 8);
         for n in 0..3 {
             sockets.route("room", "a", vec![Push::Broadcast { bytes: format!("{n}").into_bytes() }]);
         }
@@ -532,13 +558,35 @@ mod tests {
         assert_eq!(sockets.status().pushes_dropped, 1);
     }
 
+    /// A session is a member of its room from its `on_join` on: what the
+    /// room broadcast before (a tick that ran while it was still in its
+    /// handshake) never reaches it — it might yet be refused.
+    #[test]
+    fn broadcasts_reach_a_session_only_from_its_join_on() {
+        let sockets = Sockets::default();
+        let (member, mut member_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
+        member.joins();
+        let (joining, mut joining_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
+        sockets.route("room", "a", vec![Push::Broadcast { bytes: b"before".to_vec() }]);
+        assert!(matches!(member_rx.try_recv(), Ok(Outgoing::Frame(_))), "a member gets it");
+        assert!(joining_rx.try_recv().is_err(), "a session not yet joined got a broadcast");
+        // Its on_join runs: what it pushes, and what the room broadcasts next, reach it.
+        joining.joins();
+        sockets.route("room", "a", vec![Push::Broadcast { bytes: b"after".to_vec() }]);
+        match joining_rx.try_recv() {
+            Ok(Outgoing::Frame(Message::Text(text))) => assert_eq!(text.as_str(), "after"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sockets.status().pushes_dropped, 0, "not a drop: it was not a member yet");
+    }
+
     #[test]
     fn pushes_to_closing_sessions_are_counted_apart_from_drops_an_operator_must_act_on() {
         let sockets = Sockets::default();
-        let (leaving, _leaving_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
-        let (gone, gone_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
-        let (_staying, mut staying_rx) = sockets.open("/ws", 10, room("a"), 8).unwrap();
-        let (other, _other_rx) = sockets.open("/ws", 10, room("b"), 8).unwrap();
+        let (leaving, _leaving_rx) = joined(&sockets, "a", 8);
+        let (gone, gone_rx) = joined(&sockets, "a", 8);
+        let (_staying, mut staying_rx) = joined(&sockets, "a", 8);
+        let (other, _other_rx) = joined(&sockets, "b", 8);
         // `leaving` is closing (its on_leave runs, still in the room), and
         // `gone`'s writer ended: the room's "left" broadcast reaches neither.
         leaving.close(1000, "", CloseKind::Client);

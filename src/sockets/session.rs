@@ -193,7 +193,11 @@ async fn run(
     let parked = (ReadState::read_ahead(&read_ahead), Vec::new());
     let connection = Connection::start(daemon, handle, stream, parked, outgoing, Vec::new());
     let id = handle.id;
+    let joining = handle.clone();
     let joined = hook(daemon, handle, "on_join", move |engine, module, instance| {
+        // On the room's turn: every call before this one has routed its
+        // broadcasts, so none of them reaches a session the module may yet refuse.
+        joining.joins();
         engine.session_join(module, instance, id, &join_request)
     })
     .await;
