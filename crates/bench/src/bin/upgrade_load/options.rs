@@ -38,33 +38,46 @@ pub fn parse_args() -> Options {
     };
     let mut args = std::env::args().skip(1);
     let number = |value: Option<String>, flag: &str| -> usize {
-        value.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{flag} takes a number"))
+        value.and_then(|n| n.parse().ok()).unwrap_or_else(|| refuse(&format!("{flag} takes a number")))
+    };
+    let path = |value: Option<String>, flag: &str| -> PathBuf {
+        PathBuf::from(value.unwrap_or_else(|| refuse(&format!("{flag} takes a path"))))
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--daemon" => options.daemon = PathBuf::from(args.next().expect("--daemon takes a path")),
-            "--nginx" => options.nginx = Some(PathBuf::from(args.next().expect("--nginx takes a path"))),
+            "--daemon" => options.daemon = path(args.next(), "--daemon"),
+            "--nginx" => options.nginx = Some(path(args.next(), "--nginx")),
             "--plan" => {
                 options.plan = match args.next().as_deref() {
                     Some("load") => Plan::Load,
                     Some("state") => Plan::State,
                     Some("steady") => Plan::Steady,
-                    other => panic!("--plan takes load, state or steady, not {other:?}"),
+                    other => refuse(&format!("--plan takes load, state or steady, not {other:?}")),
                 }
             }
             "--runs" => options.runs = number(args.next(), "--runs").max(1),
             "--duration" => options.duration = Duration::from_secs(number(args.next(), "--duration") as u64),
             "--keepalive" => options.keepalive = number(args.next(), "--keepalive"),
             "--per-request" => options.per_request = number(args.next(), "--per-request"),
-            "--out" => options.out = PathBuf::from(args.next().expect("--out takes a folder")),
-            other => panic!(
-                "unknown argument {other:?}; usage: upgrade-load [--daemon PATH | --nginx PATH] [--plan load|state] \
-                 [--runs N] [--duration S] [--keepalive N] [--per-request N] [--out DIR]"
-            ),
+            "--out" => options.out = path(args.next(), "--out"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => refuse(&format!("unknown argument {other:?}")),
         }
     }
     if options.duration.is_zero() {
         options.duration = Duration::from_secs(if options.plan == Plan::State { 20 } else { 24 });
     }
     options
+}
+
+const USAGE: &str = "usage: upgrade-load [--daemon PATH | --nginx PATH] [--plan load|state|steady] [--runs N] \
+                     [--duration S] [--keepalive N] [--per-request N] [--out DIR]";
+
+/// Says what was wrong with the arguments, and how to call it, then exits.
+fn refuse(what: &str) -> ! {
+    eprintln!("upgrade-load: {what}\n{USAGE}");
+    std::process::exit(2);
 }
