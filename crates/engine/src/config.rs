@@ -76,6 +76,15 @@ impl std::fmt::Debug for TimerWake {
 /// the call still holds its instance — that is what keeps the pushes of one
 /// instance in the order its calls ran. So it must only enqueue (into
 /// bounded per-session queues, say) and never block or call the engine.
+///
+/// For a join ([`Engine::session_join`](crate::Engine::session_join)) it is
+/// called even when `on_join` pushed nothing, on the thread that called
+/// `session_join`: that is the moment the session becomes a member of its
+/// instance. Every delivery before it came from a call that ran before the
+/// join, so a host that starts routing broadcasts to the session there (and
+/// routes this delivery's own to it too) never shows it what the instance
+/// broadcast before it joined — nor, when `on_join` refuses, anything but
+/// what `on_join` pushed.
 #[derive(Clone)]
 pub struct PushSink(Arc<DeliverPushes>);
 

@@ -1,7 +1,15 @@
 //! Where the module's pushes go: every session's outgoing queue, by room.
 //! The engine delivers pushes while it holds the room, so this only enqueues;
 //! each session's writer (session.rs) sends its queue.
+//!
+//! A session is a member of its room — broadcasts reach it — from its join
+//! on, not from its handshake: the engine delivers every join (even one
+//! that pushed nothing) on the joining thread, after every call that ran
+//! before it, and that is where [`Rooms::deliver`] makes it a member. So a
+//! client never sees what the room broadcast before it joined, nor, if its
+//! `on_join` refuses it, anything but what that `on_join` sent it.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -18,29 +26,60 @@ pub const QUEUE: usize = 256;
 /// The outgoing queues of a room's sessions, by session id.
 type Queues = HashMap<u64, mpsc::Sender<Message>>;
 
+thread_local! {
+    /// The session whose join runs on this thread ([`Rooms::join`]).
+    static JOINING: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
 /// Every session's queue, by room.
 #[derive(Default)]
-pub struct Rooms(Mutex<HashMap<String, Queues>>);
+pub struct Rooms(Mutex<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<String, Queues>,
+    /// Queues of sessions whose join has not run yet.
+    joining: Queues,
+}
 
 impl Rooms {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Queues>> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Session `id` of `room` gets what the room pushes to it from now on.
+    /// Session `id` of `room` gets what the room pushes to it from now on
+    /// (a session an upgrade moved here: it joined long ago).
     pub fn insert(&self, room: &str, id: u64, queue: mpsc::Sender<Message>) {
-        self.lock().entry(room.to_owned()).or_default().insert(id, queue);
+        self.lock().rooms.entry(room.to_owned()).or_default().insert(id, queue);
+    }
+
+    /// Runs `join` (the engine's `session_join` for session `id`, on this
+    /// thread): `queue` gets the room's pushes from that join on.
+    pub fn join<T>(&self, id: u64, queue: mpsc::Sender<Message>, join: impl FnOnce() -> T) -> T {
+        self.lock().joining.insert(id, queue);
+        JOINING.set(Some(id));
+        let joined = join();
+        JOINING.set(None);
+        // A join that failed before the module ran was not delivered: its
+        // queue waits in `joining` for the close (`remove`).
+        joined
     }
 
     /// The rooms that have sessions.
     pub fn busy(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.lock().rooms.keys().cloned().collect()
     }
 
     /// The push sink: runs while the engine holds the room, so it only enqueues.
     pub fn deliver(&self, room: &str, pushes: Vec<Push>) {
-        let mut rooms = self.lock();
-        let Some(sessions) = rooms.get_mut(room) else { return };
+        let mut inner = self.lock();
+        // This thread's join is delivered: that session is a member from here.
+        if let Some(id) = JOINING.get()
+            && let Some(queue) = inner.joining.remove(&id)
+        {
+            inner.rooms.entry(room.to_owned()).or_default().insert(id, queue);
+        }
+        let Some(sessions) = inner.rooms.get_mut(room) else { return };
         for push in pushes {
             match push {
                 Push::Send { session, bytes } => enqueue(sessions, session, text(bytes)),
@@ -59,11 +98,15 @@ impl Rooms {
     /// Ends session `id`'s queue with `last`, a close frame its writer sends
     /// after what was queued before (unless the writer is gone).
     pub fn remove(&self, room: &str, id: u64, last: Message) {
-        let mut rooms = self.lock();
-        let Some(sessions) = rooms.get_mut(room) else { return };
+        let mut inner = self.lock();
+        if let Some(queue) = inner.joining.remove(&id) {
+            let _ = queue.try_send(last);
+            return;
+        }
+        let Some(sessions) = inner.rooms.get_mut(room) else { return };
         enqueue(sessions, id, last);
         if sessions.is_empty() {
-            rooms.remove(room);
+            inner.rooms.remove(room);
         }
     }
 }

@@ -77,12 +77,15 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, id: u64) {
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let room = Some(path.trim_matches('/')).filter(|room| !room.is_empty()).unwrap_or("lobby").to_owned();
     let (queue, mut outgoing) = mpsc::channel(QUEUE);
-    server.rooms.insert(&room, id, queue);
 
     let gate = server.gate.clone().read_owned().await;
     // Engine calls wait for their room (and, during a swap, for the new
     // version): block_in_place lets tokio move other tasks off this worker.
-    let joined = block_in_place(|| server.engine.session_join(&server.module, &room, id, query.as_bytes()));
+    // The session is a member of its room from its join on (rooms.rs).
+    let joined = block_in_place(|| {
+        let join = || server.engine.session_join(&server.module, &room, id, query.as_bytes());
+        server.rooms.join(id, queue, join)
+    });
     if let Err(refused) = joined {
         drop(gate);
         server.rooms.remove(&room, id, close(CloseCode::Policy, refused.to_string()));

@@ -144,8 +144,10 @@ impl ModuleEntry {
         if !timers.asked.is_empty() {
             self.timers.keep(&self.name, instance, timers.asked);
         }
-        // Delivered like timers are kept: whatever the outcome.
-        if !pushes.is_empty()
+        // Delivered like timers are kept: whatever the outcome. A join's,
+        // even when empty: the host learns there when the session became a
+        // member (`PushSink`).
+        if (!pushes.is_empty() || matches!(what, Invocation::Join { .. }))
             && let Some(sink) = &self.pushes
         {
             sink.deliver(&self.name, &instance.key, pushes);

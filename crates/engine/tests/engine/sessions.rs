@@ -25,6 +25,11 @@ fn engine_with_sink(dir: &std::path::Path) -> (Engine, Received) {
     (Engine::new(config), received)
 }
 
+/// Whether every delivery so far was empty (a join is delivered even then).
+fn nothing_pushed(received: &Received) -> bool {
+    received.lock().unwrap().iter().all(|(_, _, pushes)| pushes.is_empty())
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
@@ -63,6 +68,33 @@ fn joins_messages_and_leaves_push_to_the_sink_in_order() {
     assert_eq!(received.len(), 5, "one delivery per call that pushed");
 }
 
+/// A join reaches the sink even when `on_join` pushed nothing (here the
+/// module has none), on the thread that joined: the moment a host makes the
+/// session a member (`PushSink`'s docs). Other calls that push nothing do not.
+#[test]
+fn every_join_is_delivered_on_the_joining_thread_even_without_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let threads: Arc<Mutex<Vec<(thread::ThreadId, usize)>>> = Arc::default();
+    let seen = threads.clone();
+    let config = EngineConfig {
+        private_dir: Some(dir.path().to_owned()),
+        on_push: Some(PushSink::new(move |_, _, pushes| {
+            seen.lock().unwrap().push((thread::current().id(), pushes.len()));
+        })),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config);
+    engine.load("counter", COUNTER_V1).unwrap();
+    engine.call("counter", "c", "get", b"").unwrap();
+    let joiner = thread::spawn(move || {
+        engine.session_join("counter", "c", 1, b"").unwrap();
+        thread::current().id()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(*threads.lock().unwrap(), [(joiner, 0)], "one delivery: the join's, empty, on its thread");
+}
+
 #[test]
 fn a_refused_join_is_the_modules_refusal_with_its_message_and_the_room_is_unchanged() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +109,7 @@ fn a_refused_join_is_the_modules_refusal_with_its_message_and_the_room_is_unchan
         other => panic!("not a refusal: {other:?}"),
     }
     assert_eq!(call(&engine, "r1", "sessions"), "[]");
-    assert!(received.lock().unwrap().is_empty(), "a refused join pushed nothing");
+    assert!(nothing_pushed(&received), "a refused join pushed nothing");
 }
 
 /// Eight threads send into one room at once: the room numbers messages in
@@ -143,7 +175,7 @@ fn a_module_that_keeps_the_default_hooks_accepts_joins_and_ignores_messages_and_
     engine.tick("counter", "k").unwrap();
     engine.session_leave("counter", "k", 1).unwrap();
     assert_eq!(text(&engine.call("counter", "k", "get", b"").unwrap()), "0");
-    assert!(received.lock().unwrap().is_empty());
+    assert!(nothing_pushed(&received));
 }
 
 #[test]
@@ -167,7 +199,7 @@ fn a_descriptor_from_before_the_session_hooks_loads_and_has_none() {
     engine.session_join("room", "r1", 1, b"deny").expect("no on_join is called, so nothing refuses");
     engine.session_message("room", "r1", 1, b"hi").unwrap();
     assert_eq!(call(&engine, "r1", "seq"), "0", "no on_message ran");
-    assert!(received.lock().unwrap().is_empty());
+    assert!(nothing_pushed(&received));
     // The same file with its full descriptor runs the hooks.
     engine.load("room", ROOM_V1).unwrap();
     assert!(engine.session_join("room", "r1", 2, b"deny").is_err());
