@@ -1,7 +1,8 @@
 //! A parked session as bytes, for the new process ([`crate::upgrade`]
 //! sends one record per session, its socket attached): a version byte, the
-//! session id, its room, the bytes read ahead of tungstenite, the message
-//! whose call had not run, the pushes not yet written. Numbers are
+//! session id, its room, the bytes read ahead of tungstenite, the bytes
+//! written behind it (frames the socket had not taken), the message whose
+//! call had not run, the pushes not yet written. Numbers are
 //! little-endian; byte strings carry a u32 length.
 
 use std::collections::VecDeque;
@@ -12,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use crate::session::Parked;
 
 /// The layout below; a new process reads only its own.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const TEXT: u8 = 1;
 const BINARY: u8 = 2;
@@ -23,6 +24,7 @@ pub struct Record {
     pub id: u64,
     pub room: String,
     pub read_ahead: Vec<u8>,
+    pub write_behind: Vec<u8>,
     pub unrun: Option<Message>,
     pub outgoing: VecDeque<Message>,
 }
@@ -32,6 +34,7 @@ pub fn encode(session: &Parked) -> Vec<u8> {
     out.extend_from_slice(&session.id.to_le_bytes());
     put_bytes(&mut out, session.room.as_bytes());
     put_bytes(&mut out, session.socket.get_ref().read_ahead());
+    put_bytes(&mut out, session.socket.get_ref().write_behind());
     out.push(u8::from(session.unrun.is_some()));
     session.unrun.iter().for_each(|message| put_message(&mut out, message));
     // Only data and close frames are ever queued.
@@ -55,6 +58,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
     let room = String::from_utf8(rest.bytes("the room")?.to_vec())
         .map_err(|_| format!("session {id}'s room is not UTF-8"))?;
     let read_ahead = rest.bytes("the bytes read ahead")?.to_vec();
+    let write_behind = rest.bytes("the bytes written behind")?.to_vec();
     let unrun = match rest.u8("the unrun message")? {
         0 => None,
         _ => Some(rest.message()?),
@@ -64,7 +68,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
     if !rest.0.is_empty() {
         return Err(format!("session {id}'s record has {} bytes past its end", rest.0.len()));
     }
-    Ok(Record { id, room, read_ahead, unrun, outgoing })
+    Ok(Record { id, room, read_ahead, write_behind, unrun, outgoing })
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -22,7 +22,7 @@ use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 
 use crate::Server;
 use crate::rooms::{QUEUE, close, too_slow};
-use crate::whole_frames::{FrameTooBig, WholeFrames};
+use crate::whole_frames::{FrameTooBig, WholeFrames, WriteStop};
 
 /// The largest message (and frame) a client may send; over it, 1009.
 pub const MAX_MESSAGE: usize = 64 << 10;
@@ -123,6 +123,8 @@ enum Ending {
 /// refused upgrade, or moved from the old process) until it leaves or parks.
 pub async fn run(server: Arc<Server>, session: Parked, mut park: oneshot::Receiver<ParkRequest>) {
     let Parked { id, room, socket, outgoing, queue, mut unrun } = session;
+    let write_stop = socket.get_ref().write_stop();
+    write_stop.go_on(); // Stopped if it was parked before.
     let (sink, mut incoming) = socket.split();
     let (stop, stopped) = oneshot::channel();
     let mut writer = tokio::spawn(write(sink, outgoing, queue, stopped));
@@ -158,11 +160,13 @@ pub async fn run(server: Arc<Server>, session: Parked, mut park: oneshot::Receiv
     let last = match ending {
         Ending::Close(last) => last,
         Ending::Park(reply, unrun) => {
-            if let Ok(parked) = stop_at_boundary(id, room.clone(), incoming, &mut writer, stop, unrun).await {
+            let parking = stop_at_boundary(id, room.clone(), incoming, &mut writer, stop, &write_stop, unrun);
+            if let Ok(parked) = parking.await {
                 let Err(parked) = reply.send(parked) else { return };
                 // The upgrade stopped waiting for it: closed, and it leaves.
                 drop(parked);
             }
+            write_stop.go_on(); // A writer that did not stop in time sends the close.
             close(CloseCode::Away, "the server is upgrading: connect again".into())
         }
     };
@@ -186,17 +190,21 @@ fn asked(request: Result<ParkRequest, oneshot::error::RecvError>, unrun: Option<
 }
 
 /// Parks a session asked to: its writer stops after the frame it is
-/// writing, its reader finishes a fragmented message it is inside of. `Err`
-/// if that took longer than [`PARK_WAIT`] (the session then closes).
+/// writing (let go if the socket does not take it: the rest waits in
+/// [`WholeFrames::write_behind`]), its reader finishes a fragmented message
+/// it is inside of. `Err` if that took longer than [`PARK_WAIT`] (the
+/// session then closes).
 async fn stop_at_boundary(
     id: u64,
     room: String,
     incoming: SplitStream<Socket>,
     writer: &mut JoinHandle<Option<StoppedWriter>>,
     stop: oneshot::Sender<()>,
+    write_stop: &WriteStop,
     mut unrun: Option<Message>,
 ) -> Result<Parked, ()> {
     let deadline = Instant::now() + PARK_WAIT;
+    write_stop.stop();
     let _ = stop.send(());
     let Ok(Ok(Some((sink, mut outgoing, mut queue)))) = timeout_at(deadline, writer).await else {
         return Err(());
@@ -208,6 +216,7 @@ async fn stop_at_boundary(
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
             _ => {
                 // Inside a message past the deadline, or closing: 1001.
+                write_stop.go_on();
                 let going = close(CloseCode::Away, "the server is upgrading: connect again".into());
                 let _ = timeout(SEND_TIMEOUT, socket.send(going)).await;
                 return Err(());

@@ -113,7 +113,7 @@ fn resume(server: &Server, record: record::Record, socket: OwnedFd) -> Result<Pa
     let socket = std::net::TcpStream::from(socket);
     let socket = socket.set_nonblocking(true).and_then(|()| TcpStream::from_std(socket));
     let socket = socket.map_err(|err| format!("session {}'s socket: {err}", record.id))?;
-    let frames = WholeFrames::resume(socket, record.read_ahead, MAX_MESSAGE);
+    let frames = WholeFrames::resume(socket, record.read_ahead, record.write_behind, MAX_MESSAGE);
     let socket = WebSocketStream::from_raw_socket(frames, Role::Server, Some(session::config()));
     let socket = Handle::current().block_on(socket);
     let (queue, incoming) = mpsc::channel(QUEUE);

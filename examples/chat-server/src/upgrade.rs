@@ -29,7 +29,7 @@ use crate::{Server, record};
 pub const LISTENER: &str = "chat";
 /// What a new process says in its HELLO that it takes: a binary of another
 /// release that says otherwise gets nothing, and the upgrade is refused.
-pub const TAKES: &[u8] = b"chat-server sessions, record layout 1";
+pub const TAKES: &[u8] = b"chat-server sessions, record layout 2";
 /// The frames of this server: its header (record layout, pid, next session id)…
 pub const HEADER: u16 = FIRST_HOST_KIND;
 /// …the module's snapshot (`ModuleSnapshot::to_bytes`)…

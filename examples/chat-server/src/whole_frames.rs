@@ -10,10 +10,21 @@
 //! between two messages tungstenite holds nothing, and
 //! [`WholeFrames::read_ahead`] is exactly what the client sent that was not
 //! processed: a frame cut in two by the upgrade, and whatever came after it.
+//!
+//! Writing, it takes every byte tungstenite writes at once, and keeps what
+//! the socket did not take ([`WholeFrames::write_behind`]): so tungstenite
+//! holds nothing of what it was given to send either. A session's writer
+//! blocked on a client that does not read is let go by
+//! [`WriteStop::stop`] (its flush returns), its unsent bytes left here to
+//! move with the connection.
 
 use std::io::{self, Cursor};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
+
+use futures_util::task::AtomicWaker;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
@@ -53,18 +64,64 @@ pub struct WholeFrames<S> {
     /// A text or binary frame without FIN was handed, its last fragment not yet.
     in_message: bool,
     max_frame: usize,
+    /// Written by tungstenite, not yet taken by the socket.
+    behind: Vec<u8>,
+    stop: Arc<WriteStop>,
+}
+
+/// Lets a flush waiting on the socket return, its bytes kept in
+/// [`WholeFrames::write_behind`] (see the module docs).
+#[derive(Debug, Default)]
+pub struct WriteStop {
+    stopped: AtomicBool,
+    /// The task whose flush waits on the socket.
+    flushing: AtomicWaker,
+}
+
+impl WriteStop {
+    /// From now on a flush returns at once, whatever the socket did not take.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.flushing.wake();
+    }
+
+    /// Flushes write to the socket again (a parked session goes on here).
+    pub fn go_on(&self) {
+        self.stopped.store(false, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
 }
 
 impl<S> WholeFrames<S> {
     /// A connection just accepted: its HTTP upgrade request comes first.
     pub fn handshake(inner: S, max_frame: usize) -> Self {
-        WholeFrames { inner, ahead: Vec::new(), handing: 0, in_head: true, in_message: false, max_frame }
+        WholeFrames::new(inner, Vec::new(), Vec::new(), true, max_frame)
     }
 
     /// A WebSocket connection that goes on, with the bytes that were read
-    /// from it and not processed (from [`WholeFrames::read_ahead`]).
-    pub fn resume(inner: S, read_ahead: Vec<u8>, max_frame: usize) -> Self {
-        WholeFrames { inner, ahead: read_ahead, handing: 0, in_head: false, in_message: false, max_frame }
+    /// from it and not processed (from [`WholeFrames::read_ahead`]), and
+    /// those written to it and not sent (from [`WholeFrames::write_behind`]),
+    /// which go out first.
+    pub fn resume(inner: S, read_ahead: Vec<u8>, write_behind: Vec<u8>, max_frame: usize) -> Self {
+        WholeFrames::new(inner, read_ahead, write_behind, false, max_frame)
+    }
+
+    fn new(inner: S, ahead: Vec<u8>, behind: Vec<u8>, in_head: bool, max_frame: usize) -> Self {
+        let stop = Arc::default();
+        WholeFrames { inner, ahead, handing: 0, in_head, in_message: false, max_frame, behind, stop }
+    }
+
+    /// Written (whole frames, or the rest of one) and not yet sent.
+    pub fn write_behind(&self) -> &[u8] {
+        &self.behind
+    }
+
+    /// What lets a flush waiting on this socket return.
+    pub fn write_stop(&self) -> Arc<WriteStop> {
+        self.stop.clone()
     }
 
     /// Whether tungstenite holds fragments of a message not yet complete.
@@ -150,15 +207,39 @@ impl<S: AsyncRead + Unpin> AsyncRead for WholeFrames<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for WholeFrames<S> {
+    /// Takes all of `buf`: what the socket does not take now waits behind.
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let mut written = 0;
+        if this.behind.is_empty()
+            && !this.stop.stopped()
+            && let Poll::Ready(result) = Pin::new(&mut this.inner).poll_write(cx, buf)
+        {
+            written = result?;
+        }
+        this.behind.extend_from_slice(&buf[written..]);
+        Poll::Ready(Ok(buf.len()))
     }
 
+    /// Sends what waits behind, unless stopped ([`WriteStop`]).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        while !this.behind.is_empty() {
+            // Registered before the check: a stop after it wakes this task.
+            this.stop.flushing.register(cx.waker());
+            if this.stop.stopped() {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_write(cx, &this.behind))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                written => drop(this.behind.drain(..written)),
+            }
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

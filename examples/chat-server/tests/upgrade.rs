@@ -163,3 +163,34 @@ fn a_refused_upgrade_leaves_every_session_serving_in_the_old_process() {
     let mut newcomer = Client::join(&server, "stay");
     assert_eq!(newcomer.say("new"), next.next().expect("seq"));
 }
+
+#[test]
+fn pushes_waiting_for_a_client_that_does_not_read_move_through_two_upgrades_in_order() {
+    // 48 KiB broadcasts: the first 120 (5.8 MB) are more than the kernel's
+    // buffers on both ends hold (4 MB at most for the server's by default),
+    // so the session's writer is blocked inside a frame with pushes queued
+    // behind it at each freeze; 240 in all stay under its queue of 256.
+    const PHASES: [u64; 3] = [120, 60, 60];
+    let text = "x".repeat(48 << 10);
+    let server_file = std::path::Path::new(hotswap_test_modules::ROOM_V1);
+    let mut server = Server::start(server_file);
+    let mut talker = Client::join(&server, "backlog");
+    let mut silent = Client::join(&server, "backlog");
+
+    let mut sent = 0;
+    for (phase, count) in PHASES.into_iter().enumerate() {
+        if phase > 0 {
+            assert_eq!(server.upgrade(), 2, "sessions moved by upgrade {phase}");
+        }
+        for _ in 0..count {
+            sent += 1;
+            assert_eq!(talker.say(&text), sent, "the room's number for the talker's message");
+        }
+    }
+    // Only now does the silent client read: each broadcast once, in the
+    // room's order (those from before the upgrades first), and no close.
+    silent.read_through(sent);
+    assert_eq!(silent.room_seqs(), (1..=sent).collect::<Vec<_>>(), "the silent client's broadcasts");
+    assert_eq!(silent.seen.len() as u64, sent + 1, "`joined`, then the broadcasts and nothing else");
+    assert_eq!(silent.say("awake"), sent + 1, "the silent client's session is still open");
+}
