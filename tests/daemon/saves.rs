@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hotswap_test_support::http::write_request;
 use sha2::{Digest, Sha256};
 
 use crate::{COUNTER_CONFIG, Setup, json, modules, stderr};
@@ -156,14 +157,20 @@ fn kill_9_in_the_middle_of_saves_never_leaves_a_torn_state() {
             let socket = daemon.socket.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
+                    // The kill can land at any step: every error ends the adder.
                     let Ok(mut stream) = std::net::TcpStream::connect(address) else { return };
-                    crate::send(&mut stream, "POST", "/call/counter/add?instance=lobby", b"1", &[]);
+                    let add = "/call/counter/add?instance=lobby";
+                    if write_request(&mut stream, "POST", add, b"1", &[]).is_err() {
+                        return;
+                    }
                     let Ok((200, total)) = crate::read_response(&mut std::io::BufReader::new(stream)) else {
                         return;
                     };
                     let total: u64 = String::from_utf8(total).unwrap().parse().unwrap();
                     let Ok(mut admin) = std::os::unix::net::UnixStream::connect(&socket) else { return };
-                    crate::send(&mut admin, "POST", "/v1/snapshot", b"", &[]);
+                    if write_request(&mut admin, "POST", "/v1/snapshot", b"", &[]).is_err() {
+                        return;
+                    }
                     if let Ok((200, _)) = crate::read_response(&mut std::io::BufReader::new(admin)) {
                         saved_at_least.store(total, Ordering::SeqCst);
                     }
