@@ -24,9 +24,18 @@ pub(crate) fn upgrade(setup: &Setup, daemon: &mut Daemon) -> u32 {
 
 /// Runs `hotswap upgrade` and returns the new pid, not waiting for the old process.
 pub(crate) fn upgrade_started(setup: &Setup, daemon: &Daemon) -> u32 {
+    new_pid(&upgrade_report(setup, daemon))
+}
+
+/// Runs `hotswap upgrade`, which must succeed, and returns what it printed.
+fn upgrade_report(setup: &Setup, daemon: &Daemon) -> String {
     let output = setup.cli(&["upgrade"]);
     assert!(output.status.success(), "upgrade failed: {}\n{}", stderr(&output), daemon.log());
-    let text = stdout(&output);
+    stdout(&output)
+}
+
+/// The new pid in `hotswap upgrade`'s report.
+fn new_pid(text: &str) -> u32 {
     text.split(" -> ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
@@ -182,14 +191,25 @@ fn a_request_in_flight_at_the_commit_is_forwarded_and_its_connection_moves() {
     send(held.get_mut(), "GET", "/healthz", b"", &[]);
     assert_eq!(read_full(&mut held).unwrap().header("hotswap-pid"), Some(old_pid.to_string().as_str()));
 
-    let new_pid = std::thread::scope(|scope| {
-        let upgrading = scope.spawn(|| upgrade_started(&setup, &daemon));
+    let report = std::thread::scope(|scope| {
+        let upgrading = scope.spawn(|| upgrade_report(&setup, &daemon));
         // The state went out and the new process waits 1.5 s before READY,
         // the old one frozen: this call waits in the old process for the commit.
         daemon.wait_for_status("the state to be sent", |status| status["upgrade"]["modules_sent"] == 1);
         send(held.get_mut(), "POST", "/call/counter/add?instance=lobby", b"1", &[]);
         upgrading.join().unwrap()
     });
+    let new_pid = new_pid(&report);
+    // Calls were held from the freeze to the commit, the new process's 1.5 s wait included.
+    let held_ms: u64 = report
+        .split("calls held ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no 'calls held' in {report:?}"));
+    assert!(
+        held_ms >= 1500,
+        "calls held {held_ms} ms, but the new process kept the freeze 1,500 ms: {report}"
+    );
     let forwarded = read_full(&mut held).unwrap();
     assert_eq!(forwarded.status, 200);
     assert_eq!(forwarded.body, b"6", "the new process's state answered");
