@@ -175,8 +175,16 @@ fn hand_over(
         deadline: Some(started + config.upgrade_timeout),
         timeout_setting: Some("upgrade.ready_timeout".into()),
     };
-    let mut host =
-        DaemonHandover { daemon, runtime, frozen: None, paused: None, takes: 0, frozen_at: None, new_pid: 0 };
+    let mut host = DaemonHandover {
+        daemon,
+        runtime,
+        frozen: None,
+        paused: None,
+        takes: 0,
+        frozen_since: None,
+        frozen_for: Duration::ZERO,
+        new_pid: 0,
+    };
     let upgraded = handover::upgrade(command, &lent, &mut host, &options)?;
     let progress = daemon.progress().unwrap_or_else(|| api::Upgrade::new(binary, "draining"));
     Ok(api::Upgraded {
@@ -184,7 +192,7 @@ fn hand_over(
         new_pid: upgraded.new_pid,
         took_ms: started.elapsed().as_millis() as u64,
         startup_ms: upgraded.startup.as_millis() as u64,
-        frozen_ms: host.frozen_at.map_or(0, |(frozen, thawed)| (thawed - frozen).as_millis() as u64),
+        frozen_ms: host.frozen_for.as_millis() as u64,
         modules: progress.modules_sent,
         instances: progress.instances_sent,
         state_bytes: progress.bytes_sent,
@@ -201,8 +209,10 @@ struct DaemonHandover<'a> {
     paused: Option<PausedSessions<'a>>,
     /// HELLO's flags: what the new process takes.
     takes: u8,
-    /// When the freeze began and ended, once it ended in a commit.
-    frozen_at: Option<(Instant, Instant)>,
+    /// When the freeze began, while it lasts.
+    frozen_since: Option<Instant>,
+    /// How long calls were held, once the freeze ended in a commit.
+    frozen_for: Duration,
     /// The new process, once it is ready.
     new_pid: u32,
 }
@@ -233,7 +243,7 @@ impl Handover for DaemonHandover<'_> {
             ));
         };
         self.frozen = Some(frozen);
-        self.frozen_at = Some((Instant::now(), Instant::now()));
+        self.frozen_since = Some(Instant::now());
         // Nothing runs now: every serving session stops where it stands and
         // moves with the state (resumed here if the upgrade fails before its
         // commit). A new process of an earlier release takes none.
@@ -272,9 +282,7 @@ impl Handover for DaemonHandover<'_> {
         let _ = daemon.handed_over.set((daemon.forward_address(), self.new_pid));
         daemon.draining.store(true, SeqCst);
         self.frozen = None;
-        if let Some((frozen, _)) = self.frozen_at {
-            self.frozen_at = Some((frozen, Instant::now()));
-        }
+        self.frozen_for = self.frozen_since.take().map_or(Duration::ZERO, |since| since.elapsed());
         let _ = daemon.listening.send(Listening::HandOver);
     }
 
@@ -282,7 +290,7 @@ impl Handover for DaemonHandover<'_> {
         // Paused sessions resume, calls run again, connections are accepted.
         self.paused = None;
         self.frozen = None;
-        self.frozen_at = None;
+        self.frozen_since = None;
         let _ = self.daemon.listening.send(Listening::Accept);
     }
 }
