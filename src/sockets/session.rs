@@ -12,7 +12,6 @@
 //! After the 101 the session takes the raw TCP stream back from hyper and
 //! frames it itself (`wire.rs`), so what it read ahead can be handed over.
 
-use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use tungstenite::handshake::derive_accept_key;
 use super::moving::{MovedSession, Queued, Verdict};
 use super::wire::park::ReadState;
 use super::wire::{Received, WireError, WireReader, WireWriter};
-use super::{CloseKind, Full, Outgoing, Room, SessionHandle, close_frame, inbox};
+use super::{CloseKind, Full, Outgoing, Room, SessionHandle, inbox};
 use crate::config::{DEFAULT_INSTANCE, SocketEndpoint, SocketInstance};
 use crate::connections::{Admission, Counted};
 use crate::daemon::Daemon;
@@ -283,14 +282,14 @@ async fn serve(
                 daemon.sockets.remove(handle, CloseKind::Moved);
                 return;
             }
-            Resumed::Closed(writer) => {
+            Resumed::Closed(None) => {
                 handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
                 daemon.sockets.remove(handle, CloseKind::GoingAway);
-                if let Some(writer) = writer {
-                    close_parked(writer).await;
-                }
                 return;
             }
+            // Its writer sends what was queued, then the 1001 (as `end` does
+            // for every close).
+            Resumed::Closed(Some(closing)) => return end(daemon, handle, closing.writer).await,
         }
     }
     // After a hand-over the state (and this session in it) lives in the
@@ -318,22 +317,15 @@ async fn end(
     }
 }
 
-/// Sends a 1001 close on a writer a pause had stopped.
-async fn close_parked(parked: ParkedWriter) {
-    let ParkedWriter { mut writer, .. } = parked;
-    writer.queue_close(close_frame(1001, GOING_AWAY));
-    let _ = tokio::time::timeout(CLOSE_WAIT, writer.flush()).await;
-    let _ = tokio::time::timeout(CLOSE_WAIT, writer.shutdown()).await;
-}
-
 /// What became of a session paused for a move.
 enum Resumed {
     /// The upgrade failed: serve on, `pending` first.
     Here(Connection, Option<Bytes>),
     /// The new process has it.
     Moved,
-    /// It could not move: close it (with the writer, when there is one).
-    Closed(Option<ParkedWriter>),
+    /// It could not move: closed with 1001, by its connection's writer when
+    /// it still has one (what was queued goes out first).
+    Closed(Option<Connection>),
 }
 
 /// Pauses the session for a move: reports what it takes and waits for its
@@ -387,11 +379,11 @@ async fn moving_session(
             resume_here(daemon, handle, stream, (read_state, unwritten), outgoing, backlog, pending)
         }
         Ok(Verdict::Close) | Err(_) => {
-            let (read_half, write_half) = stream.into_split();
-            drop(read_half);
-            let writer = WireWriter::resume(write_half, unwritten);
-            let writer = ParkedWriter { writer, taken: VecDeque::new(), outgoing };
-            Resumed::Closed(Some(writer))
+            // Closing before its writer starts: the writer sends the
+            // unwritten bytes and the queued pushes, then the close.
+            handle.close(1001, GOING_AWAY, CloseKind::GoingAway);
+            let parked = (read_state, unwritten);
+            Resumed::Closed(Some(Connection::start(daemon, handle, stream, parked, outgoing, backlog)))
         }
     }
 }
