@@ -58,7 +58,8 @@ use crate::frame::{Frame, FrameError};
 use crate::listen;
 use crate::pass;
 use crate::protocol::{
-    COMMIT, CONTROL, HELLO, MOVED_END, READY, REJECT, STATE_BEGIN, STATE_END, is_protocol_kind,
+    COMMIT, CONTROL, FIRST_HOST_KIND, HELLO, MOVED_END, READY, REJECT, STATE_BEGIN, STATE_END,
+    is_protocol_kind,
 };
 
 /// How long a failed send waits for the new process's REJECT reason.
@@ -212,7 +213,7 @@ fn send_host_frame(
     if is_protocol_kind(kind) {
         return Err(io::Error::new(
             ErrorKind::InvalidInput,
-            format!("frame kind {kind} is the protocol's own; choose a kind from 16 up"),
+            format!("frame kind {kind} is the protocol's own; choose a kind from {FIRST_HOST_KIND} up"),
         ));
     }
     channel.write(kind, payload, fds)
@@ -299,13 +300,10 @@ fn drive(
         // A new process that refuses the state says REJECT and exits while
         // the rest is still being sent: its reason says more than our broken
         // pipe, and is already waiting to be read.
-        Err(lost) => {
-            let soon = Options::new(REASON_WAIT);
-            match read_until(&mut channel, deadline.min(Instant::now() + REASON_WAIT), &soon) {
-                Ok(rejected @ Frame { kind: REJECT, .. }) => rejected,
-                _ => return Err(lost),
-            }
-        }
+        Err(lost) => match read_until(&mut channel, deadline.min(Instant::now() + REASON_WAIT), options) {
+            Ok(rejected @ Frame { kind: REJECT, .. }) => rejected,
+            _ => return Err(lost),
+        },
     };
     match answer {
         Frame { kind: READY, .. } => {}
