@@ -15,7 +15,7 @@ use tungstenite::Message;
 use crate::session_traffic::{
     self, Joined, assert_all_open_none_closed, assert_rooms_account_for, sent_between,
 };
-use crate::upgrade::{fd_targets, open_fds, script, upgrade, upgrade_started};
+use crate::upgrade::{assert_fds_back_to, open_fds, script, upgrade, upgrade_started};
 use crate::ws_client::{Client, call, connect, joined_id, masked_text_frame, next_text, send, until};
 use crate::{Daemon, Setup, modules, stderr};
 
@@ -230,8 +230,7 @@ fn a_failed_upgrade_leaves_every_session_serving_in_the_old_process() {
     let frozen = windows[1];
     assert!(sent_between(&seen, frozen.0, frozen.1) > 0, "no message sent while the old process was frozen");
     assert_rooms_account_for(&daemon, &seen);
-    let status = daemon.status()["sessions"].clone();
-    assert_eq!((&status["open"], &status["closes"]), (&8.into(), &serde_json::json!({})), "{status}");
+    assert_all_open_none_closed(&daemon, 8);
 }
 
 /// Descriptors the new process may hold beyond the baseline. On main, with
@@ -280,16 +279,8 @@ fn the_old_process_exits_once_sessions_moved_and_no_descriptor_leaks() {
         }
     }
     daemon.wait_for_status("every session to end", |status| status["sessions"]["open"] == 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_fds(new_pid) > baseline + FD_MARGIN && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        open_fds(new_pid) <= baseline + FD_MARGIN,
-        "descriptors leaked: {} open in the new process, {baseline} in a process of an upgrade before any client: {:?}",
-        open_fds(new_pid),
-        fd_targets(new_pid)
-    );
+    let before = format!("(+{FD_MARGIN}) in a process of an upgrade before any client ({baseline})");
+    assert_fds_back_to(new_pid, baseline + FD_MARGIN, Duration::from_secs(10), &before);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
 
 use crate::session_handover::{setup, start_frozen_upgrades};
-use crate::upgrade::upgrade_started;
+use crate::upgrade::{upgrade, upgrade_started};
 use crate::ws_client::{Client, call};
 use crate::{Daemon, Setup};
 
@@ -315,8 +315,7 @@ fn sessions_joining_through_back_to_back_upgrades_each_end_served_or_closed_with
             .collect();
         for _ in 0..ROUNDS {
             old_pids.push(daemon.pid());
-            let new_pid = upgrade_started(&setup, &daemon);
-            daemon.taken_over_by(new_pid);
+            upgrade(&setup, &mut daemon);
         }
         done.store(true, Ordering::Relaxed);
         connectors.into_iter().flat_map(|connector| connector.join().unwrap()).collect()

@@ -96,9 +96,8 @@ fn a_message_reaches_the_module_and_its_pushes_come_back() {
     assert_eq!(sessions_status(&daemon)["closes"]["module"], 1);
 }
 
-/// The daemon frames the connection itself (`src/sockets/wire.rs`): a ping
-/// gets its pong, and a client that breaks the protocol gets the close code
-/// that says how, and the room serves on.
+/// Bytes the client sent right after its handshake, in the same packet,
+/// reach the module: what hyper read past the request is not lost.
 #[test]
 fn a_message_sent_in_the_same_packet_as_the_handshake_is_not_lost() {
     use std::io::{Read, Write};
@@ -130,6 +129,9 @@ fn a_message_sent_in_the_same_packet_as_the_handshake_is_not_lost() {
     assert_eq!(next_text(&mut client), format!("{id}:1:early"));
 }
 
+/// The daemon frames the connection itself (`src/sockets/wire.rs`): a ping
+/// gets its pong, and a client that breaks the protocol gets the close code
+/// that says how, and the room serves on.
 #[test]
 fn pings_get_pongs_and_a_client_breaking_the_protocol_is_closed_with_its_code() {
     use std::io::Write as _;
