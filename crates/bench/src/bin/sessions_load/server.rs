@@ -94,24 +94,15 @@ impl Server {
     /// path every process keeps), then the wait (at most 30 s) until the
     /// old process is gone from `/proc`; times in seconds from `at`.
     pub fn upgrade(&self, at: Instant) -> Upgrade {
-        // The pid serving now, should the answer not say it (or fail).
-        let serving = self.daemon.admin("GET", "/v1/status", b"").ok().filter(|(code, _)| *code == 200);
-        let serving: serde_json::Value =
-            serving.and_then(|(_, body)| serde_json::from_slice(&body).ok()).unwrap_or_default();
         let start_s = at.elapsed().as_secs_f64();
         let answer = self.daemon.admin("POST", "/v1/upgrade", b"");
         let end_s = at.elapsed().as_secs_f64();
-        let mut upgrade = Upgrade {
-            start_s,
-            end_s,
-            old_pid: serving["pid"].as_u64().unwrap_or(0) as u32,
-            ..Upgrade::default()
-        };
+        let mut upgrade = Upgrade { start_s, end_s, ..Upgrade::default() };
         match answer {
             Ok((200, body)) => {
                 let done: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 upgrade.ok = true;
-                upgrade.old_pid = done["old_pid"].as_u64().map_or(upgrade.old_pid, |pid| pid as u32);
+                upgrade.old_pid = done["old_pid"].as_u64().unwrap_or(0) as u32;
                 upgrade.new_pid = done["new_pid"].as_u64().unwrap_or(0) as u32;
                 upgrade.took_ms = done["took_ms"].as_f64().unwrap_or(f64::NAN);
                 upgrade.frozen_ms = done["frozen_ms"].as_f64().unwrap_or(f64::NAN);
