@@ -403,8 +403,7 @@ fn adopt_connections(
     tokio::spawn(async move {
         let mut refused = 0usize;
         while let Some((stream, read_ahead)) = arrived.recv().await {
-            let stream = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream));
-            let stream = match stream {
+            let stream = match upgrade::connections::into_tokio(stream) {
                 Ok(stream) => stream,
                 Err(err) => {
                     tracing::warn!("cannot serve a connection moved here ({err}); closing it");

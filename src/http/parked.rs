@@ -176,12 +176,17 @@ fn closed_or_upgraded<S>(ended: hyper::Result<()>, upgraded: bool) -> Served<S> 
 /// then whatever of an earlier read-ahead hyper had not taken yet.
 fn parked<S, Svc>(parts: http1::Parts<TokioIo<ConnectionIo<S>>, Svc>) -> Parked<S> {
     let (stream, rest) = parts.io.into_inner().into_parts();
-    let read_ahead = match (parts.read_buf.is_empty(), rest.is_empty()) {
-        (_, true) => parts.read_buf,
-        (true, false) => rest,
-        (false, false) => [parts.read_buf, rest].concat().into(),
-    };
-    Parked { stream, read_ahead }
+    Parked { stream, read_ahead: read_ahead(parts.read_buf, rest) }
+}
+
+/// What a connection read and did not use, in order: hyper's buffer, then
+/// what it had not given hyper yet (copied only when both hold bytes).
+pub fn read_ahead(read_buf: Bytes, not_given: Bytes) -> Bytes {
+    match (read_buf.is_empty(), not_given.is_empty()) {
+        (_, true) => read_buf,
+        (true, false) => not_given,
+        (false, false) => [read_buf, not_given].concat().into(),
+    }
 }
 
 /// What a connection's IO and its service share with the code serving it.

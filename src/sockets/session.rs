@@ -93,11 +93,7 @@ pub fn accept(daemon: &Arc<Daemon>, endpoint: &SocketEndpoint, request: Request<
                 // the connection had read ahead and not yet given to hyper.
                 let (counted, not_given) = parts.io.into_inner().into_parts();
                 let (stream, _admitted) = counted.into_parts();
-                let read_ahead = if not_given.is_empty() {
-                    parts.read_buf
-                } else {
-                    [parts.read_buf, not_given].concat().into()
-                };
+                let read_ahead = crate::http::parked::read_ahead(parts.read_buf, not_given);
                 run(&running, &handle, outgoing, stream, read_ahead, join_request).await;
             }
             Err(_) => {
@@ -242,8 +238,7 @@ pub fn resume_moved(daemon: &Arc<Daemon>, moved: super::moving::Adopted, admissi
         let running = daemon.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
-            let _ = stream.set_nonblocking(true);
-            match TcpStream::from_std(stream) {
+            match crate::upgrade::connections::into_tokio(stream) {
                 Ok(stream) => {
                     let parked = (moved.read_state, moved.unwritten);
                     let connection = Connection::start(&running, &handle, stream, parked, outgoing, backlog);

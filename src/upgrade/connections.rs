@@ -28,6 +28,13 @@ use crate::http::parked::ParkedRecord;
 /// read ahead of its request boundary.
 pub type Moving = (TcpStream, Bytes);
 
+/// A socket that came from the old process, made a tokio stream of this
+/// one's runtime (it arrives blocking, as every passed descriptor does).
+pub fn into_tokio(stream: TcpStream) -> io::Result<tokio::net::TcpStream> {
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
+}
+
 /// How long one frame may take to reach a new process that stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
