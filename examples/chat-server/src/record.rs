@@ -37,14 +37,8 @@ pub fn encode(session: &Parked) -> Vec<u8> {
     put_bytes(&mut out, session.socket.get_ref().write_behind());
     out.push(u8::from(session.unrun.is_some()));
     session.unrun.iter().for_each(|message| put_message(&mut out, message));
-    // Only data and close frames are ever queued.
-    let queued: Vec<&Message> = session
-        .outgoing
-        .iter()
-        .filter(|m| matches!(m, Message::Text(_) | Message::Binary(_) | Message::Close(_)))
-        .collect();
-    out.extend_from_slice(&(queued.len() as u32).to_le_bytes());
-    queued.into_iter().for_each(|message| put_message(&mut out, message));
+    out.extend_from_slice(&(session.outgoing.len() as u32).to_le_bytes());
+    session.outgoing.iter().for_each(|message| put_message(&mut out, message));
     out
 }
 

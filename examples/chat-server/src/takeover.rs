@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::rooms::QUEUE;
 use crate::session::{self, MAX_MESSAGE, Parked};
-use crate::upgrade::{HEADER, MODULE_STATE, SESSION, TAKES};
+use crate::upgrade::{HEADER, MODULE_STATE, SESSION, takes};
 use crate::whole_frames::WholeFrames;
 use crate::{Server, record};
 
@@ -30,7 +30,7 @@ pub const TEST_REJECT: &str = "CHAT_SERVER_TEST_REJECT_UPGRADE";
 /// `block_in_place`), and prints `took over from pid P: K sessions`. `Err`:
 /// this process must exit without serving.
 pub fn take_over(server: &Arc<Server>, control: OwnedFd) -> Result<(), String> {
-    let mut taking = Takeover::hello(control, TAKES)?;
+    let mut taking = Takeover::hello(control, &takes())?;
     let taken = receive(server, &mut taking).and_then(|taken| match std::env::var(TEST_REJECT) {
         Ok(reason) => Err(format!("{reason} (test hook {TEST_REJECT})")),
         Err(_) => Ok(taken),

@@ -29,7 +29,11 @@ use crate::{Server, record};
 pub const LISTENER: &str = "chat";
 /// What a new process says in its HELLO that it takes: a binary of another
 /// release that says otherwise gets nothing, and the upgrade is refused.
-pub const TAKES: &[u8] = b"chat-server sessions, record layout 2";
+/// It names the record layout, so a new layout cannot go unsaid.
+pub fn takes() -> Vec<u8> {
+    format!("chat-server sessions, record layout {}", record::VERSION).into_bytes()
+}
+
 /// The frames of this server: its header (record layout, pid, next session id)…
 pub const HEADER: u16 = FIRST_HOST_KIND;
 /// …the module's snapshot (`ModuleSnapshot::to_bytes`)…
@@ -86,11 +90,11 @@ struct OldSide {
 
 impl Handover for OldSide {
     fn freeze(&mut self, hello: &Hello, deadline: Instant) -> Result<(), String> {
-        if hello.takes != TAKES {
+        if hello.takes != takes() {
             return Err(format!(
                 "the new process takes {:?}, this one hands over {:?}: start a chat-server of this release",
                 String::from_utf8_lossy(&hello.takes),
-                String::from_utf8_lossy(TAKES)
+                String::from_utf8_lossy(&takes())
             ));
         }
         self.server.accepting.send_replace(false);
