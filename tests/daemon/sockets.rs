@@ -9,7 +9,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 use crate::ws_client::{
-    Client, call, connect, joined_id, masked_text_frame, next_text, send, try_connect, until,
+    Client, call, connect, joined_id, masked_text_frame, next_text, send, try_connect, try_connect_at, until,
 };
 use crate::{Daemon, Setup, modules};
 
@@ -251,9 +251,7 @@ fn a_broadcast_reaches_every_session_of_the_instance_and_no_other() {
 
 /// A session at `path` of the daemon at `public`, for a client thread.
 fn client_at(public: std::net::SocketAddr, path: &str) -> Client {
-    let stream = TcpStream::connect(public).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    tungstenite::client(format!("ws://{public}{path}").as_str(), stream).unwrap().0
+    try_connect_at(public, path).unwrap_or_else(|err| panic!("connecting to {path}: {err}"))
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! `joined N`, `ack SEQ`, `ID:SEQ:TEXT` broadcasts, methods `sessions`,
 //! `seq`. Shared by the session tests (`sockets`, `session_handover`).
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use tungstenite::{Message, WebSocket};
@@ -18,9 +18,14 @@ pub fn connect(daemon: &Daemon, path: &str) -> Client {
 }
 
 pub fn try_connect(daemon: &Daemon, path: &str) -> Result<Client, tungstenite::Error> {
-    let stream = TcpStream::connect(daemon.public()).unwrap();
+    try_connect_at(daemon.public(), path)
+}
+
+/// As [`try_connect`], for a thread that has the public address but not the daemon.
+pub fn try_connect_at(public: SocketAddr, path: &str) -> Result<Client, tungstenite::Error> {
+    let stream = TcpStream::connect(public).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let url = format!("ws://{}{path}", daemon.public());
+    let url = format!("ws://{public}{path}");
     match tungstenite::client(url.as_str(), stream) {
         Ok((client, _)) => Ok(client),
         Err(tungstenite::HandshakeError::Failure(err)) => Err(err),
